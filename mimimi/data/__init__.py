@@ -1,0 +1,1 @@
+"""Data layer: index (pure), audio I/O, synthetic generator, downloader, torch Datasets."""

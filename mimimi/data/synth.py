@@ -1,0 +1,640 @@
+"""Synthetic MIMII-like machine sounds in the DCASE 2020 Task 2 development layout.
+
+**These data are synthetic.** They stand in for MIMII / DCASE recordings, which cannot be downloaded
+everywhere, so the pipeline can run offline in demos and tests. A score on them (ID accuracy,
+AUC, pAUC) does NOT predict the score on real recordings and must not be compared with published
+results: it only shows that the pipeline runs end to end and that a model learns *something* (that
+IDs can be told apart and that anomalies differ from normal sounds).
+
+Layout written by ``generate`` (16 kHz, mono, 16-bit PCM; ``NNNNNNNN`` counts from 0 per ID and label)::
+
+    <out>/<type>/train/normal_id_XX_NNNNNNNN.wav
+    <out>/<type>/test/normal_id_XX_NNNNNNNN.wav
+    <out>/<type>/test/anomaly_id_XX_NNNNNNNN.wav
+
+Sound models, one per machine type:
+
+* fan: blade-pass harmonics (shaft rate x blade count) and coloured airflow noise chopped by the blades;
+* pump: shaft and vane-pass harmonics and flow noise, amplitude-modulated at a pulsation rate;
+* slider: back-and-forth travel; rail friction noise and a motor whine follow the speed, end-stop clicks;
+* valve: open/close clicks (damped resonances) in a repeating pattern, flow hiss while open.
+
+Each ID's parameters (speeds, blade counts, harmonic profiles, resonances, timing pattern) come from a
+generator seeded by (type, id) only, so an ID sounds alike under every ``seed``. Each clip adds speed
+drift, amplitude/timing jitter and random phases, a factory background (pink/brown noise, distant
+hum, occasional impacts) at ``snr_db``, and a random gain within a common RMS range, so loudness
+alone does not tell IDs apart. The random streams of a clip are seeded by (seed, type, id, split,
+label, index): asking for fewer test clips leaves the training clips unchanged.
+
+Anomalous clips use one of ``ANOMALY_KINDS[type]``, chosen by the clip's index (``anomaly_kind``),
+so a file name is enough to recover the kind. The kinds in ``PHASE_TIMING_KINDS`` change phase or
+timing while leaving the average magnitude spectrum nearly as it is.
+
+>>> sd = clip_seed(0, "fan", "00", "test", "anomaly", 2)
+>>> x = synth_clip("fan", "00", sd, seconds=0.5, anomaly=anomaly_kind("fan", 2))
+>>> x.dtype, x.shape, bool(np.abs(x).max() < 1.0), anomaly_kind("fan", 2)
+(dtype('float32'), (8000,), True, 'blade_flutter')
+>>> clip_name("anomaly", "06", 12)
+'anomaly_id_06_00000012.wav'
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import re
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import soundfile as sf
+
+SAMPLE_RATE = 16_000
+MACHINE_TYPES = ("fan", "pump", "slider", "valve")
+DEFAULT_IDS = ("00", "02", "04", "06")
+ANOMALY_KINDS: dict[str, tuple[str, ...]] = {
+    "fan": ("imbalance", "bearing_rattle", "blade_flutter"),
+    "pump": ("leak", "cavitation", "irregular_pulsation"),
+    "slider": ("rail_damage", "no_lubrication", "stutter"),
+    "valve": ("extra_missing_clicks", "shifted_timing", "damped_resonance"),
+}
+# Kinds that alter phase or timing far more than the average magnitude spectrum.
+PHASE_TIMING_KINDS = frozenset({"blade_flutter", "irregular_pulsation", "stutter", "shifted_timing"})
+
+RMS_DBFS = -36.0  # centre of the common loudness range: leaves headroom for impulsive valves (crest ~40)
+RMS_JITTER_DB = 4.0  # per-clip gain drawn uniformly within +-this
+PEAK_LIMIT = 0.95  # never reach full scale, so 16-bit PCM never clips
+
+_SPLITS = {"train": 0, "test": 1}
+_LABELS = {"normal": 0, "anomaly": 1}
+_SIGNATURE_TAG = 0x5167_AB1E  # keeps the per-ID signature streams apart from the per-clip streams
+_ID_RE = re.compile(r"[0-9]{2}")
+TAU = 2.0 * np.pi
+
+
+# ----------------------------------------------------------------------------- naming and seeding
+def clip_name(label: str, machine_id: str, index: int) -> str:
+    """DCASE 2020 Task 2 file name, e.g. ``normal_id_00_00000003.wav``."""
+    return f"{label}_id_{machine_id}_{index:08d}.wav"
+
+
+def anomaly_kind(machine_type: str, index: int) -> str:
+    """The anomaly kind of the ``index``-th anomalous clip of any ID of ``machine_type`` (round robin)."""
+    kinds = ANOMALY_KINDS[_check_type(machine_type)]
+    return kinds[index % len(kinds)]
+
+
+def clip_seed(seed: int, machine_type: str, machine_id: str, split: str, label: str,
+              index: int) -> np.random.SeedSequence:
+    """The seed of one clip: a function of all of (seed, type, id, split, label, index) and nothing else."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if split not in _SPLITS or label not in _LABELS:
+        raise ValueError(f"split must be one of {list(_SPLITS)} and label one of {list(_LABELS)}")
+    if index < 0:
+        raise ValueError(f"index must be >= 0, got {index}")
+    return np.random.SeedSequence([int(seed), _tag(_check_type(machine_type)), int(_check_id(machine_id)),
+                                   _SPLITS[split], _LABELS[label], int(index)])
+
+
+def _tag(s: str) -> int:
+    return zlib.crc32(s.encode())  # stable across runs, unlike hash()
+
+
+def _check_type(machine_type: str) -> str:
+    if machine_type not in MACHINE_TYPES:
+        raise ValueError(f"unknown machine type {machine_type!r}; choose from {', '.join(MACHINE_TYPES)}")
+    return machine_type
+
+
+def _check_id(machine_id: str) -> str:
+    if not isinstance(machine_id, str) or not _ID_RE.fullmatch(machine_id):
+        raise ValueError(f"machine id must be two digits like '00', got {machine_id!r}")
+    return machine_id
+
+
+def _child(ss: np.random.SeedSequence, i: int) -> np.random.Generator:
+    # what SeedSequence.spawn does, but stateless: the same ss always gives the same children
+    return np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (i,)))
+
+
+# ----------------------------------------------------------------------------- signal helpers
+@lru_cache(maxsize=16)
+def _freqs(n: int) -> np.ndarray:
+    return np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    r = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    return x / r if r > 0 else x
+
+
+def _noise(rng: np.random.Generator, n: int, gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Unit-RMS Gaussian noise of length n with amplitude response gain(f) (shaped in the rfft domain)."""
+    f = _freqs(n)
+    # independent re, im; single precision halves the FFT time and is plenty for noise
+    spec = rng.standard_normal(2 * f.size, dtype=np.float32).view(np.complex64) * gain(f).astype(np.float32)
+    return _unit(np.fft.irfft(spec, n))
+
+
+def _band(fc: float, octaves: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Gaussian bump on a log-frequency axis: centre fc, standard deviation in octaves."""
+    return lambda f: np.exp(-0.5 * (np.log2(np.maximum(f, 1.0) / fc) / octaves) ** 2)
+
+
+def _slow(rng: np.random.Generator, n: int, rate_hz: float, rows: int | None = None, step: int = 1) -> np.ndarray:
+    """Smooth random process(es) of about unit std with ~rate_hz independent values per second.
+
+    Random control points joined by cosine interpolation (C1-smooth), evaluated at every step-th of n
+    samples: shape (ceil(n / step),) or (rows, ceil(n / step)).
+    """
+    m = int(n / SAMPLE_RATE * rate_hz) + 2
+    ctrl = rng.standard_normal(m if rows is None else (rows, m))
+    pos = np.arange(0, n, step) * ((m - 1) / max(n - 1, 1))
+    i = np.minimum(pos.astype(np.int64), m - 2)
+    w = 0.5 - 0.5 * np.cos(np.pi * (pos - i))
+    return ctrl[..., i] * (1.0 - w) + ctrl[..., i + 1] * w
+
+
+_COARSE = 32  # slow processes are computed every 32 samples (500 Hz) and interpolated linearly
+
+
+def _upsample(coarse: np.ndarray, n: int) -> np.ndarray:
+    return np.interp(np.arange(n), np.arange(coarse.size) * _COARSE, coarse)
+
+
+def _slow_full(rng: np.random.Generator, n: int, rate_hz: float) -> np.ndarray:
+    """``_slow`` at every sample, for rate_hz well below 250 Hz."""
+    return _upsample(_slow(rng, n, rate_hz, step=_COARSE), n)
+
+
+def _cis(phase: np.ndarray) -> np.ndarray:
+    """exp(i*phase), about twice as fast as np.exp(1j * phase)."""
+    z = np.empty(phase.shape, dtype=np.complex128)
+    z.real = np.cos(phase)
+    z.imag = np.sin(phase)
+    return z
+
+
+def _phase(freq_hz: np.ndarray, start: float) -> np.ndarray:
+    """Instantaneous phase (rad) of a time-varying frequency (float64: exact enough unwrapped)."""
+    return np.cumsum(freq_hz * (TAU / SAMPLE_RATE)) + start
+
+
+def _harmonics(z: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Im(sum_k coef[k] z^(k+1)) for z = exp(i*phase); coef (K,) or (K, ...) broadcasting against z.
+
+    Horner's rule: K complex multiply-adds instead of K sines (in single precision: the error grows
+    like K * 1e-7, far below the 16-bit output).
+    """
+    z = z.astype(np.complex64)
+    coef = np.asarray(coef).astype(np.complex64)
+    acc = np.broadcast_to(coef[-1], z.shape).copy()
+    for c in coef[-2::-1]:
+        acc *= z
+        acc += c
+    return (acc * z).imag
+
+
+def _kernel(rng: np.random.Generator, freqs: np.ndarray, decays: np.ndarray, amps: np.ndarray) -> np.ndarray:
+    """A click: sum of damped sinusoids (modes) with random phases, normalised to unit peak."""
+    length = max(int(5.0 * float(np.max(decays)) * SAMPLE_RATE), 8)
+    t = np.arange(length) / SAMPLE_RATE
+    ph = rng.uniform(0.0, TAU, len(freqs))
+    k = (amps[:, None] * np.exp(-t / decays[:, None]) * np.sin(TAU * freqs[:, None] * t + ph[:, None])).sum(0)
+    k *= np.minimum(1.0, t * SAMPLE_RATE / 4.0)  # 4-sample attack: no step at the onset
+    return k / max(float(np.max(np.abs(k))), 1e-12)
+
+
+def _place(n: int, at: np.ndarray, amps: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Sum of amps[j] * kernel starting at sample at[j] (events are few, so a loop is cheap)."""
+    out = np.zeros(n)
+    for i, a in zip(np.asarray(at, dtype=np.int64), amps):
+        lo, hi = max(i, 0), min(i + kernel.size, n)  # an event just before the clip still rings into it
+        if lo < hi:
+            out[lo:hi] += a * kernel[lo - i:hi - i]
+    return out
+
+
+def _crossings(u: np.ndarray, level: float) -> np.ndarray:
+    """Sample indices where the cycle counter u passes level (mod 1), moving forward."""
+    c = np.floor(u - level)
+    return np.nonzero(np.diff(c) > 0)[0] + 1
+
+
+def _poisson_times(rng: np.random.Generator, n: int, rate_hz: float) -> np.ndarray:
+    k = rng.poisson(rate_hz * n / SAMPLE_RATE)
+    return np.sort(rng.integers(0, max(n, 1), k))
+
+
+# ----------------------------------------------------------------------------- machine models
+# Each model takes (n, sig, rng, arng, anomaly, sev): sig draws the ID's signature (same for every clip of
+# the ID), rng the clip's normal variability, arng only the anomaly; sev in [0.5, 1] scales the anomaly.
+# All draws from sig and rng come first and do not depend on the anomaly, so a clip and its anomalous
+# twin (same seed) share everything but the anomaly.
+
+def _fan(n, sig, rng, arng, anomaly, sev):
+    blades = int(sig.choice([5, 6, 7, 9, 11]))
+    rot = sig.uniform(14.0, 24.0)  # shaft rate, Hz; blade-pass frequency = blades * rot
+    K = 20
+    k = np.arange(1, K + 1)
+    profile = np.exp(-k * sig.uniform(0.1, 0.25)) * sig.uniform(0.4, 1.6, K)
+    phase0 = sig.uniform(0.0, TAU, K)  # fixed harmonic phases: the blade-pass pulse shape of this fan
+    air_shape = _band(sig.uniform(300.0, 1200.0), sig.uniform(0.8, 1.6))
+    air_tilt = sig.uniform(0.3, 0.8)
+    air_level = sig.uniform(0.5, 1.0)
+
+    f_rot = rot * (1.0 + 0.003 * rng.standard_normal()) * (1.0 + 0.001 * _slow_full(rng, n, 0.5))  # mains-locked
+    theta = _phase(f_rot, rng.uniform(0.0, TAU))  # shaft angle
+    coef = profile * np.exp(0.1 * rng.standard_normal(K)) * np.exp(1j * (phase0 + 0.15 * rng.standard_normal(K)))
+    air = _noise(rng, n, lambda f: (f > 30) * np.maximum(f, 30.0) ** -air_tilt * (0.2 + air_shape(f)))
+    chop_phase = np.exp(1j * rng.uniform(0.0, TAU))
+
+    z = _cis(blades * theta)
+    chop = 1.0 + 0.25 * (z * chop_phase).imag  # the blades chop the airflow: 1 + 0.25 sin(blade angle + c)
+    if anomaly == "blade_flutter":
+        # each harmonic's phase wanders on its own (~3 Hz): the pulse shape keeps changing while each
+        # harmonic's power, hence the average magnitude spectrum, stays the same. The wander is held for
+        # blocks of 32 samples (steps of a few hundredths of a radian) so Horner's rule runs on (blocks, 32)
+        # arrays instead of a (K, n) one.
+        nb = -(-n // _COARSE)
+        wander = np.exp(1j * (1.2 + sev) * _slow(arng, n, 3.0, rows=K, step=_COARSE))  # (K, nb)
+        zb = np.concatenate([z, np.ones(nb * _COARSE - n)]).reshape(nb, _COARSE)
+        tonal = _harmonics(zb, (coef[:, None] * wander)[:, :, None]).ravel()[:n]
+    else:
+        tonal = _harmonics(z, coef)
+    x = _unit(tonal) + air_level * air * chop
+    if anomaly == "imbalance":
+        # once-per-revolution force: shaft-rate sub-harmonics of the blade pass, and a wobble of the level
+        z1 = _cis(theta)
+        sub = _harmonics(z1, np.array([1.0, 0.5, 0.25]) * np.exp(1j * arng.uniform(0.0, TAU, 3)))
+        wobble = (z1 * np.exp(1j * arng.uniform(0.0, TAU))).imag
+        x = x * (1.0 + 0.3 * sev * wobble) + 0.8 * sev * _unit(sub)
+    elif anomaly == "bearing_rattle":
+        # worn bearing: random impacts ringing the housing at a few kHz
+        at = _poisson_times(arng, n, arng.uniform(20.0, 60.0))
+        ker = _kernel(arng, arng.uniform(2500.0, 5500.0, 2), arng.uniform(0.001, 0.003, 2), np.array([1.0, 0.6]))
+        x = x + 3.0 * sev * _place(n, at, arng.uniform(0.3, 1.0, at.size), ker)
+    return x
+
+
+def _pump(n, sig, rng, arng, anomaly, sev):
+    vanes = int(sig.choice([5, 6, 7]))
+    rot = sig.uniform(24.0, 40.0)  # motor shaft rate, Hz
+    K = 30
+    k = np.arange(1, K + 1)
+    profile = np.exp(-k * sig.uniform(0.05, 0.12)) * (0.3 + (k % vanes == 0) * sig.uniform(1.0, 2.0))
+    profile *= sig.uniform(0.5, 1.5, K)  # vane-pass harmonics stand out
+    phase0 = sig.uniform(0.0, TAU, K)
+    puls = sig.uniform(0.8, 2.0)  # pulsation rate, Hz
+    depth = sig.uniform(0.3, 0.6)
+    sharp = sig.uniform(1.0, 4.0)  # how peaky each pressure pulse is
+    flow_shape = _band(sig.uniform(150.0, 600.0), sig.uniform(0.7, 1.3))
+    pipe_shape = _band(sig.uniform(900.0, 2500.0), 0.08)  # pipe resonance
+    pipe_level = sig.uniform(0.3, 1.0)
+    flow_level = sig.uniform(0.4, 0.9)
+
+    # the pulsation is slow: computed on the coarse (500 Hz) grid
+    f_puls = puls * (1.0 + 0.01 * rng.standard_normal()) * (1.0 + 0.02 * _slow(rng, n, 0.5, step=_COARSE))
+    psi0 = rng.uniform(0.0, TAU)
+    rot_clip = rot * (1.0 + 0.008 * rng.standard_normal())
+    theta0 = rng.uniform(0.0, TAU)
+    coef = profile * np.exp(0.1 * rng.standard_normal(K)) * np.exp(1j * (phase0 + 0.15 * rng.standard_normal(K)))
+    flow = _noise(rng, n, lambda f: (f > 20) * (flow_shape(f) + pipe_level * pipe_shape(f) + 0.05))
+
+    if anomaly == "irregular_pulsation":
+        # pulses keep their shape and mean rate but arrive irregularly (rate wanders by ~+-50%)
+        f_puls = f_puls * np.maximum(1.0 + (0.3 + 0.3 * sev) * _slow(arng, n, 2.0 * puls, step=_COARSE), 0.2)
+    psi = np.cumsum(f_puls) * (TAU * _COARSE / SAMPLE_RATE) + psi0
+    g = _upsample((0.5 + 0.5 * np.cos(psi)) ** sharp, n)  # pressure pulse, 0..1
+    env = 1.0 + depth * (2.0 * g - 1.0)
+    theta = _phase(rot_clip * (1.0 - 0.005 * (2.0 * g - 1.0)), theta0)  # the motor slows under load
+    x = _unit(_harmonics(_cis(theta), coef) * env) + flow_level * flow * env ** 1.5
+    if anomaly == "leak":
+        # steady high-frequency hiss from a leaking seal or fitting
+        hiss = _noise(arng, n, _band(arng.uniform(3000.0, 6000.0), 0.3))
+        x = x + (0.25 + 0.3 * sev) * hiss
+    elif anomaly == "cavitation":
+        # vapour bubbles collapsing: short broadband crackle bursts, mostly at low pressure (small g)
+        at = _poisson_times(arng, n, arng.uniform(6.0, 14.0))
+        at = at[arng.random(at.size) < (1.2 - g[at])]
+        ker = np.exp(-np.arange(int(0.02 * SAMPLE_RATE)) / (arng.uniform(0.003, 0.008) * SAMPLE_RATE))
+        crackle = _noise(arng, n, lambda f: np.clip((f - 1000.0) / 2000.0, 0.0, 1.0))
+        x = x + 2.5 * sev * crackle * _place(n, at, arng.uniform(0.3, 1.0, at.size), ker)
+    return x
+
+
+def _slider(n, sig, rng, arng, anomaly, sev):
+    period = sig.uniform(0.9, 1.6)  # one back-and-forth cycle, s
+    dwell = sig.uniform(0.05, 0.15)  # fraction of the cycle resting at each end
+    fwd = (1.0 - 2.0 * dwell) * sig.uniform(0.35, 0.65)  # fraction of the cycle moving forward
+    back = 1.0 - 2.0 * dwell - fwd
+    fric_shape = _band(sig.uniform(1500.0, 4500.0), sig.uniform(0.4, 0.9))
+    whine_hz = sig.uniform(250.0, 700.0)  # motor whine at full speed
+    whine_level = sig.uniform(0.2, 0.5)
+    whine_harm = np.array([1.0, sig.uniform(0.2, 0.6), sig.uniform(0.1, 0.3)])
+    modes = sig.uniform(700.0, 3500.0, 3)
+    decays = sig.uniform(0.004, 0.015, 3)
+    click_level = sig.uniform(1.0, 2.5)
+
+    rate = (1.0 / period) * (1.0 + 0.01 * rng.standard_normal()) * (1.0 + 0.005 * _slow_full(rng, n, 0.3))
+    u0 = rng.uniform(0.0, 1.0)
+    fric = _noise(rng, n, lambda f: (f > 50) * (fric_shape(f) + 0.03))
+    whine_ph = rng.uniform(0.0, TAU, 3)
+    ker = _kernel(rng, modes * (1.0 + 0.01 * rng.standard_normal(3)), decays, np.array([1.0, 0.7, 0.5]))
+    click_amp = 1.0 + 0.1 * rng.standard_normal(4 * int(n / SAMPLE_RATE / period + 2))
+
+    if anomaly == "stutter":
+        # the carriage hesitates mid-travel (stalls of 60-200 ms) and the cycle runs at another pace
+        rate = rate * (1.0 + arng.choice([-1.0, 1.0]) * (0.08 + 0.1 * sev))
+        stall = np.zeros(n)
+        for i in _poisson_times(arng, n, 1.0 + 1.5 * sev):
+            w = int(arng.uniform(0.06, 0.2) * SAMPLE_RATE)
+            stall[i:i + w] = np.maximum(stall[i:i + w], np.hanning(w)[: n - i])
+        rate = rate * (1.0 - 0.97 * stall)
+    u = np.cumsum(rate) / SAMPLE_RATE + u0  # cycles travelled
+    c = np.mod(u[::_COARSE], 1.0)  # position is smooth: computed on the coarse grid
+    s_f = np.clip((c - dwell) / fwd, 0.0, 1.0)
+    s_b = np.clip((c - 2.0 * dwell - fwd) / back, 0.0, 1.0)
+    # position 0 .. 1 along the rail: rest, cosine ramp forward, rest, cosine ramp back (smooth stops)
+    pos = _upsample(np.where(c < 2.0 * dwell + fwd, 0.5 - 0.5 * np.cos(np.pi * s_f), 0.5 + 0.5 * np.cos(np.pi * s_b)), n)
+    speed = np.abs(np.diff(pos, prepend=pos[:1]))
+    speed = speed / max(float(speed.max()), 1e-12)
+
+    whine = _harmonics(_cis(_phase(whine_hz * speed, 0.0)), whine_harm * np.exp(1j * whine_ph)) * speed
+    if anomaly == "no_lubrication":
+        # dry rail: louder, rougher friction (stick-slip modulates it at tens of Hz)
+        fric = fric * (1.0 + sev * arng.uniform(1.0, 2.0)) * (1.0 + 0.8 * np.abs(_slow_full(arng, n, 60.0)))
+    arrivals = np.sort(np.concatenate([_crossings(u, dwell + fwd), _crossings(u, 0.0)]))  # end stops
+    clicks = _place(n, arrivals, click_amp[: arrivals.size], ker)
+    x = fric * speed ** 1.2 + whine_level * whine + click_level * clicks
+    if anomaly == "rail_damage":
+        # a dent at one point of the rail clicks each time the carriage passes over it
+        d = arng.uniform(0.25, 0.75)
+        at = np.nonzero(np.diff(np.sign(pos - d)) != 0)[0] + 1
+        dker = _kernel(arng, arng.uniform(4000.0, 6500.0, 2), np.array([0.003, 0.006]), np.array([1.0, 0.5]))
+        x = x + 2.5 * click_level * sev * _place(n, at, arng.uniform(0.6, 1.0, at.size), dker)
+    return x
+
+
+def _valve(n, sig, rng, arng, anomaly, sev):
+    period = sig.uniform(0.6, 1.3)  # one open/close pattern, s
+    pulses = int(sig.choice([1, 2]))
+    if pulses == 1:
+        opens, durs = np.array([0.0]), np.array([sig.uniform(0.25, 0.6)])
+    else:
+        d1, gap = sig.uniform(0.1, 0.25), sig.uniform(0.08, 0.2)
+        opens, durs = np.array([0.0, d1 + gap]), np.array([d1, sig.uniform(0.1, 0.25)])
+    open_modes = (sig.uniform(800.0, 5000.0, 3), sig.uniform(0.003, 0.012, 3), sig.uniform(0.3, 1.0, 3))
+    close_modes = (sig.uniform(800.0, 5000.0, 3), sig.uniform(0.003, 0.012, 3), sig.uniform(0.3, 1.0, 3))
+    close_gain = sig.uniform(1.0, 2.0)
+    hiss_shape = _band(sig.uniform(1000.0, 3000.0), 0.6)
+    hiss_level = sig.uniform(0.01, 0.03)
+
+    per = period * (1.0 + 0.01 * rng.standard_normal())
+    start = -rng.uniform(0.0, per)
+    cycles = np.arange(int(n / SAMPLE_RATE / per) + 2)
+    t_open = (start + cycles[:, None] * per + opens * per).ravel()
+    durs_s = np.broadcast_to(durs * per, (cycles.size, durs.size)).ravel()
+    jit_o, jit_c = 0.002 * rng.standard_normal((2, t_open.size))  # actuator timing jitter, s
+    amp_o, amp_c = 1.0 + 0.1 * rng.standard_normal((2, t_open.size))
+    mode_jit = 1.0 + 0.01 * rng.standard_normal(2)
+    kseed = rng.integers(2 ** 32)
+    hiss = _noise(rng, n, lambda f: (f > 100) * hiss_shape(f))
+
+    if anomaly == "shifted_timing":
+        # a sticking valve closes late: the same clicks in another rhythm
+        durs_s = durs_s * (1.0 + 0.25 + 0.2 * sev)
+    if anomaly == "damped_resonance":
+        # deposits or a cracked body: resonances move by 10-25 % and ring out much faster
+        shift = 1.0 + arng.choice([-1.0, 1.0]) * arng.uniform(0.1, 0.15 + 0.1 * sev)
+        open_modes = (open_modes[0] * shift, open_modes[1] * (0.6 - 0.3 * sev), open_modes[2])
+        close_modes = (close_modes[0] * shift, close_modes[1] * (0.6 - 0.3 * sev), close_modes[2])
+    krng = np.random.default_rng(kseed)
+    k_open = _kernel(krng, open_modes[0] * mode_jit[0], open_modes[1], open_modes[2])
+    k_close = _kernel(krng, close_modes[0] * mode_jit[1], close_modes[1], close_modes[2])
+    t_open = t_open + jit_o
+    t_close = t_open + durs_s + jit_c
+    keep, t_extra, a_extra = np.ones(t_open.size, dtype=bool), np.zeros(0), np.zeros(0)
+    if anomaly == "extra_missing_clicks":
+        # sticking valve: some actuations are missed, some closes bounce (a second click 15-40 ms later)
+        keep = arng.random(t_open.size) >= 0.2 + 0.25 * sev
+        bounce = keep & (arng.random(t_open.size) < 0.3 + 0.4 * sev)
+        t_extra = t_close[bounce] + arng.uniform(0.015, 0.04, int(bounce.sum()))
+        a_extra = arng.uniform(0.3, 0.7, t_extra.size)
+    i_open, i_close = np.round(t_open[keep] * SAMPLE_RATE), np.round(t_close[keep] * SAMPLE_RATE)
+    x = (_place(n, i_open, amp_o[keep], k_open)
+         + close_gain * _place(n, np.concatenate([i_close, np.round(t_extra * SAMPLE_RATE)]),
+                               np.concatenate([amp_c[keep], a_extra]), k_close))
+    # flow hiss while open: +1 at each open, -1 at its close, integrated
+    gate = np.zeros(n + 1)
+    np.add.at(gate, np.clip(i_open, 0, n).astype(np.int64), 1.0)
+    np.add.at(gate, np.clip(i_close, 0, n).astype(np.int64), -1.0)
+    gate = np.clip(np.cumsum(gate)[:n], 0.0, 1.0)
+    return x + hiss_level * hiss * gate
+
+
+_MODELS = {"fan": _fan, "pump": _pump, "slider": _slider, "valve": _valve}
+
+
+@lru_cache(maxsize=8)
+def _background_bases(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pink and brown amplitude responses (each scaled to unit RMS output) and the 50 Hz phasor."""
+    f = _freqs(n)
+    fs = np.maximum(f, 15.0)
+    pink, brown = (f > 15) / np.sqrt(fs), (f > 15) / fs
+    scale = lambda g: g / max(float(np.sqrt(np.sum(g * g))), 1e-12)
+    return scale(pink), scale(brown), _cis(TAU * 50.0 * np.arange(n) / SAMPLE_RATE)
+
+
+def _background(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Factory background, the same process for every type and ID: unit RMS."""
+    pink, brown, hum50 = _background_bases(n)
+    a, b = rng.uniform(0.6, 1.0), rng.uniform(0.3, 0.8)
+    # one noise with the power spectrum of a*pink + b*brown, both unit RMS and independent
+    x = _noise(rng, n, lambda f: np.sqrt((a * pink) ** 2 + (b * brown) ** 2))
+    # distant mains-driven machinery: 50 Hz hum and a few harmonics
+    hum = _harmonics(hum50, np.array([1.0, 0.5, 0.3, 0.15]) * np.exp(1j * rng.uniform(0.0, TAU, 4)))
+    x = x + rng.uniform(0.05, 0.3) * hum
+    # occasional distant impacts (tools, doors): low-passed noise bursts that die away
+    for i in _poisson_times(rng, n, 0.3):
+        m = int(rng.uniform(0.05, 0.4) * SAMPLE_RATE)
+        fc = rng.uniform(300.0, 2000.0)
+        burst = _noise(rng, m, lambda f: 1.0 / (1.0 + (f / fc) ** 2)) * np.exp(-np.arange(m) / (0.25 * m))
+        seg = burst[: n - i]
+        x[i:i + seg.size] += rng.uniform(0.5, 2.0) * seg
+    return _unit(x * (1.0 + 0.15 * _slow_full(rng, n, 0.5)))  # level drifts as distant machines come and go
+
+
+# ----------------------------------------------------------------------------- one clip, many clips
+def synth_clip(machine_type: str, machine_id: str, seed: int | np.random.SeedSequence = 0, *,
+               seconds: float = 10.0, snr_db: float = 6.0, anomaly: str | None = None) -> np.ndarray:
+    """One clip as float32 in (-1, 1), shape (round(seconds * 16000),).
+
+    seed: an int or a ``clip_seed(...)``; the same seed with and without ``anomaly`` gives the same
+    machine, background and gain, differing only by the anomaly. ``anomaly`` is None (normal) or one
+    of ``ANOMALY_KINDS[machine_type]``. ``snr_db`` is machine vs background power; ``inf`` gives the
+    machine alone.
+    """
+    _check_type(machine_type)
+    _check_id(machine_id)
+    if anomaly is not None and anomaly not in ANOMALY_KINDS[machine_type]:
+        raise ValueError(f"unknown {machine_type} anomaly {anomaly!r}; choose from {ANOMALY_KINDS[machine_type]}")
+    n = _n_samples(seconds)
+    if math.isnan(snr_db) or snr_db == -math.inf:
+        raise ValueError(f"snr_db must be a number or +inf, got {snr_db}")
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    sig = np.random.default_rng(np.random.SeedSequence([_SIGNATURE_TAG, _tag(machine_type), int(machine_id)]))
+    arng = _child(ss, 1)
+    sev = arng.uniform(0.5, 1.0)
+    x = _unit(_MODELS[machine_type](n, sig, _child(ss, 0), arng, anomaly, sev))
+    if snr_db != math.inf:
+        x = x + 10.0 ** (-snr_db / 20.0) * _background(_child(ss, 2), n)  # both unit RMS: ratio = SNR
+    gain = 10.0 ** ((RMS_DBFS + _child(ss, 3).uniform(-RMS_JITTER_DB, RMS_JITTER_DB)) / 20.0)
+    x = gain * _unit(x)
+    peak = float(np.max(np.abs(x)))
+    if peak > PEAK_LIMIT:
+        x *= PEAK_LIMIT / peak  # rare (impulsive valves at the top of the gain range)
+    return x.astype(np.float32)
+
+
+def _n_samples(seconds: float) -> int:
+    n = round(float(seconds) * SAMPLE_RATE) if math.isfinite(seconds) else 0
+    if n < 1:
+        raise ValueError(f"seconds must be positive (at least one sample), got {seconds}")
+    return n
+
+
+def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids: Sequence[str] = DEFAULT_IDS,
+             n_train: int = 40, n_test_normal: int = 10, n_test_anomaly: int = 10, seconds: float = 10.0,
+             seed: int = 0, snr_db: float = 6.0, workers: int = 1) -> list[Path]:
+    """Write a synthetic DCASE-layout tree under ``out``; returns the written paths in order.
+
+    ``workers`` > 1 writes clips in that many processes (the files are the same for any number).
+    Files with the same names are overwritten; other files under ``out`` are left alone.
+    """
+    machine_types = list(dict.fromkeys(_check_type(t) for t in machine_types))
+    ids = list(dict.fromkeys(_check_id(i) for i in ids))
+    if not machine_types or not ids:
+        raise ValueError("need at least one machine type and one id")
+    for name, v in (("n_train", n_train), ("n_test_normal", n_test_normal), ("n_test_anomaly", n_test_anomaly),
+                    ("workers", workers)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    _n_samples(seconds)
+    if math.isnan(snr_db) or snr_db == -math.inf:
+        raise ValueError(f"snr_db must be a number or +inf, got {snr_db}")
+    clip_seed(seed, machine_types[0], ids[0], "train", "normal", 0)  # validates the seed
+    out = Path(out)
+    jobs = []
+    for mt in machine_types:
+        for split, label, count in (("train", "normal", n_train), ("test", "normal", n_test_normal),
+                                    ("test", "anomaly", n_test_anomaly)):
+            (out / mt / split).mkdir(parents=True, exist_ok=True)
+            jobs += [(out / mt / split / clip_name(label, mid, i), mt, mid, split, label, i, seconds, seed, snr_db)
+                     for mid in ids for i in range(count)]
+    if workers == 1:
+        return [_write_clip(job) for job in jobs]
+    # spawn, not fork: the caller may hold threads (torch, Ray) that a forked child would inherit broken
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as ex:
+        return list(ex.map(_write_clip, jobs, chunksize=8))
+
+
+def _write_clip(job: tuple) -> Path:
+    path, mt, mid, split, label, i, seconds, seed, snr_db = job
+    x = synth_clip(mt, mid, clip_seed(seed, mt, mid, split, label, i), seconds=seconds, snr_db=snr_db,
+                   anomaly=anomaly_kind(mt, i) if label == "anomaly" else None)
+    sf.write(path, x, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return path
+
+
+# ----------------------------------------------------------------------------- CLI
+def _csv(valid: Callable[[str], str]) -> Callable[[str], list[str]]:
+    def parse(s: str) -> list[str]:
+        items = [p.strip() for p in s.split(",") if p.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        try:
+            return [valid(p) for p in items]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {s!r}") from None
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+        return v
+    return parse
+
+
+def _snr(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if math.isnan(v) or v == -math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of dB or inf, got {s}")
+    return v
+
+
+def _seed(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mimimi.synth --out DIR ...``: write a synthetic dataset and print a one-line summary."""
+    ap = argparse.ArgumentParser(prog="python -m mimimi.synth",
+                                 description="Write a SYNTHETIC MIMII-like dataset in the DCASE 2020 Task 2 "
+                                             "dev layout (scores on it say nothing about real recordings).")
+    ap.add_argument("--out", required=True, type=Path, help="output root")
+    ap.add_argument("--machine-types", type=_csv(_check_type), default=list(MACHINE_TYPES),
+                    help=f"comma-separated, from {','.join(MACHINE_TYPES)} (default: all)")
+    ap.add_argument("--ids", type=_csv(_check_id), default=list(DEFAULT_IDS),
+                    help=f"comma-separated two-digit IDs (default: {','.join(DEFAULT_IDS)})")
+    ap.add_argument("--train", type=_positive(int), default=40, help="normal training clips per ID (default: 40)")
+    ap.add_argument("--test-normal", type=_positive(int), default=10, help="normal test clips per ID (default: 10)")
+    ap.add_argument("--test-anomaly", type=_positive(int), default=10,
+                    help="anomalous test clips per ID (default: 10)")
+    ap.add_argument("--seconds", type=_positive(float), default=10.0, help="clip length (default: 10)")
+    ap.add_argument("--seed", type=_seed, default=0, help="non-negative integer (default: 0)")
+    ap.add_argument("--snr", type=_snr, default=6.0,
+                    help="machine vs background, dB; inf = no background (default: 6)")
+    ap.add_argument("--workers", type=_positive(int), default=min(os.cpu_count() or 1, 4),
+                    help="processes; the files do not depend on it (default: CPUs, at most 4)")
+    args = ap.parse_args(argv)
+    if round(args.seconds * SAMPLE_RATE) < 1:
+        ap.error(f"--seconds {args.seconds} is shorter than one sample")
+    t = time.perf_counter()
+    try:
+        files = generate(args.out, args.machine_types, args.ids, args.train, args.test_normal, args.test_anomaly,
+                         args.seconds, args.seed, args.snr, args.workers)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(files)} synthetic clips to {args.out}: {','.join(dict.fromkeys(args.machine_types))} x ids "
+          f"{','.join(dict.fromkeys(args.ids))} x ({args.train} train + {args.test_normal} normal + "
+          f"{args.test_anomaly} anomaly test), {args.seconds:g} s, SNR {args.snr:g} dB, seed {args.seed} "
+          f"({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

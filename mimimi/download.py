@@ -1,0 +1,4 @@
+from mimimi.data.download import main
+
+if __name__ == "__main__":
+    main()

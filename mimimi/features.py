@@ -1,0 +1,214 @@
+"""Features: complex STFT segments for the complex network, log-mel frames for the AE baseline,
+and the on-disk cache that makes every wav be decoded and transformed once.
+
+Shapes: a 10 s clip at 16 kHz -> complex STFT (513, 313) -> evaluation segments (5, 513, 64)
+with the default settings (hop 64 frames, the last segment aligned to the clip's end).
+
+>>> import numpy as np
+>>> cfg = FeatureConfig()
+>>> spec = complex_stft(np.zeros(160000, np.float32), cfg)
+>>> spec.shape, spec.dtype
+((513, 313), dtype('complex64'))
+>>> segment_starts(313, 64, 64)
+[0, 64, 128, 192, 249]
+>>> eval_segments(spec, cfg).shape
+(5, 513, 64)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Literal
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+from tqdm import tqdm
+
+from mimimi.config import FeatureConfig
+from mimimi.data.audio import load_audio
+
+Kind = Literal["stft", "logmel"]
+KINDS: tuple[Kind, ...] = ("stft", "logmel")
+
+
+@lru_cache(maxsize=8)
+def _window(n_fft: int) -> torch.Tensor:
+    return torch.hann_window(n_fft)
+
+
+@lru_cache(maxsize=8)
+def _mel_fbank(n_freq: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    # Slaney scale and area normalisation, as librosa's defaults used by the DCASE baseline
+    return AF.melscale_fbanks(n_freq, 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney", mel_scale="slaney")
+
+
+def _stft(wave: np.ndarray, cfg: FeatureConfig) -> torch.Tensor:
+    """(n,) float -> (n_freq, 1 + n // hop) complex; centred frames, reflect padding, Hann window."""
+    return AF.spectrogram(
+        torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), pad=0, window=_window(cfg.n_fft),
+        n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.n_fft, power=None, normalized=False,
+        center=True, pad_mode="reflect",
+    )
+
+
+def complex_stft(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Complex STFT (n_freq, frames) complex64, normalised per clip when ``cfg.normalize == "clip"``.
+
+    Per-clip normalisation (the seed's): real and imaginary parts each to zero mean and unit
+    standard deviation over the whole clip, so recording gain does not decide the machine ID.
+    """
+    spec = _stft(wave, cfg)
+    if cfg.normalize == "clip":
+        re, im = spec.real, spec.imag
+        re = (re - re.mean()) / (re.std() + 1e-8)
+        im = (im - im.mean()) / (im.std() + 1e-8)
+        spec = torch.complex(re, im)
+    return spec.numpy().astype(np.complex64, copy=False)
+
+
+def log_mel(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Log-mel power spectrogram (n_mels, frames) float32 in dB, as the DCASE 2020 baseline computes it."""
+    power = _stft(wave, cfg).abs().pow(2)  # (F, T)
+    mel = _mel_fbank(cfg.n_freq, cfg.n_mels, cfg.sample_rate).T @ power  # (n_mels, T)
+    return (10.0 * torch.log10(mel + torch.finfo(torch.float32).eps)).numpy().astype(np.float32, copy=False)
+
+
+def segment_starts(n_frames: int, segment: int, hop: int) -> list[int]:
+    """Start frames of evaluation segments: every ``hop`` frames, plus one ending at the last frame.
+
+    Every frame is covered; a clip shorter than one segment must be padded first.
+    """
+    if n_frames < segment:
+        raise ValueError(f"{n_frames} frames is shorter than one segment of {segment}")
+    starts = list(range(0, n_frames - segment + 1, hop))
+    if starts[-1] + segment < n_frames:
+        starts.append(n_frames - segment)
+    return starts
+
+
+def eval_segments(spec: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """(n_freq, frames) -> (n_segments, n_freq, segment_frames): all segments of a clip."""
+    seg = cfg.segment_frames
+    return np.stack([spec[:, s:s + seg] for s in segment_starts(spec.shape[1], seg, cfg.eval_hop_frames)])
+
+
+def stack_frames(logmel: np.ndarray, n: int = 5) -> np.ndarray:
+    """(n_mels, T) -> (T - n + 1, n * n_mels): n consecutive frames per vector, the DCASE AE's input."""
+    n_mels, t = logmel.shape
+    if t < n:
+        raise ValueError(f"{t} frames is fewer than the {n} frames to stack")
+    return np.concatenate([logmel[:, i:t - n + 1 + i] for i in range(n)], axis=0).T.copy()
+
+
+def compute(wave: np.ndarray, cfg: FeatureConfig, kind: Kind) -> np.ndarray:
+    """Transform a decoded waveform into the features of ``kind``."""
+    return complex_stft(wave, cfg) if kind == "stft" else log_mel(wave, cfg)
+
+
+def decode(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
+    """Decode one file the way the features expect: the only place a wav is read."""
+    return load_audio(path, sample_rate=cfg.sample_rate, channel=cfg.channel, min_samples=cfg.min_samples)
+
+
+def cache_settings(cfg: FeatureConfig, kind: Kind) -> dict:
+    """The settings that change what ``kind`` stores (a new segment hop need not recompute the STFT)."""
+    keys = ["sample_rate", "channel", "n_fft", "hop_length"]
+    keys += ["normalize"] if kind == "stft" else ["n_mels"]
+    return {"kind": kind, **{k: getattr(cfg, k) for k in keys}, "min_samples": cfg.min_samples}
+
+
+class FeatureCache:
+    """Features on disk, one ``.npy`` per (file identity, kind, feature settings).
+
+    A file's identity is its absolute path, size and modification time: an edited or replaced
+    wav gets a new entry, an unchanged one is never decoded again. Entries are written
+    atomically, so several training workers may fill the same cache at once.
+
+    Layout: ``<cache_dir>/<kind>-<settings hash>/<identity hash>.npy`` plus ``settings.json``.
+    """
+
+    def __init__(self, cache_dir: str | Path, cfg: FeatureConfig):
+        self.cache_dir = Path(cache_dir)
+        self.cfg = cfg
+
+    def kind_dir(self, kind: Kind) -> Path:
+        blob = json.dumps(cache_settings(self.cfg, kind), sort_keys=True).encode()
+        return self.cache_dir / f"{kind}-{hashlib.sha1(blob).hexdigest()[:12]}"
+
+    def entry(self, path: str | Path, kind: Kind) -> Path:
+        p = Path(path).resolve()
+        st = p.stat()
+        ident = f"{p}|{st.st_size}|{st.st_mtime_ns}".encode()
+        return self.kind_dir(kind) / f"{hashlib.sha1(ident).hexdigest()}.npy"
+
+    def get(self, path: str | Path, kind: Kind = "stft", mmap: bool = True) -> np.ndarray:
+        """The features of ``path``; decoded and stored on first use. Memory-mapped by default."""
+        entry = self.entry(path, kind)
+        if not entry.exists():
+            self._store(entry, compute(decode(path, self.cfg), self.cfg, kind), kind)
+        return np.load(entry, mmap_mode="r" if mmap else None)
+
+    def _store(self, entry: Path, features: np.ndarray, kind: Kind) -> None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        settings = entry.parent / "settings.json"
+        if not settings.exists():
+            settings.write_text(json.dumps(cache_settings(self.cfg, kind), indent=1))
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, features)
+            os.replace(tmp, entry)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def warm(self, paths: Iterable[str | Path], kinds: Iterable[Kind] = ("stft",), progress: bool = True) -> int:
+        """Fill the cache for ``paths``; returns how many entries were computed (0 when all cached)."""
+        todo = {}  # path -> kinds missing; each file is decoded once for all its kinds
+        for p in paths:
+            if missing := [k for k in kinds if not self.entry(p, k).exists()]:
+                todo[p] = missing
+        for p, missing in tqdm(todo.items(), desc="features", unit="clip", disable=not progress or not todo):
+            wave = decode(p, self.cfg)
+            for k in missing:
+                self._store(self.entry(p, k), compute(wave, self.cfg, k), k)
+        return sum(map(len, todo.values()))
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.cache_dir.rglob("*.npy")) if self.cache_dir.exists() else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mimimi.features``: precompute the feature cache of a dataset root."""
+    from mimimi.config import ConfigError, load_config
+    from mimimi.data.audio import AudioError
+    from mimimi.data.index import DatasetError, index_dataset
+
+    ap = argparse.ArgumentParser(prog="python -m mimimi.features", description=main.__doc__)
+    ap.add_argument("--data-root", required=True)
+    ap.add_argument("--cache-dir", default=None, help="default: data.cache_dir of the config")
+    ap.add_argument("--config", action="append", default=[], help="YAML overrides (repeatable)")
+    ap.add_argument("--kinds", default="stft", help="comma-separated: stft,logmel")
+    args = ap.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    if bad := [k for k in kinds if k not in KINDS]:
+        ap.error(f"unknown feature kind(s) {bad}; choose from {list(KINDS)}")
+    try:
+        cfg = load_config(*args.config)
+        idx = index_dataset(args.data_root)
+        cache = FeatureCache(args.cache_dir or cfg.data.cache_dir, cfg.features)
+        n = cache.warm(idx.clips.path, kinds)
+    except (ConfigError, DatasetError, AudioError) as e:
+        sys.exit(f"error: {e}")
+    print(f"{len(idx.clips)} clips, {n} newly featurized, cache {cache.cache_dir} = {cache.size_bytes() / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

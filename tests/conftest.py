@@ -1,0 +1,69 @@
+"""Shared fixtures: wav writers, the real sample clips, and a tiny synthetic MIMII-like tree."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_SAMPLES = Path(os.environ.get("MIMIMI_REAL_SAMPLES", REPO.parent / "shared" / "data" / "real-samples"))
+
+
+def write_wav(path: Path, data: np.ndarray, sr: int = 16000, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, sr, subtype=subtype)
+    return path
+
+
+def noise(seconds: float, sr: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(0, 0.1, (int(seconds * sr), channels)).astype(np.float32)
+    return x[:, 0] if channels == 1 else x
+
+
+@pytest.fixture(scope="session")
+def real_samples() -> Path:
+    """The 97 real MIMII/DCASE clips; required in CI, skipped with a reason elsewhere."""
+    if not REAL_SAMPLES.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real samples not found at {REAL_SAMPLES} (set MIMIMI_REAL_SAMPLES)")
+        pytest.skip(f"real samples not found at {REAL_SAMPLES} (set MIMIMI_REAL_SAMPLES)")
+    return REAL_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def noise_tree(tmp_path_factory) -> Path:
+    """A tiny DCASE-layout tree of 3 s noise clips: fan, IDs 00/02, 3 train + 1 + 1 test each."""
+    root = tmp_path_factory.mktemp("noise_tree")
+    k = 0
+    for mid in ("00", "02"):
+        for split, label, n in (("train", "normal", 3), ("test", "normal", 1), ("test", "anomaly", 1)):
+            for i in range(n):
+                write_wav(root / "fan" / split / f"{label}_id_{mid}_{i:08d}.wav", noise(3, seed=k))
+                k += 1
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A tiny seeded synthetic MIMII-like tree: fan, 4 IDs x (12 train, 6 + 6 test) x 3 s."""
+    from mimimi.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, ["fan"], ["00", "02", "04", "06"], n_train=12, n_test_normal=6, n_test_anomaly=6,
+             seconds=3.0, seed=0)
+    return root
+
+
+def small_config(root: Path, cache: Path, **train):
+    """The real architecture on a smaller STFT (129 bins, 32-frame segments) so a CPU test trains in seconds."""
+    from mimimi.config import load_config
+
+    return load_config(overrides={
+        "data": {"root": str(root), "cache_dir": str(cache)},
+        "features": {"n_fft": 256, "hop_length": 128, "segment_frames": 32, "eval_hop_frames": 32},
+        "train": {"machine_type": "fan", "epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False,
+                  "val_fraction": 0.25, **train},
+    })

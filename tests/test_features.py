@@ -1,0 +1,172 @@
+import builtins
+import os
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+import mimimi.features as features
+from conftest import noise, write_wav
+from mimimi.config import FeatureConfig
+from mimimi.data.audio import AudioError
+from mimimi.features import (FeatureCache, complex_stft, eval_segments, log_mel, segment_starts,
+                             stack_frames)
+
+RAW = FeatureConfig(normalize="none")
+
+
+def numpy_stft(x, n_fft=1024, hop=512):
+    """Textbook STFT: reflect-pad n_fft/2 each side, periodic Hann, rfft of every hop-th frame."""
+    xp = np.pad(x.astype(np.float64), n_fft // 2, mode="reflect")
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    frames = [xp[s:s + n_fft] * window for s in range(0, len(xp) - n_fft + 1, hop)]
+    return np.fft.rfft(np.stack(frames), axis=1).T  # (F, T)
+
+
+def test_stft_matches_numpy_reference():
+    x = noise(2.0, seed=3)
+    got, ref = complex_stft(x, RAW), numpy_stft(x)
+    assert got.shape == ref.shape == (513, 1 + len(x) // 512) and got.dtype == np.complex64
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_stft_of_a_tone_peaks_at_its_bin():
+    t = np.arange(16000) / 16000
+    spec = complex_stft(np.sin(2 * np.pi * 1000 * t).astype(np.float32), RAW)
+    assert np.argmax(np.abs(spec[:, 10])) == round(1000 * 1024 / 16000)
+
+
+def test_clip_normalisation():
+    spec = complex_stft(5.0 * noise(2.0), FeatureConfig())
+    for part in (spec.real, spec.imag):
+        assert abs(part.mean()) < 1e-4 and abs(part.std() - 1) < 1e-3
+    # gain does not change normalised features
+    np.testing.assert_allclose(complex_stft(0.1 * noise(2.0), FeatureConfig()), spec, atol=1e-4)
+
+
+def test_log_mel_matches_torchaudio_transform():
+    x = noise(2.0, seed=1)
+    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=1024, hop_length=512, n_mels=128, power=2.0,
+                                               norm="slaney", mel_scale="slaney")(torch.from_numpy(x))
+    ref = 10 * torch.log10(mel + torch.finfo(torch.float32).eps)
+    got = log_mel(x, FeatureConfig())
+    assert got.shape == (128, 63)
+    np.testing.assert_allclose(got, ref.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("n, seg, hop, expected", [
+    (64, 64, 64, [0]),
+    (128, 64, 64, [0, 64]),
+    (130, 64, 64, [0, 64, 66]),
+    (313, 64, 32, [0, 32, 64, 96, 128, 160, 192, 224, 249]),
+])
+def test_segment_starts_cover_every_frame(n, seg, hop, expected):
+    assert segment_starts(n, seg, hop) == expected
+
+
+def test_segment_starts_rejects_short_clips():
+    with pytest.raises(ValueError, match="shorter than one segment"):
+        segment_starts(63, 64, 64)
+
+
+def test_eval_segments_are_slices_of_the_clip():
+    spec = complex_stft(noise(10.0), FeatureConfig())
+    segs = eval_segments(spec, FeatureConfig())
+    assert segs.shape == (5, 513, 64)
+    np.testing.assert_array_equal(segs[-1], spec[:, -64:])
+
+
+def test_stack_frames():
+    logmel = np.arange(12, dtype=np.float32).reshape(2, 6)  # 2 mels x 6 frames
+    out = stack_frames(logmel, n=3)
+    assert out.shape == (4, 6)
+    np.testing.assert_array_equal(out[0], [0, 6, 1, 7, 2, 8])  # frames 0,1,2, each (mel0, mel1)
+
+
+class CountingDecode:
+    def __init__(self, monkeypatch):
+        self.calls = []
+        real = features.decode
+        monkeypatch.setattr(features, "decode", lambda p, cfg: (self.calls.append(str(p)), real(p, cfg))[1])
+
+
+def test_cache_decodes_each_file_once(tmp_path, monkeypatch):
+    wav = write_wav(tmp_path / "a.wav", noise(3.0))
+    decode = CountingDecode(monkeypatch)
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig())
+    first = np.array(cache.get(wav))
+    second = cache.get(wav)
+    assert len(decode.calls) == 1
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (513, 94)
+    # both kinds are filled from one decode
+    assert cache.warm([wav], kinds=("stft", "logmel"), progress=False) == 1 and len(decode.calls) == 2
+    assert cache.warm([wav], kinds=("stft", "logmel"), progress=False) == 0 and len(decode.calls) == 2
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_cache_key_follows_file_identity_and_settings(tmp_path, monkeypatch):
+    wav = write_wav(tmp_path / "a.wav", noise(3.0))
+    decode = CountingDecode(monkeypatch)
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig())
+    before = np.array(cache.get(wav))
+    write_wav(wav, noise(3.0, seed=9))  # replaced in place: new content, new mtime
+    os.utime(wav, ns=(time.time_ns(), time.time_ns() + 10**9))
+    after = np.array(cache.get(wav))
+    assert len(decode.calls) == 2 and not np.allclose(before, after)
+    # a setting that changes the STFT gets its own entries; one that only changes segmenting does not
+    FeatureCache(tmp_path / "cache", FeatureConfig(n_fft=512)).get(wav)
+    assert len(decode.calls) == 3
+    FeatureCache(tmp_path / "cache", FeatureConfig(eval_hop_frames=16)).get(wav)
+    assert len(decode.calls) == 3
+
+
+def test_cache_propagates_decode_errors_and_stores_nothing(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"garbage" * 100)
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig())
+    with pytest.raises(AudioError, match="bad.wav"):
+        cache.get(bad)
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+@pytest.fixture
+def no_wav_reads(monkeypatch):
+    """After this, any attempt to open or decode a wav fails the test."""
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if str(file).endswith(".wav"):
+            raise AssertionError(f"opened a wav: {file}")
+        return real_open(file, *args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("soundfile was asked to decode a wav")
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    for name in ("read", "info", "SoundFile"):
+        monkeypatch.setattr(sf, name, refuse)
+
+
+def test_an_epoch_over_cached_features_never_opens_a_wav(noise_tree, tmp_path, request):
+    from torch.utils.data import DataLoader
+
+    from mimimi.data.dataset import ClipFrames, ClipSegments, TrainFrames, TrainSegments, id_map
+    from mimimi.data.index import index_dataset, select
+
+    clips = index_dataset(noise_tree).clips
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig())
+    assert cache.warm(clips.path, kinds=("stft", "logmel"), progress=False) == 2 * len(clips)
+    request.getfixturevalue("no_wav_reads")
+    with pytest.raises(AssertionError, match="opened a wav"):  # the guard itself works
+        open(clips.path[0], "rb")
+    ids = id_map(clips)
+    train = select(clips, split="train")
+    batches = list(DataLoader(TrainSegments(train, cache, ids), batch_size=4))
+    assert sum(len(y) for _, y in batches) == len(train)
+    assert [item.x.shape[0] for item in ClipSegments(clips, cache, ids)] == [2] * len(clips)  # 3 s: 94 frames -> starts 0, 30
+    assert len(TrainFrames(train, cache)) == len(train) * (94 - 4)
+    assert ClipFrames(clips, cache, ids)[0].x.shape == (90, 640)
