@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from mimimi.config import ConfigError, load_config
 from mimimi.data import synth

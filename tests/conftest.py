@@ -48,11 +48,11 @@ def noise_tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
-    """A tiny seeded synthetic MIMII-like tree: fan, 4 IDs x (12 train, 6 + 6 test) x 3 s."""
+    """A tiny seeded synthetic MIMII-like tree: valve, 4 IDs x (12 train, 6 + 6 test) x 3 s."""
     from mimimi.data.synth import generate
 
     root = tmp_path_factory.mktemp("synth")
-    generate(root, ["fan"], ["00", "02", "04", "06"], n_train=12, n_test_normal=6, n_test_anomaly=6,
+    generate(root, ["valve"], ["00", "02", "04", "06"], n_train=12, n_test_normal=6, n_test_anomaly=6,
              seconds=3.0, seed=0)
     return root
 
@@ -63,7 +63,7 @@ def small_config(root: Path, cache: Path, **train):
 
     return load_config(overrides={
         "data": {"root": str(root), "cache_dir": str(cache)},
-        "features": {"n_fft": 256, "hop_length": 128, "segment_frames": 32, "eval_hop_frames": 32},
-        "train": {"machine_type": "fan", "epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False,
+        "features": {"n_fft": 256, "hop_length": 128, "segment_frames": 32, "eval_hop_frames": 32, "n_mels": 64},
+        "train": {"machine_type": "valve", "epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False,
                   "val_fraction": 0.25, **train},
     })

@@ -1,0 +1,70 @@
+"""Build a model from the resolved config; save and load checkpoints that carry everything needed
+to score again: state_dict, resolved config, feature settings, ID map and versions."""
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import platform
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torchaudio
+from torch import nn
+
+import mimimi
+from mimimi.config import Config, merge, to_dict
+from mimimi.nn import ComplexNet, DenseAE
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, with the file in the message."""
+
+
+def build_model(cfg: Config, n_ids: int) -> nn.Module:
+    """The network that ``cfg.model.name`` asks for, with one output per machine ID."""
+    if cfg.model.name == "ae":
+        ae = dataclasses.replace(cfg.model.ae, n_mels=cfg.features.n_mels)
+        return DenseAE(ae)
+    net = dataclasses.replace(cfg.model.net, n_ids=n_ids, input=cfg.model.name)  # "complex" | "magnitude"
+    return ComplexNet(net)
+
+
+def versions() -> dict[str, str]:
+    return {"mimimi": mimimi.__version__, "torch": str(torch.__version__),
+            "torchaudio": str(torchaudio.__version__),
+            "python": platform.python_version()}
+
+
+class Loaded(NamedTuple):
+    model: nn.Module
+    cfg: Config
+    ids: dict[str, int]
+    meta: dict[str, Any]  # machine_type, epoch, validation metrics, versions
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, cfg: Config, ids: dict[str, int], **meta: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    blob = {"state_dict": state, "config": to_dict(cfg), "features": to_dict(cfg.features), "ids": dict(ids),
+            "versions": versions(), "meta": meta}
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)  # a crash mid-write never leaves a half checkpoint under the real name
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Loaded:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+        cfg = merge(Config(), blob["config"])
+        model = build_model(cfg, len(blob["ids"]))
+        model.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: not a usable MIMIMI checkpoint ({str(e).splitlines()[0]})") from None
+    model.eval()
+    return Loaded(model, cfg, blob["ids"], {**blob["meta"], "versions": blob["versions"]})

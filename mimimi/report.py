@@ -1,0 +1,322 @@
+"""Write evaluation results to disk: DCASE-style score CSVs, PNG plots, tables, ``results.md`` and
+``metrics.json``. The numbers come from ``mimimi.metrics``; this module only formats and writes them.
+
+Plots use matplotlib's object API (``Figure`` + ``FigureCanvasAgg``): no pyplot, so no global backend
+switch and no figure registry to leak into.
+
+Layout written by ``write_report(scores, out_dir)``::
+
+    out_dir/results.md, metrics.json, per_id.csv, per_type.csv
+    out_dir/anomaly_score_<type>_id_XX.csv      <file name>,<score>   (no header, as the DCASE baseline)
+    out_dir/decision_result_<type>_id_XX.csv    <file name>,<0|1>     (1 = anomaly, score >= threshold)
+    out_dir/plots/roc_<type>.png, scores_<type>.png, confusion_<type>.png[, id_confusion_<type>.png]
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from mimimi import metrics as M
+
+DPI = 120
+_COLORS = {"normal": "tab:blue", "anomaly": "tab:red"}
+
+
+# ----------------------------------------------------------------------------------------- CSVs
+def _file_names(paths: pd.Series) -> pd.Series:
+    """Base names; where those repeat within a group (MIMII: ``normal/00000000.wav`` and
+    ``abnormal/00000000.wav``), paths relative to the group's common folder instead."""
+    names = paths.map(lambda p: Path(p).name)
+    if names.duplicated().any():
+        common = os.path.commonpath(list(paths)) if len(paths) > 1 else str(Path(paths.iloc[0]).parent)
+        names = paths.map(lambda p: Path(os.path.relpath(p, common)).as_posix())
+    return names
+
+
+def _groups(scores: pd.DataFrame):
+    for (mt, mid), g in scores.groupby(["machine_type", "machine_id"], sort=True):
+        g = g.assign(file_name=_file_names(g["path"])).sort_values("file_name", kind="stable")
+        yield mt, mid, g
+
+
+def _write_rows(path: Path, names, values) -> Path:
+    path.write_text("".join(f"{n},{v}\n" for n, v in zip(names, values)))
+    return path
+
+
+def write_scores_csv(scores: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """One ``anomaly_score_<type>_id_XX.csv`` per (type, ID): ``<file name>,<score>`` rows sorted by file
+    name, no header (DCASE baseline format; scores written with ``repr`` so they read back exactly)."""
+    df, out = M.check_scores(scores), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [_write_rows(out / f"anomaly_score_{mt}_id_{mid}.csv", g["file_name"],
+                        [repr(float(v)) for v in g["score"]])
+            for mt, mid, g in _groups(df)]
+
+
+def write_decisions_csv(scores: pd.DataFrame, out_dir: str | Path,
+                        thresholds: float | Mapping[tuple[str, str], float]) -> list[Path]:
+    """One ``decision_result_<type>_id_XX.csv`` per (type, ID) that has a threshold: ``<file name>,<0|1>``
+    (1 = anomaly, ``score >= threshold``), sorted by file name, no header. ``thresholds``: one float, or
+    ``{(type, id): threshold}``; a NaN entry (no threshold for that ID) writes no file."""
+    df, out = M.check_scores(scores), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for mt, mid, g in _groups(df):
+        if isinstance(thresholds, Mapping):
+            if (mt, mid) not in thresholds:
+                raise ValueError(f"{M.group_name(mt, mid)}: no threshold given")
+            thr = float(thresholds[(mt, mid)])
+        else:
+            thr = float(thresholds)
+        if math.isnan(thr):
+            continue
+        paths.append(_write_rows(out / f"decision_result_{mt}_id_{mid}.csv", g["file_name"],
+                                 (g["score"] >= thr).astype(int)))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- plots
+def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4.8)):
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Figure, out_path: str | Path) -> Path:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=DPI, format="png")
+    fig.clear()  # not in pyplot's registry: nothing else holds it once this returns
+    return out_path
+
+
+def _one_type(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    df = M.check_scores(scores)
+    types = sorted(df["machine_type"].unique())
+    if len(types) != 1:
+        raise ValueError(f"expected the scores of one machine type, got {types}")
+    return df, types[0]
+
+
+def plot_roc(scores: pd.DataFrame, out_path: str | Path, max_fpr: float = 0.1) -> Path:
+    """ROC curves of every ID of one machine type in one figure, AUC and pAUC in the legend; an ID with
+    one class only is named in the legend as not scorable. Raises if no ID is scorable."""
+    df, mt = _one_type(scores)
+    table = M.per_id_table(df, max_fpr)
+    if (table["note"] != "").all():
+        raise ValueError(f"{M.group_name(mt)}: no machine ID has both normal and anomalous clips")
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    for r in table.itertuples():
+        if r.note:
+            ax.plot([], [], " ", label=f"ID {r.machine_id}: not scorable ({r.note})")
+            continue
+        g = df[df["machine_id"] == r.machine_id]
+        fpr, tpr, _ = roc_curve(M.labels_to_y(g["label"]), g["score"].to_numpy())
+        ax.plot(fpr, tpr, lw=1.5, label=f"ID {r.machine_id}: AUC {100 * r.auc:.2f}%, pAUC {100 * r.pauc:.2f}%")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
+    ax.axvline(max_fpr, ls=":", c="k", lw=0.8, label=f"FPR = {max_fpr:g} (pAUC limit)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
+           title=f"ROC per machine ID — {mt}")
+    ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, out_path)
+
+
+def plot_score_distributions(scores: pd.DataFrame, out_path: str | Path,
+                             threshold: float | Mapping[str, float] | None = None) -> Path:
+    """Normal vs anomalous score histograms (density), one panel per ID of one machine type; a vertical
+    line at ``threshold`` (one float, or ``{machine_id: threshold}``; NaN or a missing ID draws none)."""
+    df, mt = _one_type(scores)
+    ids = sorted(df["machine_id"].unique())
+    ncols = min(len(ids), 4)
+    nrows = math.ceil(len(ids) / ncols)
+    fig, axes = _figure(nrows, ncols, size=(3.6 * ncols, 3.0 * nrows))
+    for ax, mid in zip(axes.flat, ids):
+        g = df[df["machine_id"] == mid]
+        bins = np.histogram_bin_edges(g["score"].to_numpy(), bins=30)
+        for label in M.LABELS:
+            s = g.loc[g["label"] == label, "score"].to_numpy()
+            if len(s):
+                ax.hist(s, bins=bins, density=True, alpha=0.5, color=_COLORS[label], label=f"{label} ({len(s)})")
+        thr = threshold.get(mid, math.nan) if isinstance(threshold, Mapping) else threshold
+        if thr is not None and not math.isnan(thr):
+            ax.axvline(thr, c="k", ls="--", lw=1, label=f"threshold {thr:.4g}")
+        ax.set(title=f"ID {mid}", xlabel="anomaly score", ylabel="density")
+        ax.legend(fontsize="x-small")
+    for ax in list(axes.flat)[len(ids):]:
+        ax.set_axis_off()
+    fig.suptitle(f"Anomaly score distributions — {mt}")
+    return _save(fig, out_path)
+
+
+def plot_confusion(matrix, labels, out_path: str | Path, title: str) -> Path:
+    """A confusion matrix as an annotated heat map: rows = true, columns = predicted."""
+    m = np.asarray(matrix)
+    labels = [str(v) for v in labels]
+    if m.ndim != 2 or m.shape != (len(labels), len(labels)):
+        raise ValueError(f"matrix of shape {m.shape} does not match {len(labels)} labels")
+    side = 2.2 + 0.7 * len(labels)
+    fig, axes = _figure(size=(side + 1.0, side))
+    ax = axes[0, 0]
+    im = ax.imshow(m, cmap="Blues", vmin=0)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels)
+    ax.set_yticks(ticks, labels)
+    half = m.max() / 2 if m.size else 0
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:d}" if m.dtype.kind in "iu" else f"{m[i, j]:.3g}", ha="center",
+                    va="center", color="white" if m[i, j] > half else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return _save(fig, out_path)
+
+
+# --------------------------------------------------------------------------------------- report
+@dataclass
+class Report:
+    """What ``write_report`` computed and wrote. ``per_id``: ``metrics.PER_ID_COLUMNS`` + the threshold
+    columns (``metrics.THRESHOLD_COLUMNS``); ``per_type``: ``metrics.PER_TYPE_COLUMNS`` + P/R/F1/accuracy at
+    the per-ID thresholds (counts summed over the type's IDs) and, with ``pred_id``, ``id_accuracy_normal``
+    / ``id_accuracy_anomaly``."""
+
+    out_dir: Path
+    per_id: pd.DataFrame
+    per_type: pd.DataFrame
+    markdown: str
+    results_md: Path
+    metrics_json: Path
+    files: list[Path] = field(default_factory=list)
+
+    def flat_metrics(self) -> dict[str, float]:
+        """``{"<type>/<metric>": value}`` plus ``mean/<metric>`` across types, e.g. for a tracker."""
+        out: dict[str, float] = {}
+        keys = ["mean_auc", "mean_pauc", "pooled_auc", "pooled_pauc", "best_auc", "precision", "recall", "f1"]
+        for r in self.per_type.to_dict("records"):
+            out.update({f"{r['machine_type']}/{k}": float(r[k]) for k in keys if not pd.isna(r[k])})
+        for k in ("mean_auc", "mean_pauc", "pooled_auc"):
+            out[f"mean/{k}"] = float(self.per_type[k].mean())
+        return out
+
+
+def _jsonable(v):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return None if np.isnan(v) else float(v)
+    return v
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return [{k: _jsonable(v) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
+
+
+def _cell(v, kind: str) -> str:
+    if pd.isna(v):
+        return "—"
+    return {"pct": lambda: f"{100 * v:.2f}", "num": lambda: f"{v:.4g}", "int": lambda: f"{int(v)}",
+            "ratio": lambda: f"{v:.3f}"}.get(kind, lambda: str(v))()
+
+
+def _per_id_markdown(per_id: pd.DataFrame) -> str:
+    cols = [("machine type", "machine_type", "str"), ("ID", "machine_id", "str"), ("normal", "n_normal", "int"),
+            ("anomalous", "n_anomaly", "int"), ("AUC", "auc", "pct"), ("pAUC", "pauc", "pct"),
+            ("threshold", "threshold", "num"), ("precision", "precision", "ratio"), ("recall", "recall", "ratio"),
+            ("F1", "f1", "ratio"), ("note", "note", "str")]
+    lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in per_id.to_dict("records"):
+        lines.append("| " + " | ".join(_cell(r[k], kind) for _, k, kind in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1,
+                 thresholds: float | Mapping[tuple[str, str], float] | None = None) -> Report:
+    """Compute the per-ID and per-type tables and write everything listed in the module docstring.
+
+    Thresholds: per ID, Youden's J on these (labelled) scores unless ``thresholds`` is given (see
+    ``metrics.threshold_table``) — Youden on test data is an optimistic operating point, reported as the
+    seed did; AUC/pAUC do not depend on it. Per type, P/R/F1 come from the TP/FP/TN/FN summed over its
+    IDs. With a ``pred_id`` column, the ID-classification confusion matrix of the normal test clips is
+    plotted per type and the ID accuracy of normal and anomalous clips recorded.
+    """
+    df, out = M.check_scores(scores), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = out / "plots"
+    per_id_auc = M.per_id_table(df, max_fpr)
+    per_type = M.per_type_table(df, max_fpr, per_id=per_id_auc)
+    thr = M.threshold_table(df, thresholds)
+    per_id = per_id_auc.merge(thr, on=["machine_type", "machine_id"], how="left", validate="1:1")
+    thr_map = {(r.machine_type, r.machine_id): float(r.threshold) for r in thr.itertuples()}
+
+    files = write_scores_csv(df, out) + write_decisions_csv(df, out, thr_map)
+    type_extra, type_json = [], {}
+    for mt, g in df.groupby("machine_type", sort=True):
+        ids = per_id[(per_id["machine_type"] == mt) & per_id["threshold"].notna()]
+        counts = {c: int(ids[c].sum()) for c in ("tp", "fp", "tn", "fn")}
+        bm = M.binary_metrics_from_counts(**counts)
+        matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
+        extra = dict(machine_type=mt, precision=bm.precision, recall=bm.recall, f1=bm.f1, accuracy=bm.accuracy)
+        info: dict = {"confusion_labels": list(M.LABELS), "confusion": matrix.tolist()}
+        files.append(plot_roc(g, plots / f"roc_{mt}.png", max_fpr))
+        files.append(plot_score_distributions(
+            g, plots / f"scores_{mt}.png", {mid: t for (t_, mid), t in thr_map.items() if t_ == mt}))
+        files.append(plot_confusion(matrix, M.LABELS, plots / f"confusion_{mt}.png",
+                                    f"Anomaly detection at per-ID thresholds — {mt}"))
+        if "pred_id" in g.columns:
+            # the model may predict an ID that has no test clips of its own
+            id_labels = sorted(set(g["machine_id"]) | set(g["pred_id"]))
+            normal = g[g["label"] == "normal"]
+            id_matrix = M.confusion(normal["machine_id"], normal["pred_id"], id_labels)
+            files.append(plot_confusion(id_matrix, id_labels, plots / f"id_confusion_{mt}.png",
+                                        f"Machine-ID classification, normal test clips — {mt}"))
+            for label in M.LABELS:
+                sub = g[g["label"] == label]
+                hits = sub["machine_id"] == sub["pred_id"]
+                extra[f"id_accuracy_{label}"] = float(hits.mean()) if len(sub) else math.nan
+            info.update(id_confusion_labels=id_labels, id_confusion_normal=id_matrix.tolist())
+        type_extra.append(extra)
+        type_json[mt] = info
+    per_type = per_type.merge(pd.DataFrame(type_extra), on="machine_type", how="left", validate="1:1")
+
+    for name, table in (("per_id.csv", per_id), ("per_type.csv", per_type)):
+        table.to_csv(out / name, index=False)
+        files.append(out / name)
+
+    markdown = M.results_markdown(per_type)
+    threshold_note = ("Youden's J per ID on these labelled scores (an optimistic, oracle operating point)"
+                      if thresholds is None else "given")
+    results_md = out / "results.md"
+    results_md.write_text(
+        f"# Results\n\nAUC and pAUC (FPR ≤ {max_fpr:g}, McClish-standardised) in %. Mean over IDs: the DCASE 2020 "
+        "Task 2 protocol; pooled AUC: all IDs of a type in one ROC (the seed's number), for comparison.\n\n"
+        f"{markdown}\n\n## Per machine ID\n\nThresholds: {threshold_note}; a clip is anomalous if its score is "
+        f">= the threshold.\n\n{_per_id_markdown(per_id)}\n")
+    metrics_json = out / "metrics.json"
+    per_type_records = _records(per_type)
+    for r in per_type_records:
+        r.update(type_json[r["machine_type"]])
+    payload = {
+        "max_fpr": max_fpr,
+        "threshold_method": "youden" if thresholds is None else "given",
+        "mean": {k: float(per_type[k].mean()) for k in ("mean_auc", "mean_pauc", "pooled_auc", "pooled_pauc")},
+        "per_type": per_type_records,
+        "per_id": _records(per_id),
+    }
+    metrics_json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    files += [results_md, metrics_json]
+    return Report(out_dir=out, per_id=per_id, per_type=per_type, markdown=markdown, results_md=results_md,
+                  metrics_json=metrics_json, files=files)
