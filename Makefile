@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast bench venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m mimimi.demo
+	$(PY) tuning/search.py
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -24,5 +24,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
+bench: $(STAMP)
+	$(PY) -m bench.run
+
 clean:
-	rm -rf data/synthetic data/cache .pytest_cache
+	rm -rf data/synthetic data/cache runs .pytest_cache

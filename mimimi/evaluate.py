@@ -6,6 +6,7 @@ computed for every segment and aggregated (mean, or max); for the autoencoder, t
 reconstruction error of its stacked log-mel frames.
 
     python -m mimimi.evaluate --checkpoint PATH --data-root DIR --out DIR [--aggregate mean|max]
+    python -m mimimi.evaluate --run-id RUN_ID [--data-root DIR] [--tracking-uri URI]
 """
 from __future__ import annotations
 
@@ -85,21 +86,59 @@ def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path,
     return report.write_report(scores, out_dir)
 
 
+def evaluate_run(run_id: str, data_root: str | None = None, aggregate: str = "mean", device: str = "cpu",
+                 tracking_uri: str | None = None) -> tuple[report.Report, str]:
+    """Re-check the model of an MLflow run (for a search's parent run, its best model) on the test split.
+
+    Metrics, tables and plots go to a new evaluation run linked to the source run (tag
+    ``mimimi.source_run_id``); returns the report and the new run's id.
+    """
+    import tempfile
+
+    from mimimi import tracking
+
+    tracking.configure(tracking_uri)
+    source = tracking.get_run(run_id)
+    with tempfile.TemporaryDirectory(prefix="mimimi-eval-") as d:
+        ckpt = tracking.load_checkpoint_from_run(run_id, Path(d) / "model")
+        loaded = load_checkpoint(ckpt)
+        root = data_root or loaded.cfg.data.root
+        rep = evaluate(ckpt, root, Path(d) / "report", aggregate, device, progress=True)
+        eval_run = tracking.start_run(source.experiment_id, f"eval/{source.run_name}", tags={
+            "mimimi.role": "evaluation", "mimimi.source_run_id": run_id,
+            "mimimi.machine_type": loaded.meta["machine_type"], "mimimi.data_root": str(root)})
+        tracking.log_params(eval_run, {"source_run_id": run_id, "data_root": str(root), "aggregate": aggregate})
+        tracking.log_metrics(eval_run, {f"test/{k}": v for k, v in rep.flat_metrics().items()})
+        tracking.log_artifacts(eval_run, Path(d) / "report", "evaluation")
+        tracking.end_run(eval_run)
+    return rep, eval_run
+
+
 def main(argv: list[str] | None = None) -> None:
+    from mimimi.tracking import TrackingError
+
     ap = argparse.ArgumentParser(prog="python -m mimimi.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True, help="a best.pt/last.pt written by training")
-    ap.add_argument("--data-root", required=True)
-    ap.add_argument("--out", required=True, help="report folder: tables, plots, per-clip score CSVs")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a best.pt/last.pt written by training")
+    src.add_argument("--run-id", help="an MLflow run with a model (a search's parent run: its best model)")
+    ap.add_argument("--data-root", default=None, help="required with --checkpoint; default with --run-id: the model's")
+    ap.add_argument("--out", default=None, help="report folder (--checkpoint); with --run-id the report goes to MLflow")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow store of --run-id (default: sqlite under mlruns/)")
     ap.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="segment scores -> clip score")
     ap.add_argument("--cache-dir", default=None, help="default: the checkpoint config's data.cache_dir")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    if args.checkpoint and not (args.data_root and args.out):
+        ap.error("--checkpoint needs --data-root and --out")
     try:
-        rep = evaluate(args.checkpoint, args.data_root, args.out, args.aggregate, args.device, args.cache_dir)
-    except (CheckpointError, DatasetError, AudioError, EvaluationError, ValueError) as e:
+        if args.run_id:
+            rep, eval_run = evaluate_run(args.run_id, args.data_root, args.aggregate, args.device, args.tracking_uri)
+        else:
+            rep = evaluate(args.checkpoint, args.data_root, args.out, args.aggregate, args.device, args.cache_dir)
+    except (CheckpointError, DatasetError, AudioError, EvaluationError, TrackingError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(rep.markdown)
-    print(f"report in {args.out}")
+    print(f"logged to MLflow run {eval_run} (source run {args.run_id})" if args.run_id else f"report in {args.out}")
 
 
 if __name__ == "__main__":

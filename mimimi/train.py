@@ -163,11 +163,23 @@ def _validate(model, dataset, cfg: Config, device) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 # the loop
 
-def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path], None] | None = None) -> TrainResult:
+@dataclass
+class Distributed:
+    """Hooks a data-parallel launcher (Ray Train) passes to ``fit``; the defaults are one process."""
+
+    prepare_model: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m
+    prepare_loader: Callable[[DataLoader], DataLoader] = lambda dl: dl
+    is_main: bool = True  # only the main process writes checkpoints
+
+
+def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None], None] | None = None,
+        distributed: Distributed | None = None) -> TrainResult:
     """Train ``cfg.model.name`` on ``cfg.train.machine_type``; checkpoints go to ``out_dir``.
 
-    ``on_epoch(metrics, checkpoint_path)`` is called after every epoch (Ray reports through it).
+    ``on_epoch(metrics, checkpoint)`` is called after every epoch, with the path of the new best
+    checkpoint when this epoch improved the validation loss, else None (Ray reports through it).
     """
+    dist = distributed or Distributed()
     out_dir = Path(out_dir)
     t = cfg.train
     g = _seed_everything(t.seed)
@@ -190,38 +202,46 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path], None]
     else:
         train_ds = TrainSegments(train_clips, cache, ids, t.segments_per_clip, seed=t.seed)
         val_ds = ClipSegments(val_clips, cache, ids)
-    loader = DataLoader(train_ds, batch_size=t.batch_size, shuffle=True, num_workers=t.num_workers,
-                        generator=torch.Generator().manual_seed(t.seed), drop_last=len(train_ds) > t.batch_size)
+    loader = dist.prepare_loader(DataLoader(
+        train_ds, batch_size=t.batch_size, shuffle=True, num_workers=t.num_workers,
+        generator=torch.Generator().manual_seed(t.seed), drop_last=len(train_ds) > t.batch_size))
 
     device = _device(t.device)
-    model = build_model(cfg, len(ids)).to(device)
+    model = dist.prepare_model(build_model(cfg, len(ids)).to(device))
+    core = getattr(model, "module", model)  # what a checkpoint holds (DDP wraps the model)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     meta = dict(machine_type=t.machine_type, n_train_clips=len(train_clips), n_val_clips=len(val_clips))
-    (out_dir).mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
 
     best, best_epoch, history, bad_epochs = math.inf, -1, [], 0
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
     for epoch in range(t.epochs):
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)
+        if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler
+            loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
         train_loss = _train_epoch(model, loader, opt, cfg, len(ids), device, g, f"epoch {epoch}")
-        metrics = {"epoch": epoch, "train_loss": train_loss, **_validate(model, val_ds, cfg, device),
+        metrics = {"epoch": epoch, "train_loss": train_loss, **_validate(core, val_ds, cfg, device),
                    "epoch_seconds": time.perf_counter() - start}
         history.append(metrics)
-        save_checkpoint(last_path, model, cfg, ids, epoch=epoch, val=metrics, **meta)
-        if metrics["val_loss"] < best:
+        improved = metrics["val_loss"] < best
+        if improved:
             best, best_epoch, bad_epochs = metrics["val_loss"], epoch, 0
-            save_checkpoint(best_path, model, cfg, ids, epoch=epoch, val=metrics, **meta)
         else:
             bad_epochs += 1
+        if dist.is_main:
+            save_checkpoint(last_path, core, cfg, ids, epoch=epoch, val=metrics, **meta)
+            if improved:
+                save_checkpoint(best_path, core, cfg, ids, epoch=epoch, val=metrics, **meta)
         if t.progress:
             acc = f" val_acc {metrics['val_acc']:.3f}" if "val_acc" in metrics else ""
             print(f"epoch {epoch:3d}  train_loss {train_loss:.4f}  val_loss {metrics['val_loss']:.4f}{acc}"
                   f"{'  *' if best_epoch == epoch else ''}", file=sys.stderr)
         if on_epoch is not None:
-            on_epoch({**metrics, "best_val_loss": best}, best_path if best_epoch == epoch else last_path)
+            on_epoch({**metrics, "best_val_loss": best}, best_path if improved and dist.is_main else None)
         if bad_epochs > t.patience:
             break
     return TrainResult(best_path, last_path, best_epoch, history[best_epoch], history)

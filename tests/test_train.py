@@ -64,7 +64,7 @@ def test_train_loop_per_worker_takes_a_plain_dict(synth_root, tmp_path):
     cfg = small_config(synth_root, tmp_path / "cache", epochs=1)
     seen = []
     result = train_loop_per_worker({**to_dict(cfg), "out_dir": str(tmp_path / "run"),
-                                    "on_epoch": lambda m, ckpt: seen.append((m["epoch"], ckpt.name))})
+                                    "on_epoch": lambda m, ckpt: seen.append((m["epoch"], ckpt and ckpt.name))})
     assert seen == [(0, "best.pt")] and result.best_checkpoint.exists()
 
 

@@ -1,0 +1,778 @@
+"""MLflow tracking, the only module that imports MLflow: the store, runs, params, metrics, artifacts,
+and the MLflow model of a checkpoint.
+
+The store is a SQLite database with the artifact folders next to it: by default
+``<repo>/mlruns/mlflow.db`` and ``<repo>/mlruns/artifacts/<experiment>/``. MLflow 3.17's plain file
+store is in maintenance mode, and a sqlite experiment created without an artifact location puts its
+artifacts under the current directory, so ``ensure_experiment`` always gives one. An ``http(s)://``
+tracking server chooses artifact locations itself.
+
+Runs are addressed by id through ``MlflowClient``. The fluent "active run" is never used or left
+behind, so a search driver can keep a parent run and many trial runs open at the same time.
+
+``log_model`` logs a pyfunc model (MLflow's "model from code", not a pickled object) that wraps the
+checkpoint file. Its input is one row per audio file and its output the clip's anomaly score, computed
+like ``mimimi.evaluate.score_clips``::
+
+    mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"path": [...], "machine_id": [...]}))
+    # -> DataFrame[score (higher = more anomalous), pred_id (None for the AE)]
+
+A model logged with per-ID thresholds (a search's best model) also takes raw waveforms and decides
+(``mimimi.score``): rows of ``path`` or ``waveform`` (+ ``machine_id``) -> ``score``, ``decision``,
+``threshold``, ``machine_id``, ``pred_id``. ``resolve_model`` downloads a model to score with, and
+``update_champion`` moves the registry alias ``champion`` (``mimimi.champion``'s rule).
+
+Metrics may be NaN (a diverged trial is information). MLflow's sqlite store keeps NaN, but clamps
+±inf to ±1.797e308.
+
+>>> resolve_tracking_uri("sqlite:////data/mlruns/mlflow.db")
+'sqlite:////data/mlruns/mlflow.db'
+>>> resolve_tracking_uri("/data/mlruns"), resolve_tracking_uri("http://head:5000")
+('sqlite:////data/mlruns/mlflow.db', 'http://head:5000')
+>>> flatten_params({"train": {"lr": 0.001, "loss_weights": (1.0, 1.0, 1.0)}, "seed": 0})
+{'train.lr': '0.001', 'train.loss_weights': '[1.0, 1.0, 1.0]', 'seed': '0'}
+>>> machine_id_from_path("fan/test/anomaly_id_02_00000007.wav")
+'02'
+>>> machine_id_from_path("6_dB_fan/fan/id_04/normal/00000001.wav"), machine_id_from_path("x.wav")
+('04', None)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import numbers
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+
+# MLflow draws a progress bar for every artifact download; a search downloads many small ones
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import Array
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+import mimimi
+from mimimi import champion
+from mimimi.checkpoint import Loaded, load_checkpoint
+from mimimi.config import to_dict
+
+REPO_MLRUNS = Path(__file__).resolve().parents[1] / "mlruns"
+MODEL_NAME = "model"  # the logged model's name: runs:/<run_id>/model
+PARENT_TAG = "mlflow.parentRunId"
+MODEL_URI_TAG = "mimimi.model_uri"  # set on a run by log_model: models:/m-...
+REGISTERED_TAG = "mimimi.registered_model"  # models:/<name>/<version>, when log_model registered it
+BEST_MODEL_RUN_TAG = "mimimi.best_model_run_id"  # set on a search's parent run: the trial run with the best model
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+# the model's interface; MLflow checks inputs against it (a missing "path" fails before predict runs)
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "path"), ColSpec("string", "machine_id", required=False)]),
+    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "pred_id")]),
+    params=ParamSchema([ParamSpec("aggregate", "string", "mean")]),  # segment scores -> clip score: mean | max
+)
+# --- mimimi.score: the interface of a model logged with thresholds (a search's best model). Every input
+# column is optional, so that a row gives a path OR a waveform; mimimi.score.score_frame checks each row.
+SCORING_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "path", required=False),
+                   ColSpec(Array("double"), "waveform", required=False),  # mono samples at 16 kHz
+                   ColSpec("string", "machine_id", required=False)]),
+    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "decision", required=False),
+                    ColSpec("double", "threshold", required=False), ColSpec("string", "machine_id"),
+                    ColSpec("string", "pred_id", required=False)]),
+    params=ParamSchema([ParamSpec("aggregate", "string", "mean")]),
+)
+# --- end mimimi.score
+# the model-from-code file stored in the model folder; MLflow runs it on load
+_MODEL_CODE = '''"""MIMIMI pyfunc model: written by mimimi.tracking.log_model, run by MLflow on load."""
+import mlflow
+
+from mimimi.tracking import MimimiModel
+
+mlflow.models.set_model(MimimiModel())
+'''
+# what predict imports (mimimi itself is not on PyPI: install the project, e.g. pip install -e .)
+_REQUIREMENTS = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "soundfile", "scikit-learn", "matplotlib",
+                 "pyyaml", "tqdm")
+
+_ID_IN_NAME = re.compile(r"(?:^|_)id_(\d{2})(?=_|\.|$)")  # DCASE: normal_id_02_00000007.wav
+_ID_FOLDER = re.compile(r"^id_(\d{2})$")  # MIMII: <type>/id_02/normal/00000007.wav
+
+
+class TrackingError(ValueError):
+    """A tracking call that cannot be done, in one line naming the run id or the tracking URI."""
+
+
+class ModelInputError(MlflowException, TrackingError):
+    """Model input the pyfunc model cannot score (mimimi.score): a ``TrackingError`` to Python callers,
+    an ``MlflowException`` to MLflow's scoring server, which answers it with HTTP 400 and the message."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as plain data: metrics hold each key's latest value (``metric_history`` has every step)."""
+
+    run_id: str
+    experiment_id: str
+    run_name: str
+    status: str  # RUNNING | SCHEDULED | FINISHED | FAILED | KILLED
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
+    artifact_uri: str = ""
+
+
+class ModelRef(NamedTuple):
+    model_uri: str  # models:/m-<id>; runs:/<run_id>/model also loads it
+    version: int | None  # registered model version, None when not registered
+
+
+# ---------------------------------------------------------------------------------------------
+# store
+
+def default_tracking_uri() -> str:
+    """``sqlite:///<repo>/mlruns/mlflow.db``, absolute (Ray Tune changes each trial's working directory)."""
+    return f"sqlite:///{REPO_MLRUNS.resolve()}/mlflow.db"
+
+
+def resolve_tracking_uri(uri: str | Path) -> str:
+    """An absolute tracking URI.
+
+    A relative ``sqlite:///`` path becomes absolute against the current directory. A bare path is a
+    ``.db`` file, or a folder that holds ``mlflow.db``. Other URIs (``http(s)://``, ``postgresql://``,
+    ...) are returned unchanged.
+    """
+    uri = str(uri)
+    if not urlsplit(uri).scheme and uri != "databricks":
+        p = Path(uri).expanduser().absolute()
+        return f"sqlite:///{p if p.suffix == '.db' else p / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        path, sep, query = uri[len("sqlite:///"):].partition("?")
+        if path in ("", ":memory:"):
+            raise TrackingError(f"{uri}: an in-memory sqlite store cannot be shared by MLflow's connections")
+        p = Path(path)
+        return f"sqlite:///{p if p.is_absolute() else p.absolute()}{sep}{query}"
+    if uri.startswith("sqlite:"):
+        raise TrackingError(f"{uri}: an in-memory sqlite store cannot be shared by MLflow's connections")
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):].partition("?")[0]) if uri.startswith("sqlite:///") else None
+
+
+def _shown(uri: str) -> str:
+    """The URI for messages, without any user:password."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+_configured = False
+
+
+def configure(tracking_uri: str | Path | None = None) -> str:
+    """Make ``tracking_uri`` this process's MLflow tracking URI and return it, resolved.
+
+    ``None``: ``$MLFLOW_TRACKING_URI`` when set (MLflow sets it for child processes too), else
+    ``default_tracking_uri()``. A sqlite database's folder is created.
+    """
+    global _configured
+    uri = resolve_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri())
+    if (db := _sqlite_path(uri)) is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    _configured = True
+    return uri
+
+
+def _tracking_uri() -> str:
+    if not _configured:  # never MLflow's own default, sqlite:///<cwd>/mlflow.db
+        configure()
+    return mlflow.get_tracking_uri()
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(_tracking_uri())
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """MlflowException -> TrackingError: ``<what> not found in <uri>`` or ``<what>: <first line>``."""
+    try:
+        yield
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise TrackingError(f"{what} not found in {_shown(mlflow.get_tracking_uri())}") from None
+        raise TrackingError(f"{what}: {_first_line(e)}") from None
+
+
+def _first_line(e: MlflowException) -> str:
+    return (str(e.message).strip().splitlines() or [e.error_code])[0]
+
+
+def _artifact_location(uri: str, name: str) -> str | None:
+    """``<db folder>/artifacts/<name>`` as a file URI for a sqlite store; None lets the store decide."""
+    db = _sqlite_path(uri)
+    if db is None:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+    return (db.parent / "artifacts" / safe).as_uri()
+
+
+def ensure_experiment(name: str, tracking_uri: str | Path | None = None) -> str:
+    """The id of experiment ``name``, created if missing. A given ``tracking_uri`` is ``configure``d first."""
+    uri = configure(tracking_uri) if tracking_uri else _tracking_uri()
+    client = MlflowClient(uri)
+    with _errors(f"experiment {name!r} in {_shown(uri)}"):
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":  # another process created it meanwhile
+                    raise
+                exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage != "active":
+        raise TrackingError(f"experiment {name!r} in {_shown(uri)} is deleted: restore it "
+                            f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or use another name")
+    return exp.experiment_id
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+def start_run(experiment_id: str, run_name: str, parent_run_id: str | None = None,
+              tags: dict[str, Any] | None = None) -> str:
+    """Create a RUNNING run and return its id; a child of ``parent_run_id`` when given.
+
+    Context tags as MLflow's fluent API adds them (user, source, git commit) come first.
+    """
+    client = _client()
+    all_tags = {k: _truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in (tags or {}).items()}
+    if parent_run_id is not None:
+        _mlflow_run(client, parent_run_id)  # an unknown parent fails here, not in the UI later
+        all_tags[PARENT_TAG] = parent_run_id
+    with _errors(f"experiment {experiment_id}"):
+        run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(all_tags))
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark the run finished, failed or killed (``STATUSES``)."""
+    if status not in STATUSES:
+        raise TrackingError(f"run {run_id}: status must be one of {list(STATUSES)}, got {status!r}")
+    with _errors(f"run {run_id}"):
+        _client().set_terminated(run_id, status)
+
+
+def _mlflow_run(client: MlflowClient, run_id: str):
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # unknown or malformed id
+            raise TrackingError(f"run {run_id} not found in {_shown(client.tracking_uri)}") from None
+        raise TrackingError(f"run {run_id}: {_first_line(e)}") from None
+
+
+def _record(run) -> RunRecord:
+    info, data = run.info, run.data
+    return RunRecord(run_id=info.run_id, experiment_id=info.experiment_id, run_name=info.run_name or "",
+                     status=info.status, params=dict(data.params), metrics=dict(data.metrics),
+                     tags=dict(data.tags), parent_run_id=data.tags.get(PARENT_TAG), artifact_uri=info.artifact_uri)
+
+
+def get_run(run_id: str) -> RunRecord:
+    """The run as plain data; an unknown id raises ``TrackingError("run <id> not found in <uri>")``."""
+    return _record(_mlflow_run(_client(), run_id))
+
+
+def child_runs(parent_run_id: str) -> list[RunRecord]:
+    """The (not deleted) runs of the parent's experiment tagged as its children, oldest first."""
+    client = _client()
+    parent = _mlflow_run(client, parent_run_id)
+    out, token = [], None
+    with _errors(f"run {parent_run_id}"):
+        while True:
+            page = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                                      max_results=1000, order_by=["attributes.start_time ASC"], page_token=token)
+            out += [_record(r) for r in page]
+            if not (token := page.token):
+                return out
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """Every ``(step, value)`` logged for ``key``, by step."""
+    with _errors(f"run {run_id}"):
+        hist = _client().get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in hist)
+
+
+# ---------------------------------------------------------------------------------------------
+# params, metrics, tags, artifacts
+
+def _truncate(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[:limit - 3] + "..."
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings -> ``{"a.b": str(value)}``; lists and tuples as JSON; values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            v = to_dict(v)
+        if isinstance(v, Mapping) and v:
+            for kk, vv in flatten_params(v, f"{key}.").items():
+                if kk in out:
+                    raise TrackingError(f"parameter {kk!r} is given twice (nested and dotted)")
+                out[kk] = vv
+        else:
+            if key in out:
+                raise TrackingError(f"parameter {key!r} is given twice (nested and dotted)")
+            out[key] = _truncate(_param_str(v), MAX_PARAM_VAL_LENGTH)
+    return out
+
+
+def _param_str(v: Any) -> str:
+    """Lists and tuples as JSON (as a config tree's ``to_dict`` has them), anything else as ``str``."""
+    if isinstance(v, (list, tuple)):
+        try:
+            return json.dumps(v)
+        except (TypeError, ValueError):
+            pass
+    return str(v)
+
+
+def log_params(run_id: str, params: Mapping[str, Any] | Any) -> None:
+    """Log (possibly nested) params, or a config dataclass, in batches.
+
+    MLflow refuses to change a logged param's value, and so does this.
+    """
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        params = to_dict(params)
+    flat = flatten_params(params)
+    with _errors(f"run {run_id}"):
+        _client().log_batch(run_id, params=[Param(k, v) for k, v in flat.items()])  # chunked by MLflow
+
+
+def _number(key: str, value: Any, run_id: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TrackingError(f"run {run_id}: metric {key!r} is not a number ({type(value).__name__} {value!r:.60})")
+    return float(value)
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log numeric metrics at ``step`` (default 0), in one batch; nested mappings are flattened with dots.
+
+    A value that is not a real number (str, bool, None, tensor) raises ``TrackingError``; NaN and ±inf are
+    logged (the sqlite store clamps ±inf to ±1.797e308).
+    """
+    flat: dict[str, Any] = {}
+
+    def walk(m: Mapping[str, Any], prefix: str) -> None:
+        for k, v in m.items():
+            if isinstance(v, Mapping):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(metrics, "")
+    now = int(time.time() * 1000)
+    batch = [Metric(k, _number(k, v, run_id), now, int(step or 0)) for k, v in flat.items()]
+    with _errors(f"run {run_id}"):
+        _client().log_batch(run_id, metrics=batch)
+
+
+def set_tags(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags (values as ``str``, cut to MLflow's limit) in one batch."""
+    batch = [RunTag(str(k), _truncate(str(v), MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
+    with _errors(f"run {run_id}"):
+        _client().log_batch(run_id, tags=batch)
+
+
+def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+    """Copy a folder's contents into the run's artifacts (under ``artifact_path`` when given)."""
+    if not Path(local_dir).is_dir():
+        raise TrackingError(f"run {run_id}: {local_dir} is not a directory")
+    with _errors(f"run {run_id}"):
+        _client().log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def log_artifact(run_id: str, local_file: str | Path, artifact_path: str | None = None) -> None:
+    """Copy one file into the run's artifacts (under ``artifact_path`` when given)."""
+    if not Path(local_file).is_file():
+        raise TrackingError(f"run {run_id}: {local_file} is not a file")
+    with _errors(f"run {run_id}"):
+        _client().log_artifact(run_id, str(local_file), artifact_path)
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-able data: numpy scalars and arrays, paths and dataclasses converted."""
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return dataclasses.asdict(o)
+        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+    try:
+        return json.loads(json.dumps(obj, default=default))
+    except (TypeError, ValueError) as e:
+        raise TrackingError(f"cannot store as JSON/YAML: {e}") from None
+
+
+def log_dict(run_id: str, obj: Any, artifact_file: str) -> None:
+    """Store ``obj`` as ``artifact_file``: YAML for ``.yml``/``.yaml``, JSON otherwise."""
+    with _errors(f"run {run_id}"):
+        _client().log_dict(run_id, _plain(obj), artifact_file)
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """Store ``text`` as ``artifact_file`` (e.g. ``report.md``)."""
+    with _errors(f"run {run_id}"):
+        _client().log_text(run_id, text, artifact_file)
+
+
+# ---------------------------------------------------------------------------------------------
+# the MLflow model of a checkpoint
+
+def machine_id_from_path(path: str | Path) -> str | None:
+    """The ``XX`` of ``..._id_XX_...`` in the file name, else of the nearest ``id_XX`` folder (MIMII); or None."""
+    p = Path(path)
+    if m := _ID_IN_NAME.search(p.name):
+        return m[1]
+    for part in reversed(p.parent.parts):
+        if m := _ID_FOLDER.match(part):
+            return m[1]
+    return None
+
+
+def _given_id(value: Any) -> str | None:
+    """A machine_id cell: None/NaN/"" -> None; "id_02", 2, "2" -> "02"."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    s = str(value).strip().removeprefix("id_")
+    return (s.zfill(2) if s.isdigit() else s) or None
+
+
+def score_files(loaded: Loaded, model_input: pd.DataFrame, aggregate: str = "mean") -> pd.DataFrame:
+    """Score audio files with a loaded checkpoint: one row per input row, columns ``score`` and ``pred_id``.
+
+    Each file's machine ID comes from a ``machine_id`` cell, else from its path (``machine_id_from_path``).
+    Scores are ``mimimi.evaluate.score_clips``'s, computed with a feature cache in a temporary folder.
+    A row that cannot be scored raises ``ModelInputError`` (a ``TrackingError``) naming it.
+    """
+    return _score_frame(loaded, model_input, None, aggregate)
+
+
+def _score_frame(loaded: Loaded, model_input: pd.DataFrame, thresholds: dict | None, aggregate: str) -> pd.DataFrame:
+    # --- mimimi.score: the scoring code lives there (mlflow-free); imported here, as it imports this module
+    from mimimi.score import ScoreError, score_frame
+
+    try:
+        return score_frame(loaded, model_input, thresholds=thresholds, aggregate=aggregate)
+    except ScoreError as e:
+        raise ModelInputError(str(e)) from None
+
+
+def _read_thresholds(path: str | Path) -> dict[str, float | None]:
+    """The per-ID thresholds of a ``thresholds.json`` written by ``log_model``."""
+    try:
+        per_id = json.loads(Path(path).read_text())["per_id"]
+        return {str(k): None if v is None else float(v) for k, v in per_id.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise TrackingError(f"{path}: not a thresholds file written by mimimi ({e})") from None
+
+
+class MimimiModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc model: the checkpoint is the artifact ``checkpoint``, per-ID thresholds the optional artifact
+    ``thresholds``; scoring as ``mimimi.score.score_frame`` (with thresholds: ``score``, ``decision``, ...)."""
+
+    def load_context(self, context) -> None:
+        self.loaded = load_checkpoint(context.artifacts["checkpoint"])
+        path = context.artifacts.get("thresholds")
+        self.thresholds = _read_thresholds(path) if path else None
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return _score_frame(self.loaded, model_input, self.thresholds, (params or {}).get("aggregate", "mean"))
+
+
+def _pip_requirements() -> list[str]:
+    reqs = []
+    for dist in _REQUIREMENTS:
+        try:
+            reqs.append(f"{dist}=={importlib_metadata.version(dist).split('+')[0]}")  # no local tag (+cpu)
+        except importlib_metadata.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs + [f"mimimi=={mimimi.__version__}"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def log_model(run_id: str, checkpoint: str | Path, *, registered_name: str | None = None,
+              extra: dict[str, Any] | None = None, thresholds: Mapping[str, float | None] | None = None,
+              threshold_method: str = "youden") -> ModelRef:
+    """Log the checkpoint as the run's pyfunc model ``model``, registered as ``registered_name`` when given.
+
+    The model folder holds ``artifacts/checkpoint.pt`` and ``config.json``, ``features.json``, ``ids.json``
+    (resolved config, feature settings, ID map); its MLmodel metadata has them under ``mimimi`` beside
+    ``extra``. The run is tagged ``mimimi.model_uri``. A bad checkpoint raises ``CheckpointError``.
+
+    ``thresholds`` (machine ID -> score threshold, None/NaN where there is none) are stored as
+    ``artifacts/thresholds.json`` and in the metadata (``mimimi.thresholds``); such a model takes a
+    ``path`` or a ``waveform`` per row and answers ``score``, ``decision``, ``threshold``, ``machine_id``,
+    ``pred_id`` (``SCORING_SIGNATURE``); without, ``SIGNATURE``.
+    """
+    checkpoint = Path(checkpoint)
+    loaded = load_checkpoint(checkpoint)
+    per_id = _checked_thresholds(run_id, thresholds, loaded.ids) if thresholds is not None else None  # mimimi.score
+    extra = _plain(dict(extra or {}))
+    if "mimimi" in extra:
+        raise TrackingError(f"run {run_id}: extra model metadata must not use the key 'mimimi'")
+    client = _client()
+    run = _mlflow_run(client, run_id)
+    cfg = loaded.cfg
+    info_json = {"config": to_dict(cfg), "features": to_dict(cfg.features), "ids": dict(loaded.ids)}
+    meta = {"machine_type": loaded.meta.get("machine_type"), "model": cfg.model.name, "ids": dict(loaded.ids),
+            "features": info_json["features"], "epoch": loaded.meta.get("epoch"),
+            "versions": loaded.meta.get("versions"), "checkpoint_sha256": _sha256(checkpoint)}
+    if per_id is not None:  # --- mimimi.score
+        meta.update(thresholds=per_id, threshold_method=threshold_method)
+        info_json["thresholds"] = {"method": threshold_method, "rule": "anomaly if score >= threshold",
+                                   "machine_type": meta["machine_type"], "per_id": per_id}
+    with tempfile.TemporaryDirectory(prefix="mimimi-model-") as tmp:
+        tmp = Path(tmp)
+        artifacts = {"checkpoint": tmp / "checkpoint.pt"}
+        shutil.copyfile(checkpoint, artifacts["checkpoint"])
+        for name, obj in info_json.items():
+            artifacts[name] = tmp / f"{name}.json"
+            artifacts[name].write_text(json.dumps(obj, indent=1))
+        code = tmp / "mimimi_model.py"
+        code.write_text(_MODEL_CODE)
+        with _errors(f"run {run_id}"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")  # paths: none to give
+            # Created here, in the run's experiment: Model.log without an active run would put it in
+            # experiment 0, whose artifacts live under the current directory (and runs:/ would miss it).
+            logged = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
+                                                tags={"mimimi.machine_type": str(meta["machine_type"]),
+                                                      "mimimi.model": cfg.model.name})
+            info = mlflow.models.Model.log(
+                artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
+                python_model=str(code), artifacts={k: str(v) for k, v in artifacts.items()},
+                signature=SIGNATURE if per_id is None else SCORING_SIGNATURE,
+                pip_requirements=_pip_requirements(), metadata={**extra, "mimimi": meta},
+                registered_model_name=registered_name)
+    version = info.registered_model_version
+    tags = {MODEL_URI_TAG: info.model_uri}
+    if version is not None:
+        tags[REGISTERED_TAG] = f"models:/{registered_name}/{version}"
+    set_tags(run_id, tags)
+    return ModelRef(info.model_uri, int(version) if version is not None else None)
+
+
+def _checked_thresholds(run_id: str, thresholds: Mapping[str, float | None], ids: Mapping[str, int]) -> dict:
+    """``{machine ID: float or None}`` for the model's IDs; an ID the model does not know raises."""
+    out = {}
+    for mid, t in thresholds.items():
+        if str(mid) not in ids:
+            raise TrackingError(f"run {run_id}: threshold for machine ID {mid!r}, which the model does not know "
+                                f"{sorted(ids)}")
+        t = None if t is None or pd.isna(t) else float(t)
+        if t is not None and not np.isfinite(t):
+            raise TrackingError(f"run {run_id}: threshold of machine ID {mid!r} is {t}")
+        out[str(mid)] = t
+    return dict(sorted(out.items()))
+
+
+def _model_uri_of(client: MlflowClient, run_id: str) -> str:
+    """The run's model: its ``mimimi.model_uri``, else a logged model ``model`` linked to it, else the
+    model of the run its ``mimimi.best_model_run_id`` names (followed once per hop)."""
+    seen = []
+    while True:
+        run = _mlflow_run(client, run_id)
+        if uri := run.data.tags.get(MODEL_URI_TAG):
+            return uri
+        outputs = run.outputs.model_outputs if run.outputs else []
+        for out in reversed(outputs):  # a model logged by other code, newest first
+            with _errors(f"run {run_id}"):
+                if client.get_logged_model(out.model_id).name == MODEL_NAME:
+                    return f"models:/{out.model_id}"
+        seen.append(run_id)
+        run_id = run.data.tags.get(BEST_MODEL_RUN_TAG)
+        if not run_id:
+            via = f" (followed {BEST_MODEL_RUN_TAG} from {' -> '.join(seen[:-1])})" if len(seen) > 1 else ""
+            raise TrackingError(f"run {seen[-1]} has no logged model{via} in {_shown(client.tracking_uri)}")
+        if run_id in seen:
+            raise TrackingError(f"run {seen[0]}: {BEST_MODEL_RUN_TAG} tags form a loop ({' -> '.join(seen + [run_id])})")
+
+
+def load_checkpoint_from_run(run_id: str, dst_dir: str | Path | None = None) -> Path:
+    """Download the checkpoint of the model logged in ``run_id`` (or in the run its
+    ``mimimi.best_model_run_id`` tag names) into ``dst_dir`` (default: a new temporary folder).
+
+    Returns the path of ``<dst_dir>/checkpoint.pt``; ``mimimi.checkpoint.load_checkpoint`` loads it.
+    """
+    client = _client()
+    model_uri = _model_uri_of(client, run_id)
+    with _errors(f"run {run_id}: model {model_uri}"):
+        root = client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+        with tempfile.TemporaryDirectory(prefix="mimimi-mlmodel-") as tmp:
+            mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=tmp,
+                                                          tracking_uri=client.tracking_uri)
+            conf = mlflow.models.Model.load(mlmodel).flavors.get("python_function", {})
+        rel = conf.get("artifacts", {}).get("checkpoint", {}).get("path")
+        if not rel:
+            raise TrackingError(f"run {run_id}: model {model_uri} has no checkpoint artifact (not logged by mimimi?)")
+        dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="mimimi-checkpoint-"))
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{rel}", dst_path=str(dst),
+                                                        tracking_uri=client.tracking_uri))
+
+
+# ---------------------------------------------------------------------------------------------
+# --- mimimi.score: resolve a model to score with; the registry alias "champion"
+
+_REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+
+
+class ResolvedModel(NamedTuple):
+    uri: str  # the model URI scored with (a run id resolves to its model's models:/m-... URI)
+    checkpoint: Path  # the downloaded checkpoint.pt
+    thresholds: dict[str, float | None] | None  # machine ID -> threshold; None: logged without thresholds
+    version: int | None  # the registered version a models:/<name>@<alias> or models:/<name>/<N> URI names
+
+
+def resolve_model(model_uri: str | None = None, *, run_id: str | None = None,
+                  dst_dir: str | Path | None = None) -> ResolvedModel:
+    """Download the model of ``model_uri`` (``models:/mimimi-fan@champion``, ``models:/mimimi-fan/3``,
+    ``models:/m-...``, ``runs:/<run>/model``) or of run ``run_id`` (its model, or that of the run its
+    ``mimimi.best_model_run_id`` names) into ``dst_dir`` (default: a new temporary folder).
+
+    An unknown model, alias, version or run raises a one-line ``TrackingError``.
+    """
+    if (model_uri is None) == (run_id is None):
+        raise TrackingError("give a model URI or a run id (one of them)")
+    client = _client()
+    if run_id is not None:
+        model_uri = _model_uri_of(client, run_id)
+    version = None
+    with _errors(f"model {model_uri}"):
+        if (m := _REGISTERED_URI.match(model_uri)) and m["alias"]:
+            version = int(client.get_model_version_by_alias(m["name"], m["alias"]).version)
+        elif m and m["version"]:
+            version = int(client.get_model_version(m["name"], m["version"]).version)
+        dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="mimimi-model-"))
+        dst.mkdir(parents=True, exist_ok=True)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst),
+                                                         tracking_uri=client.tracking_uri))
+    if not (local / "MLmodel").is_file():
+        raise TrackingError(f"model {model_uri}: no MLmodel file (not an MLflow model)")
+    arts = mlflow.models.Model.load(str(local / "MLmodel")).flavors.get("python_function", {}).get("artifacts", {})
+    rel = arts.get("checkpoint", {}).get("path")
+    if not rel:
+        raise TrackingError(f"model {model_uri} has no checkpoint artifact (not logged by mimimi?)")
+    thr = arts.get("thresholds", {}).get("path")
+    return ResolvedModel(model_uri, local / rel, _read_thresholds(local / thr) if thr else None, version)
+
+
+def set_champion(name: str, version: int) -> None:
+    """Point the alias ``champion`` of registered model ``name`` at ``version``."""
+    with _errors(f"registered model {name!r} version {version}"):
+        _client().set_registered_model_alias(name, champion.ALIAS, str(version))
+
+
+def champion_version(name: str) -> int | None:
+    """The version the alias ``champion`` of ``name`` points at; None when there is none (or no such model)."""
+    mv = _champion(_client(), name)
+    return None if mv is None else int(mv.version)
+
+
+def _champion(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, champion.ALIAS)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise TrackingError(f"registered model {name!r}: {_first_line(e)}") from None
+
+
+class ChampionUpdate(NamedTuple):
+    promoted: bool  # the alias moved to the candidate
+    reason: str
+    version: int  # the champion after the update
+    previous_version: int | None  # the champion before (None: there was none)
+    candidate: float | None  # the candidate's figure (metric of run_id)
+    previous: float | None  # the previous champion's figure (metric of its run), None if not recorded
+
+
+def update_champion(name: str, version: int, metric: str, run_id: str) -> ChampionUpdate:
+    """Move ``champion`` of ``name`` to ``version`` if ``champion.decide`` says so, comparing ``metric`` of
+    ``run_id`` (the run that logged the candidate) with ``metric`` of the current champion's run.
+
+    Recorded in ``run_id``: params ``champion.rule`` and ``champion.metric``, metrics ``champion/candidate``
+    and ``champion/previous`` (when known), tags ``mimimi.champion.*`` (promoted, reason, version,
+    previous_version).
+    """
+    if version is None:
+        raise TrackingError(f"run {run_id}: the model was not registered as {name!r}: no version to make champion")
+    client = _client()
+    candidate = _mlflow_run(client, run_id).data.metrics.get(metric)
+    current = _champion(client, name)
+    previous = None
+    if current is not None and current.run_id:
+        try:
+            previous = client.get_run(current.run_id).data.metrics.get(metric)
+        except MlflowException:  # the champion's run was deleted: no recorded figure
+            previous = None
+    if current is not None and int(current.version) == int(version):
+        decision = champion.Decision(False, f"version {version} is already the champion")
+    else:
+        decision = champion.decide(candidate, previous, has_champion=current is not None)
+    if decision.promote:
+        set_champion(name, version)
+    before = None if current is None else int(current.version)
+    after = int(version) if decision.promote else before
+    log_params(run_id, {"champion.rule": champion.RULE.format(metric=metric), "champion.metric": metric})
+    log_metrics(run_id, {k: v for k, v in (("champion/candidate", candidate), ("champion/previous", previous))
+                         if v is not None})
+    set_tags(run_id, {"mimimi.champion.promoted": str(decision.promote).lower(),
+                      "mimimi.champion.reason": decision.reason, "mimimi.champion.version": str(after),
+                      "mimimi.champion.previous_version": "" if before is None else str(before)})
+    return ChampionUpdate(decision.promote, decision.reason, after, before, candidate, previous)
+# --- end mimimi.score

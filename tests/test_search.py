@@ -1,0 +1,134 @@
+"""The tuning platform end to end on a local Ray: smoke search, resume, crashing trial (slow)."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCH = REPO / "tuning" / "search.py"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def search_cmd(tmp: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(SEARCH), "--smoke-test", "--storage-path", str(tmp / "storage"),
+            "--tracking-uri", f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}", "--num-cpus", "2", *extra]
+
+
+def run(cmd, cwd, env=None, timeout=600):
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert r.returncode == 0, f"{cmd}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r
+
+
+def client(tmp: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}")
+
+
+def runs_by_role(c, role):
+    exp = c.get_experiment_by_name("mimimi")
+    return c.search_runs([exp.experiment_id], filter_string=f"tags.`mimimi.role` = '{role}'")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    cwd = tmp / "cwd"
+    cwd.mkdir()
+    r = run(search_cmd(tmp, "--name", "smoke"), cwd)
+    return tmp, cwd, r
+
+
+def test_smoke_search_records_everything(smoke):
+    tmp, cwd, r = smoke
+    assert "| valve |" in r.stdout and "mlflow ui --backend-store-uri sqlite:///" in r.stdout
+    assert "python -m mimimi.evaluate --run-id" in r.stdout
+    assert list(cwd.iterdir()) == []  # nothing written outside the storage path and the tracking store
+    c = client(tmp)
+    (search,) = runs_by_role(c, "search")
+    (parent,) = runs_by_role(c, "type-search")
+    trials = runs_by_role(c, "trial")
+    assert parent.data.tags["mlflow.parentRunId"] == search.info.run_id
+    assert len(trials) == 2 and all(t.data.tags["mlflow.parentRunId"] == parent.info.run_id for t in trials)
+    assert all(t.info.status == "FINISHED" for t in trials)
+    assert all("train.lr" in t.data.params for t in trials)
+    history = c.get_metric_history(trials[0].info.run_id, "val_loss")
+    assert [m.step for m in history] == list(range(len(history))) and len(history) >= 1
+    assert {"test/valve/mean_auc", "test/valve/mean_pauc", "test/valve/pooled_auc"} <= set(parent.data.metrics)
+    assert "best.train.lr" in parent.data.params and parent.info.status == "FINISHED"
+    artifacts = {a.path for a in c.list_artifacts(parent.info.run_id, "evaluation")}
+    assert "evaluation/results.md" in artifacts and "evaluation/anomaly_score_valve_id_00.csv" in artifacts
+    assert "summary.md" in {a.path for a in c.list_artifacts(search.info.run_id)}
+    (version,) = c.search_model_versions("name='mimimi-valve'")
+    assert version.run_id == parent.info.run_id
+
+
+def test_evaluate_run_id_reproduces_the_parent_test_auc(smoke):
+    tmp, cwd, _ = smoke
+    c = client(tmp)
+    (parent,) = runs_by_role(c, "type-search")
+    uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+    r = run([sys.executable, "-m", "mimimi.evaluate", "--run-id", parent.info.run_id, "--tracking-uri", uri], cwd)
+    assert "| valve |" in r.stdout
+    (ev,) = runs_by_role(c, "evaluation")
+    assert ev.data.tags["mimimi.source_run_id"] == parent.info.run_id
+    for key in ("test/valve/mean_auc", "test/valve/mean_pauc"):
+        assert ev.data.metrics[key] == pytest.approx(parent.data.metrics[key], abs=1e-9)
+    # a child (trial) run has its own model
+    trial = runs_by_role(c, "trial")[0]
+    run([sys.executable, "-m", "mimimi.evaluate", "--run-id", trial.info.run_id, "--tracking-uri", uri], cwd)
+    # unknown run id: one line
+    r = subprocess.run([sys.executable, "-m", "mimimi.evaluate", "--run-id", "0" * 32, "--tracking-uri", uri],
+                       cwd=cwd, capture_output=True, text=True)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "0" * 32 in r.stderr
+
+
+def test_crashing_trial_is_retried_and_the_search_completes(tmp_path):
+    marker = tmp_path / "crashed"
+    env = {**os.environ, "MIMIMI_FAULT_INJECT": str(marker)}
+    run(search_cmd(tmp_path, "--name", "crash"), tmp_path, env=env)
+    assert marker.exists()  # a trial did crash
+    c = client(tmp_path)
+    trials = runs_by_role(c, "trial")
+    assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
+    assert any("mimimi.retried" in t.data.tags for t in trials)
+    assert c.search_model_versions("name='mimimi-valve'")
+
+
+def test_interrupted_search_resumes_without_losing_or_repeating_trials(tmp_path):
+    cmd = search_cmd(tmp_path, "--name", "resume", "--max-concurrent", "1")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    db = tmp_path / "mlruns" / "mlflow.db"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:  # wait until the first trial has finished
+            time.sleep(2)
+            if db.exists():
+                with sqlite3.connect(db) as con:
+                    n = con.execute("select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
+                                    "where t.key = 'mimimi.role' and t.value = 'trial' and r.status = 'FINISHED'"
+                                    ).fetchone()[0]
+                if n >= 1:
+                    break
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    run(search_cmd(tmp_path, "--name", "resume", "--resume"), tmp_path)
+    c = client(tmp_path)
+    trials = runs_by_role(c, "trial")
+    ids = [t.data.tags["mimimi.trial_id"] for t in trials]
+    assert len(ids) == len(set(ids)) == 2
+    finished = [t for t in trials if t.info.status == "FINISHED"]
+    assert len(finished) == 2
+    assert c.search_model_versions("name='mimimi-valve'")

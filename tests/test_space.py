@@ -1,0 +1,54 @@
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mimimi.config import Config, ConfigError
+from tuning.space import SEARCH_CONFIGS, load_search_config, trial_config
+
+
+def test_base_and_per_type_overrides():
+    base = load_search_config("pump")  # no pump.yaml: the base alone
+    valve = load_search_config("valve")
+    assert base.space["augment.mask_max_bins"].high == 65
+    assert valve.space["augment.mask_max_bins"].high == 33  # valve.yaml overrides one dimension
+    assert valve.space["train.lr"] == base.space["train.lr"]  # and keeps the others
+    assert {"train.lr", "augment.mixup_prob", "augment.mixup_alpha", "augment.mask_prob", "augment.noise_prob",
+            "augment.shift_prob", "train.batch_size"} <= set(base.space)
+    smoke = load_search_config("valve", [SEARCH_CONFIGS / "smoke.yaml"])
+    assert smoke.search.num_samples == 2 and smoke.config["train"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"serch": {}}, "unknown key(s) ['serch']"),
+    ({"search": {"num_sample": 3}}, "unknown key 'search.num_sample'"),
+    ({"space": {"train.learning_rate": {"type": "uniform", "low": 0, "high": 1}}}, "space.train.learning_rate is not a setting"),
+    ({"space": {"train.lr": {"type": "loguniform", "low": 0, "high": 1}}}, "loguniform needs low > 0"),
+    ({"space": {"train.lr": {"type": "gauss", "low": 0, "high": 1}}}, "type must be one of"),
+    ({"space": {"train.lr": {"type": "choice"}}}, "non-empty 'values'"),
+    ({"space": {"train.epochs": {"type": "choice", "values": ["many"]}}}, "train.epochs must be int"),
+    ({"config": {"train": {"epoch": 3}}}, "unknown key 'train.epoch'"),
+])
+def test_bad_search_configs_are_errors(raw, message):
+    with pytest.raises(ConfigError) as e:
+        load_from(raw)
+    assert message in str(e.value)
+
+
+def load_from(raw):
+    """``raw`` as the base.yaml of a search-config folder."""
+    d = Path(tempfile.mkdtemp())
+    (d / "base.yaml").write_text(yaml.safe_dump(raw))
+    return load_search_config("fan", directory=d)
+
+
+def test_trial_config_applies_sampled_values():
+    cfg = trial_config(Config(), {"train.lr": 0.01, "model.net.gate": "softmax", "augment.mixup_prob": 0.0})
+    assert cfg["train"]["lr"] == 0.01 and cfg["model"]["net"]["gate"] == "softmax"
+    assert cfg["augment"]["mixup_prob"] == 0.0 and cfg["train"]["epochs"] == Config().train.epochs
+
+
+def test_every_shipped_search_config_parses():
+    for path in SEARCH_CONFIGS.glob("*.yaml"):
+        load_search_config("valve", [path])

@@ -1,0 +1,417 @@
+"""Per-machine-type hyperparameter search: Ray Tune + Optuna (TPE) + ASHA, every trial trained in a Ray
+Train ``TorchTrainer``, everything recorded in MLflow.
+
+    python tuning/search.py                        # the embedded default: local Ray, synthetic data
+    python tuning/search.py --smoke-test           # the whole path in about a minute
+    python tuning/search.py --data-root data/dcase2020/dev_data --machine-types fan,pump \\
+        --num-samples 30 --address auto --storage-path s3://bucket/mimimi --tracking-uri http://head:5000
+    ray submit --tmux cluster/gpu.yaml tuning/search.py -- --address auto --use-gpu \\
+        --data-root /home/ray/data/dcase2020/dev_data --storage-path s3://bucket/runs --tracking-uri http://localhost:5000
+
+Per machine type: Optuna proposes configs from ``configs/search/`` (base + per-type overrides), ASHA
+stops weak trials early on the validation loss (normal clips held out of the training split; the
+test split is never looked at during the search), and when the search ends the best trial's best
+checkpoint is evaluated once on the test split. MLflow gets one run per search, one parent run per
+(search, machine type) with the search space, the best config, the test metrics, plots and score
+CSVs, one child run per trial, and the best model registered as ``mimimi-<machine type>``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script (`python tuning/search.py`, `ray submit`)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from mimimi import metrics as M
+from mimimi import tracking
+from mimimi.config import Config, ConfigError, load_config, merge, to_dict
+from mimimi.data import synth
+from mimimi.data.audio import AudioError
+from mimimi.data.index import DatasetError, index_dataset, select
+from mimimi.evaluate import EvaluationError, evaluate
+from mimimi.features import FeatureCache
+from tuning.space import SEARCH_CONFIGS, Resources, SearchConfig, load_search_config, trial_config
+from tuning.worker import CHECKPOINT_FILE, train_worker
+
+STATE_FILE = "mimimi_search.json"
+# The embedded default: what `make demo` runs on a laptop (about 10 minutes on 2 cores).
+EMBEDDED_DATA = dict(machine_types=("fan", "pump", "slider", "valve"), ids=("00", "02", "04", "06"),
+                     n_train=30, n_test_normal=10, n_test_anomaly=10, seconds=10.0, seed=0)
+SMOKE_DATA = dict(machine_types=("valve",), ids=("00", "02", "04", "06"), n_train=8, n_test_normal=4,
+                  n_test_anomaly=4, seconds=3.0, seed=0)
+
+
+class SearchError(RuntimeError):
+    """The search cannot run or resume (one line)."""
+
+
+class SearchInterrupted(SearchError):
+    """Stopped before every trial settled (Ctrl-C): ``--resume`` continues it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# one trial: a Tune function that runs a TorchTrainer (Ray 2.60 Train V2 pattern)
+
+def run_trial(params: dict, *, base: dict, resources: dict, use_gpu: bool, storage_path: str) -> None:
+    """Tune trial: train the sampled config in Ray Train workers; metrics flow back to Tune every epoch."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    res = Resources(**resources)
+    cfg = trial_config(merge(Config(), base), params)
+    per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": cfg},
+        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=f"train-{tune.get_context().get_trial_name()}",
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),  # only improvements are reported: latest = best
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+# ---------------------------------------------------------------------------------------------
+# MLflow: one child run per trial, from the Tune driver
+
+def _fetch_checkpoint(path: str, storage_path: str, dst: Path) -> Path:
+    """Copy a reported checkpoint (local or on cloud storage) to ``dst``; return the checkpoint file."""
+    import pyarrow.fs
+
+    if "://" in storage_path:
+        fs, _ = pyarrow.fs.FileSystem.from_uri(storage_path)
+    else:
+        fs = pyarrow.fs.LocalFileSystem()
+    ray.train.Checkpoint(path, filesystem=fs).to_directory(str(dst))
+    return dst / CHECKPOINT_FILE
+
+
+class TrialRuns(tune.Callback):
+    """Mirror every Tune trial as an MLflow child run: params, per-epoch metrics, final status, model."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, storage_path: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.storage_path = storage_path
+        self.runs: dict[str, str] = {}  # trial id -> MLflow run id
+        self.best_ckpt: dict[str, str] = {}  # trial id -> latest (= best) checkpoint path
+        self.nodes: dict[str, str] = {}  # trial id -> Ray node id of its rank-0 Train worker
+
+    def get_state(self) -> dict:  # saved with the experiment, so a resumed search keeps its runs
+        return {"runs": self.runs, "best_ckpt": self.best_ckpt}
+
+    def set_state(self, state: dict) -> None:
+        self.runs, self.best_ckpt = dict(state["runs"]), dict(state["best_ckpt"])
+
+    def _run(self, trial) -> str:
+        if trial.trial_id not in self.runs:
+            tracking.configure(self.tracking_uri)
+            run_id = tracking.start_run(self.experiment_id, str(trial), self.parent_run_id,
+                                        tags={"mimimi.role": "trial", "mimimi.trial_id": trial.trial_id})
+            tracking.log_params(run_id, trial.config)
+            self.runs[trial.trial_id] = run_id
+        return self.runs[trial.trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._run(trial)
+        numeric = {k: v for k, v in result.items() if k in ("train_loss", "val_loss", "val_acc", "best_val_loss",
+                                                             "epoch_seconds") and isinstance(v, (int, float))}
+        tracking.log_metrics(run_id, numeric, step=int(result.get("epoch", result.get("training_iteration", 0))))
+        node = result.get("node_id")
+        if node and self.nodes.get(trial.trial_id) != node:  # the node that trained it (a retry may move it)
+            self.nodes[trial.trial_id] = node
+            tracking.set_tags(run_id, {"mimimi.node_id": node})
+        if result.get(CHECKPOINT_PATH_KEY):
+            self.best_ckpt[trial.trial_id] = result[CHECKPOINT_PATH_KEY]
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        tracking.set_tags(self._run(trial), {"mimimi.retried": str(trial.run_metadata.num_failures)})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._run(trial)
+        last = trial.last_result or {}
+        tracking.set_tags(run_id, {"mimimi.epochs_run": str(last.get("training_iteration", 0))})
+        ckpt = self.best_ckpt.get(trial.trial_id)
+        if ckpt:
+            with tempfile.TemporaryDirectory() as d:
+                tracking.log_model(run_id, _fetch_checkpoint(ckpt, self.storage_path, Path(d)))
+        tracking.end_run(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        tracking.end_run(self._run(trial), "FAILED")
+
+
+# ---------------------------------------------------------------------------------------------
+# one machine type
+
+def _best_trial(results, metric: str, mode: str):
+    ok = [r for r in results if r.error is None and r.metrics_dataframe is not None
+          and metric in r.metrics_dataframe and r.metrics_dataframe[metric].notna().any()]
+    if not ok:
+        raise SearchError(f"no trial reported {metric!r}; see the errors under {results.experiment_path}")
+    key = (lambda r: r.metrics_dataframe[metric].min()) if mode == "min" else (lambda r: -r.metrics_dataframe[metric].max())
+    return min(ok, key=key)
+
+
+def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage: Path | str, name: str,
+                resume: bool, tracking_uri: str, experiment_id: str, parent_run_id: str,
+                use_gpu: bool, data_root: str) -> dict[str, Any]:
+    """Run (or resume) the search of one machine type; evaluate its best checkpoint; log everything."""
+    s, res = scfg.search, scfg.resources
+    exp_root = f"{storage}/{name}"
+    exp_path = f"{exp_root}/{machine_type}"
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=to_dict(base), resources=asdict(res), use_gpu=use_gpu,
+                             storage_path=exp_root),
+        {"CPU": res.trial_cpus})
+    if resume and tune.Tuner.can_restore(exp_path):
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={k: p.to_tune() for k, p in scfg.space.items()},
+            tune_config=tune.TuneConfig(
+                search_alg=OptunaSearch(metric=s.metric, mode=s.mode, seed=s.seed),
+                scheduler=ASHAScheduler(metric=s.metric, mode=s.mode, max_t=base.train.epochs, grace_period=s.grace_period,
+                                        reduction_factor=s.reduction_factor),
+                num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent, time_budget_s=s.time_budget_s),
+            run_config=tune.RunConfig(
+                name=machine_type, storage_path=exp_root,
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                callbacks=[TrialRuns(tracking_uri, experiment_id, parent_run_id, exp_root)],
+                verbose=1),
+        )
+    results = tuner.fit()
+    # the saved experiment state lists every trial, pending ones too (the returned grid may not)
+    trials = tune.ExperimentAnalysis(exp_path).trials
+    settled = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+    if settled < len(trials) or (s.time_budget_s is None and len(trials) < s.num_samples):
+        raise SearchInterrupted(f"{machine_type}: search interrupted after {settled} of {s.num_samples} trials; "
+                                f"continue it with --resume --name {name}")
+    best = _best_trial(results, s.metric, s.mode)
+    ckpt_paths = best.metrics_dataframe.get(CHECKPOINT_PATH_KEY)
+    ckpt_path = ckpt_paths.dropna().iloc[-1] if ckpt_paths is not None and ckpt_paths.notna().any() else None
+    if ckpt_path is None:
+        raise SearchError(f"{machine_type}: the best trial reported no checkpoint")
+    best_params = {k: best.config[k] for k in scfg.space}
+    best_cfg = trial_config(base, best_params)
+
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = _fetch_checkpoint(ckpt_path, exp_root, Path(d))
+        eval_dir = Path(tempfile.mkdtemp(prefix=f"mimimi-eval-{machine_type}-"))
+        try:
+            report = evaluate(ckpt, data_root, eval_dir, progress=False)
+            tracking.log_params(parent_run_id, {"best": best_params, "space": {k: asdict(p) for k, p in scfg.space.items()},
+                                                "search": asdict(s), "resources": asdict(res)})
+            tracking.log_dict(parent_run_id, best_cfg, "best_config.json")
+            tracking.log_metrics(parent_run_id, {f"test/{k}": v for k, v in report.flat_metrics().items()})
+            tracking.log_metrics(parent_run_id, {f"val/{s.metric}": float(best.metrics_dataframe[s.metric].min())})
+            tracking.log_artifacts(parent_run_id, eval_dir, "evaluation")
+            # --- mimimi.score: the per-ID Youden thresholds of this evaluation travel with the model, and the
+            # alias "champion" moves to it only if its test pAUC beats the current champion's
+            thresholds = {r.machine_id: r.threshold for r in report.per_id.itertuples()}
+            model = tracking.log_model(parent_run_id, ckpt, registered_name=f"mimimi-{machine_type}",
+                                       thresholds=thresholds, threshold_method="youden (test split)")
+            champion = tracking.update_champion(f"mimimi-{machine_type}", model.version,
+                                                f"test/{machine_type}/mean_pauc", parent_run_id)
+            # --- end mimimi.score
+            trial_runs = {r.tags.get("mimimi.trial_id"): r.run_id for r in tracking.child_runs(parent_run_id)}
+            tracking.set_tags(parent_run_id, {"mimimi.best_trial": str(best.path).rsplit("/", 1)[-1],
+                                              "mimimi.best_trial_run_id": trial_runs.get(best.metrics.get("trial_id"), ""),
+                                              "mimimi.registered_version": str(model.version)})
+        finally:
+            shutil.rmtree(eval_dir, ignore_errors=True)
+    n_err = sum(r.error is not None for r in results)
+    tracking.end_run(parent_run_id, "FINISHED")
+    return {"machine_type": machine_type, "per_type": report.per_type, "markdown": report.markdown,
+            "parent_run_id": parent_run_id, "model_version": model.version, "trials": len(results),
+            "errored_trials": n_err, "champion": champion}
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+
+def _state_path(storage: str, name: str) -> Path | None:
+    return None if "://" in storage else Path(storage) / name / STATE_FILE
+
+
+def _load_state(storage: str, name: str) -> dict:
+    p = _state_path(storage, name)
+    if p is None or not p.exists():
+        return {}
+    return json.loads(p.read_text())
+
+
+def _save_state(storage: str, name: str, state: dict) -> None:
+    p = _state_path(storage, name)
+    if p is not None:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(state, indent=1))
+
+
+def _latest_search(storage: str) -> str | None:
+    root = Path(storage)
+    found = sorted((p.parent.name for p in root.glob(f"*/{STATE_FILE}")), reverse=True) if root.exists() else []
+    return found[0] if found else None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python tuning/search.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--machine-types", default=None, help="comma-separated; default: every type under the data root")
+    ap.add_argument("--num-samples", type=int, default=None, help="trials per machine type (search.num_samples)")
+    ap.add_argument("--max-concurrent", type=int, default=None, help="trials at once (search.max_concurrent)")
+    ap.add_argument("--data-root", default=None, help="default: data/synthetic (generated if absent)")
+    ap.add_argument("--storage-path", default="runs/search", help="Tune/Train results and checkpoints (local path or s3://…)")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite under mlruns/)")
+    ap.add_argument("--experiment", default="mimimi", help="MLflow experiment name")
+    ap.add_argument("--address", default=None, help="Ray cluster address (`auto` on a cluster); default: a local Ray")
+    ap.add_argument("--name", default=None, help="search name (default: search-<date>-<time>)")
+    ap.add_argument("--resume", action="store_true", help="continue the search --name (default: the latest one)")
+    ap.add_argument("--smoke-test", action="store_true", help="tiny data, 2 trials of 2 epochs: proves the path")
+    ap.add_argument("--config", action="append", default=[], help="MIMIMI config YAML for every trial")
+    ap.add_argument("--search-config", action="append", default=[], help="extra search YAML (after base and per-type)")
+    ap.add_argument("--num-cpus", type=float, default=None, help="CPUs of a local Ray (default: all)")
+    ap.add_argument("--use-gpu", action="store_true",
+                    help="give every Train worker a GPU even while the cluster has none, so that an autoscaler "
+                         "adds GPU nodes (default: GPUs only when the cluster has some at the start)")
+    return ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
+    extra = list(args.search_config)
+    search_configs = SEARCH_CONFIGS  # next to the installed package: `ray submit` copies this script alone
+    if args.smoke_test:
+        extra.insert(0, str(search_configs / "smoke.yaml"))
+    elif not args.data_root:  # the embedded default: synthetic data and a laptop-sized budget
+        extra.insert(0, str(search_configs / "embedded.yaml"))
+
+    # data: the embedded synthetic default is generated when absent
+    if args.data_root:
+        data_root = str(Path(args.data_root).resolve())
+    elif args.smoke_test:
+        data_root = str(Path(storage) / "smoke-data") if "://" not in storage else str(Path("runs/smoke-data").resolve())
+        if not Path(data_root).exists():
+            synth.generate(data_root, **SMOKE_DATA)
+    else:
+        data_root = str(Path("data/synthetic").resolve())
+        if not Path(data_root).exists():
+            print(f"generating the embedded synthetic dataset into {data_root} …")
+            synth.generate(data_root, **EMBEDDED_DATA, workers=2)
+    clips = index_dataset(data_root).clips
+    types = args.machine_types.split(",") if args.machine_types else sorted(set(clips.machine_type))
+    if missing := [t for t in types if t not in set(clips.machine_type)]:
+        raise SearchError(f"{data_root}: no clips of machine type(s) {missing} (found {sorted(set(clips.machine_type))})")
+
+    name = args.name
+    if args.resume:
+        name = name or _latest_search(storage)
+        if not name or not _load_state(storage, name):
+            raise SearchError(f"nothing to resume under {storage}" + (f" named {args.name!r}" if args.name else ""))
+    name = name or time.strftime("search-%Y%m%d-%H%M%S")
+    state = _load_state(storage, name) if args.resume else {}
+
+    tracking_uri = tracking.configure(args.tracking_uri or state.get("tracking_uri"))
+    experiment_id = tracking.ensure_experiment(args.experiment, tracking_uri)
+    if not state:
+        search_run = tracking.start_run(experiment_id, name, tags={"mimimi.role": "search", "mimimi.storage": storage})
+        state = {"name": name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
+                 "search_run_id": search_run, "data_root": data_root, "types": {}}
+        tracking.log_params(search_run, {"machine_types": ",".join(types), "data_root": data_root,
+                                         "smoke_test": args.smoke_test, "storage_path": storage})
+    _save_state(storage, name, state)
+
+    if args.address:
+        ray.init(address=args.address)
+    elif not ray.is_initialized():
+        ray.init(num_cpus=args.num_cpus)
+    use_gpu = args.use_gpu or ray.cluster_resources().get("GPU", 0) > 0
+
+    outcomes = []
+    for mtype in types:
+        scfg = load_search_config(mtype, extra)
+        if args.num_samples:
+            scfg = type(scfg)(merge(scfg.search, {"num_samples": args.num_samples}), scfg.resources, scfg.space, scfg.config)
+        if args.max_concurrent:
+            scfg = type(scfg)(merge(scfg.search, {"max_concurrent": args.max_concurrent}), scfg.resources, scfg.space, scfg.config)
+        base = load_config(*args.config, overrides=scfg.config)
+        base = merge(base, {"data": {"root": data_root, "cache_dir": str(Path(data_root).parent / "cache")
+                                     if args.smoke_test else str(Path(base.data.cache_dir).resolve())},
+                            "train": {"machine_type": mtype, "progress": False}})
+        done = state["types"].get(mtype, {})
+        if done.get("finished"):
+            print(f"{mtype}: finished before, skipped (parent run {done['parent_run_id']})")
+            continue
+        parent = done.get("parent_run_id") or tracking.start_run(
+            experiment_id, f"{name}/{mtype}", state["search_run_id"],
+            tags={"mimimi.role": "type-search", "mimimi.machine_type": mtype})
+        state["types"][mtype] = {"parent_run_id": parent, "finished": False}
+        _save_state(storage, name, state)
+        # decode and transform every training clip once, here, instead of in every trial at once
+        train = select(clips, machine_type=mtype, split="train")
+        kind = "logmel" if base.model.name == "ae" else "stft"
+        FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=(kind,))
+        out = search_type(mtype, scfg, base, storage=storage, name=name, resume=args.resume,
+                          tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent,
+                          use_gpu=use_gpu, data_root=data_root)
+        state["types"][mtype]["finished"] = True
+        _save_state(storage, name, state)
+        outcomes.append(out)
+    return outcomes, state
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        outcomes, state = run(args)
+    except KeyboardInterrupt:
+        sys.exit("interrupted: continue the search with --resume (add --name to pick one)")
+    except SearchInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(130)
+    except (SearchError, ConfigError, DatasetError, AudioError, EvaluationError, tracking.TrackingError) as e:
+        sys.exit(f"error: {e}")
+    if not outcomes:
+        print("nothing left to run")
+        return
+    import pandas as pd
+
+    per_type = pd.concat([o["per_type"] for o in outcomes], ignore_index=True)
+    summary = M.results_markdown(per_type)
+    tracking.log_text(state["search_run_id"], summary, "summary.md")
+    tracking.end_run(state["search_run_id"], "FINISHED")
+    print("\n" + summary)
+    for o in outcomes:
+        print(f"{o['machine_type']}: {o['trials']} trials ({o['errored_trials']} errored), "
+              f"parent run {o['parent_run_id']}, registered mimimi-{o['machine_type']} v{o['model_version']}")
+    uri = state["tracking_uri"]
+    print(f"\nMLflow UI:  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"\nMLflow UI:  {uri}")
+    best = outcomes[0]["parent_run_id"]
+    print(f"re-check:   python -m mimimi.evaluate --run-id {best}" +
+          (f" --tracking-uri {uri}" if uri != tracking.default_tracking_uri() else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Search configs: a typed schema for ``configs/search/*.yaml`` and its translation to Ray Tune.
+
+A search config has four sections::
+
+    search:    budget, metric, ASHA and Optuna settings (SearchSettings)
+    resources: per-trial Ray resources (Resources)
+    space:     {dotted config key: {type: loguniform|uniform|choice|randint, low/high | values}}
+    config:    overrides of the MIMIMI config tree applied to every trial
+
+``configs/search/base.yaml`` is read first, then ``configs/search/<machine type>.yaml`` when it exists,
+then any ``--search-config`` files. Unknown keys (also dotted keys that are not in the MIMIMI config
+tree) are errors.
+
+>>> p = Param(type="loguniform", low=1e-5, high=1e-2)
+>>> p.sample_value()
+1e-05
+>>> nest({"train.lr": 0.1, "augment.mixup_prob": 0.5})
+{'train': {'lr': 0.1}, 'augment': {'mixup_prob': 0.5}}
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from mimimi.config import Config, ConfigError, merge, to_dict
+
+SEARCH_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of the search space."""
+
+    type: Literal["loguniform", "uniform", "choice", "randint"]
+    low: Union[float, None] = None
+    high: Union[float, None] = None
+    values: Union[tuple[Any, ...], None] = None
+
+    def __post_init__(self) -> None:
+        if self.type == "choice":
+            if not self.values:
+                raise ConfigError("a choice needs a non-empty 'values' list")
+        else:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ConfigError(f"a {self.type} needs low < high, got low={self.low} high={self.high}")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ConfigError(f"a loguniform needs low > 0, got {self.low}")
+
+    def sample_value(self) -> Any:
+        """A value inside the space, used to check the key against the config schema."""
+        if self.type == "choice":
+            return self.values[0]
+        return int(self.low) if self.type == "randint" else self.low
+
+    def to_tune(self):
+        from ray import tune
+
+        if self.type == "loguniform":
+            return tune.loguniform(self.low, self.high)
+        if self.type == "uniform":
+            return tune.uniform(self.low, self.high)
+        if self.type == "randint":
+            return tune.randint(int(self.low), int(self.high))
+        return tune.choice(list(self.values))
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    num_samples: int = 20  # trials per machine type
+    max_concurrent: int = 2  # trials at once; Tune does not reserve the workers' resources, so cap it here
+    metric: str = "val_loss"  # normal-only validation data; never the test split
+    mode: Literal["min", "max"] = "min"
+    seed: int = 0  # Optuna TPE sampler seed
+    grace_period: int = 5  # ASHA: epochs every trial gets before it can be stopped
+    reduction_factor: int = 2
+    max_failures: int = 2  # a crashing trial is retried this many times
+    time_budget_s: Union[float, None] = None  # stop starting new trials after this many seconds
+
+
+@dataclass(frozen=True)
+class Resources:
+    workers: int = 1  # Ray Train workers per trial (DDP when > 1)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # used only when the cluster has GPUs
+    trial_cpus: float = 0.25  # the trial's own driver function (it builds and waits on the TorchTrainer)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    search: SearchSettings = field(default_factory=SearchSettings)
+    resources: Resources = field(default_factory=Resources)
+    space: dict = field(default_factory=dict)  # dotted key -> Param
+    config: dict = field(default_factory=dict)  # MIMIMI config overrides for every trial
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}}."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a search config must be a mapping")
+    unknown = set(data) - {"search", "resources", "space", "config"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} (known: search, resources, space, config)")
+    return data
+
+
+def load_search_config(machine_type: str, extra: list[str | Path] = (), directory: Path = SEARCH_CONFIGS) -> SearchConfig:
+    """base.yaml, then <machine_type>.yaml if present, then ``extra`` files; strictly checked."""
+    paths = [directory / "base.yaml"]
+    if (directory / f"{machine_type}.yaml").exists():
+        paths.append(directory / f"{machine_type}.yaml")
+    paths += [Path(p) for p in extra]
+    raw: dict = {}
+    for p in paths:
+        if not p.exists():
+            raise ConfigError(f"{p}: search config not found")
+        try:
+            raw = _deep_update(raw, _read(p))
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}" if str(p) not in str(e) else str(e)) from None
+    return parse(raw)
+
+
+def parse(raw: dict) -> SearchConfig:
+    base = SearchConfig()
+    settings = merge(base.search, raw.get("search", {}), "search")
+    resources = merge(base.resources, raw.get("resources", {}), "resources")
+    space = {}
+    for key, spec in (raw.get("space") or {}).items():
+        if spec is None:  # a per-type file may drop a dimension with `key: null`
+            continue
+        if not isinstance(spec, dict):
+            raise ConfigError(f"space.{key} must be a mapping like {{type: uniform, low: 0, high: 1}}")
+        try:
+            param = merge(Param(type="choice", values=(0,)), {"values": None, **spec}, f"space.{key}")
+        except ConfigError as e:
+            raise ConfigError(f"space.{key}: {e}") from None
+        space[key] = param
+    overrides = raw.get("config") or {}
+    check = merge(Config(), overrides)  # unknown config keys raise here
+    for key, param in space.items():
+        try:
+            merge(check, nest({key: param.sample_value()}))
+        except ConfigError as e:
+            raise ConfigError(f"space.{key} is not a setting of the MIMIMI config ({e})") from None
+    if settings.mode not in ("min", "max"):
+        raise ConfigError(f"search.mode must be min or max, got {settings.mode}")
+    return SearchConfig(settings, resources, space, overrides)
+
+
+def trial_config(base: Config, params: dict[str, Any]) -> dict:
+    """The config tree (as a dict) of one trial: ``base`` with the sampled ``params`` applied."""
+    return to_dict(merge(base, nest(params)))

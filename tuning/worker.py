@@ -1,0 +1,58 @@
+"""The training-loop adapter: ``mimimi.train.fit`` inside a Ray Train worker.
+
+Every epoch each worker calls ``ray.train.report`` with the validation metrics and the id of the Ray
+node it runs on (``node_id``: which machine trained the trial, on a multi-node cluster); rank 0
+attaches the checkpoint when the epoch improved the validation loss, so the Train run's latest
+checkpoint is always its best one.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+
+from mimimi.config import Config, merge
+from mimimi.train import Distributed, fit
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FAULT_ENV = "MIMIMI_FAULT_INJECT"  # testing hook: "<marker file>" -> the first trial to start crashes once
+
+
+def _maybe_inject_fault() -> None:
+    """Crash once if the fault-injection hook is armed (tests prove retries with it)."""
+    marker = os.environ.get(FAULT_ENV)
+    if marker and not Path(marker).exists():
+        Path(marker).write_text("crashed once\n")
+        raise RuntimeError(f"injected fault ({FAULT_ENV}={marker})")
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train ``train_loop_per_worker``: ``config["config"]`` is the trial's MIMIMI config tree."""
+    _maybe_inject_fault()
+    cfg: Config = merge(Config(), config["config"])
+    ctx = ray.train.get_context()
+    world = ctx.get_world_size()
+    rank = ctx.get_world_rank()
+    dist = Distributed(
+        prepare_model=ray.train.torch.prepare_model if world > 1 else (lambda m: m),
+        prepare_loader=ray.train.torch.prepare_data_loader if world > 1 else (lambda dl: dl),
+        is_main=rank == 0,
+    )
+
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def report(metrics: dict, best: Path | None) -> None:
+        metrics = {**metrics, "node_id": node_id}
+        if best is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copy(best, Path(d) / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    with tempfile.TemporaryDirectory(prefix="mimimi-train-") as out_dir:
+        fit(cfg, out_dir, on_epoch=report, distributed=dist)
