@@ -28,7 +28,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,14 +41,18 @@ __all__ = [
     "ComplexConv2d",
     "ComplexPReLU",
     "ComplexToStacked",
+    "ConvChoice",
     "SquaredMagnitude",
     "StackedToComplex",
+    "auto_conv_impl",
     "complex_conv2d",
     "split_stacked",
 ]
 
 Pair = tuple[int, int]
-ConvImpl = Literal["block", "textbook"]
+ConvImpl = Literal["block", "textbook", "gauss", "auto"]
+KernelImpl = Literal["block", "textbook", "gauss"]  # what "auto" resolves to
+CONV_IMPLS: tuple[str, ...] = ("block", "textbook", "gauss", "auto")
 Gate = Literal["sigmoid", "softmax"]
 
 
@@ -96,6 +100,54 @@ class SquaredMagnitude(nn.Module):
         return re * re + im * im
 
 
+GAUSS_MIN_IN_CHANNELS = 8  # complex input channels from which "auto" uses Gauss's form on CPU
+
+
+class ConvChoice(NamedTuple):
+    """A complex convolution's kernel and the memory layout it runs in."""
+
+    impl: KernelImpl
+    channels_last: bool  # convert the stacked input to torch.channels_last first
+
+
+def auto_conv_impl(
+    in_channels: int, out_channels: int, kernel: Pair, stride: Pair, device: torch.device | str
+) -> ConvChoice:
+    """The kernel and layout ``impl="auto"`` uses for one layer: a static rule, measured on CPU.
+
+    CPU: always ``torch.channels_last`` (oneDNN's native layout: no reorders around each
+    convolution); ``"gauss"`` when the layer has at least ``GAUSS_MIN_IN_CHANNELS`` complex input
+    channels, else ``"block"``. With few input channels a convolution is bound by memory, not
+    arithmetic: Gauss saves multiplications it was not waiting on and pays for its extra input
+    passes (x + y, y - x) and three launches. Other devices (CUDA, not measured here): ``"block"``
+    in the input's own layout, the previous default; ``python -m bench.run`` prints the
+    per-layer table on every device it finds, to revisit this.
+
+    Evidence (AMD EPYC, AVX-512, torch 2.11, 1 thread, process CPU time, best of 5 (forward) / 3
+    (forward + backward) while other jobs loaded the machine; batch 32 of (1, 513, 64); speed-up
+    over the four-convolution form in the default layout)::
+
+        layer (complex in->out, input F x T)   forward                fwd + bwd
+                                               block/CL  gauss/CL     block/CL  gauss/CL
+        1   1->45, 513x64, k(7,5) s(2,2)       4.59x     1.79x        3.19x     1.71x
+        2  45->90, 257x32, k(7,5) s(2,2)       1.25x     1.40x        1.42x     1.59x
+        3  90->90, 129x16, k(5,3) s(2,2)       1.33x     1.49x        1.30x     1.38x
+        4  90->90,  65x8,  k(5,3) s(2,2)       1.16x     1.31x        1.23x     1.38x
+        5  90->45,  33x4,  k(5,2) s(2,1)       1.08x     1.26x        1.19x     1.30x
+
+    With 2 threads, wall clock (``python -m bench.run``, BENCHMARKS.md) the order is the same but
+    for layer 4's forward, a tie (block/CL 1.20x, gauss/CL 1.17x). Crossover (1 thread, forward,
+    45 output channels, 257 x 32, batch 16): Gauss / block = 0.21x, 0.37x, 0.54x, 1.07x, 1.09x,
+    1.10x for 1, 2, 4, 8, 16, 32 complex input channels.
+
+    >>> auto_conv_impl(1, 45, (7, 5), (2, 2), "cpu"), auto_conv_impl(45, 90, (7, 5), (2, 2), "cpu")
+    (ConvChoice(impl='block', channels_last=True), ConvChoice(impl='gauss', channels_last=True))
+    """
+    if torch.device(device).type == "cpu":
+        return ConvChoice("gauss" if in_channels >= GAUSS_MIN_IN_CHANNELS else "block", True)
+    return ConvChoice("block", False)
+
+
 def complex_conv2d(
     x: Tensor,
     w_r: Tensor,
@@ -113,14 +165,28 @@ def complex_conv2d(
         Re = W_r * x - W_i * y + b_r
         Im = W_i * x + W_r * y + b_i
 
-    ``impl="block"``: one real convolution of the stacked input [x; y] with the block weight
-    ``[[W_r, -W_i], [W_i, W_r]]`` of shape (2O, 2I, kF, kT), rebuilt each call so gradients
-    reach W_r and W_i. ``impl="textbook"``: the four real convolutions of the formula above
-    (the oracle). Same FLOPs, same result up to rounding.
+    ``impl`` selects the kernel; all give the same result up to rounding:
+
+    * ``"block"``: one real convolution of the stacked input [x; y] with the block weight
+      ``[[W_r, -W_i], [W_i, W_r]]`` of shape (2O, 2I, kF, kT), rebuilt each call so gradients
+      reach W_r and W_i.
+    * ``"textbook"``: the four real convolutions of the formula above (the oracle); same FLOPs.
+    * ``"gauss"``: three real convolutions (Gauss's trick, 3/4 of the FLOPs)::
+
+          k1 = (W_r + W_i) * x,   k2 = W_r * (y - x) + b_i,   k3 = W_i * (x + y) - b_r
+          Re = k1 - k3,           Im = k1 + k2
+
+    * ``"auto"``: the kernel and memory layout :func:`auto_conv_impl` picks for this layer's
+      shape and ``x``'s device (a static rule measured on CPU; see there).
 
     x: (B, 2I, F, T) stacked; w_r, w_i: (O, I, kF, kT); b_r, b_i: (O,) or None.
     Returns (B, 2O, F', T') stacked.
     """
+    if impl == "auto":
+        choice = auto_conv_impl(w_r.shape[1], w_r.shape[0], (w_r.shape[2], w_r.shape[3]), stride, x.device)
+        if choice.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # no copy once a layer before has converted
+        impl = choice.impl
     if impl == "block":
         w = torch.cat([torch.cat([w_r, -w_i], dim=1), torch.cat([w_i, w_r], dim=1)], dim=0)
         b = None if b_r is None else torch.cat([b_r, b_i])
@@ -137,7 +203,17 @@ def complex_conv2d(
             re = re + b_r.view(1, -1, 1, 1)
             im = im + b_i.view(1, -1, 1, 1)
         return torch.cat([re, im], dim=1)
-    raise ValueError(f"impl must be 'block' or 'textbook', got {impl!r}")
+    if impl == "gauss":
+        xr, xi = split_stacked(x)
+
+        def conv(inp: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+            return F.conv2d(inp, w, b, stride=stride, padding=padding)
+
+        k1 = conv(xr, w_r + w_i, None)  # W_r x + W_i x
+        k2 = conv(xi - xr, w_r, b_i)  # W_r y - W_r x (+ b_i)
+        k3 = conv(xr + xi, w_i, None if b_r is None else -b_r)  # W_i x + W_i y (- b_r)
+        return torch.cat([k1 - k3, k1 + k2], dim=1)  # Re = W_r x - W_i y + b_r, Im = W_i x + W_r y + b_i
+    raise ValueError(f"impl must be one of {CONV_IMPLS}, got {impl!r}")
 
 
 class ComplexConv2d(nn.Module):
@@ -149,7 +225,9 @@ class ComplexConv2d(nn.Module):
 
     Parameters ``weight_r``, ``weight_i`` (O, I, kF, kT) and ``bias_r``, ``bias_i`` (O,).
     ``impl`` ("block": one real conv with ``[[W_r, -W_i], [W_i, W_r]]``; "textbook": four real
-    convs) only selects the kernel; it can be switched on a built module, parameters unchanged.
+    convs; "gauss": three; "auto": per layer and device, see :func:`auto_conv_impl`) only selects
+    the kernel; it can be switched on a built module, parameters unchanged. "auto" may return a
+    ``torch.channels_last`` tensor (same shape and values; batch norm and PReLU keep the layout).
     Init: each of W_r, W_i (and b_r, b_i) as ``nn.Conv2d``'s default, scaled by 1/sqrt(2) so the
     complex weight has the variance of one real ``nn.Conv2d`` weight of the same fan-in.
 
@@ -167,8 +245,8 @@ class ComplexConv2d(nn.Module):
         impl: ConvImpl = "block",
     ) -> None:
         super().__init__()
-        if impl not in ("block", "textbook"):
-            raise ValueError(f"impl must be 'block' or 'textbook', got {impl!r}")
+        if impl not in CONV_IMPLS:
+            raise ValueError(f"impl must be one of {CONV_IMPLS}, got {impl!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel, self.stride, self.padding = _pair(kernel), _pair(stride), _pair(padding)
         self.impl: ConvImpl = impl

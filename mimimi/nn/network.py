@@ -36,6 +36,14 @@ padding     parameters  forward FLOP  block-5 output (F, T) / head (F, T)
 seed        859,366     3.09 G        (its padding is (k-1)//2 too)
 ==========  ==========  ============  ===================================
 
+The table's FLOPs are those of ``conv_impl="block"`` and ``"textbook"`` (four real multiplications
+per complex one). ``conv_impl="auto"`` runs each complex convolution with the kernel and memory
+layout measured fastest for its shape and device (``complex.auto_conv_impl``; on CPU:
+channels_last throughout, the block form for block 1's single input channel, Gauss's
+three-multiplication form for blocks 2-5): same parameters, same outputs up to rounding, and
+``forward_flops`` counts what runs, 3/4 of the table's for the Gauss layers. Its speed against
+the textbook form is in BENCHMARKS.md (``python -m bench.run``).
+
 Padding does not change the parameter count; "same" reproduces the seed's 3.09 GFLOP and
 keeps three time steps (and 17 frequency rows) at the end of the backbone, where "none"
 collapses time to a single step. Default: "same". The 660 parameters more than the seed: batch
@@ -61,7 +69,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .complex import AttentionBlock, ComplexBlock, ComplexToStacked, SquaredMagnitude
+from .complex import CONV_IMPLS, AttentionBlock, ComplexBlock, ComplexToStacked, ConvImpl, SquaredMagnitude
 
 __all__ = ["ComplexNet", "ComplexNetConfig", "Logits", "conv_padding", "forward_flops", "num_parameters"]
 
@@ -84,7 +92,9 @@ class ComplexNetConfig:
     att_stride: tuple[int, int] = (2, 1)
     att_hidden: int = 32  # first fully-connected layer of the attention block (seed: 4 x 8)
     gate: Literal["sigmoid", "softmax"] = "sigmoid"  # attention gate: Fig. 3's sigma, or the seed's softmax
-    conv_impl: Literal["block", "textbook"] = "block"  # complex conv kernel; same parameters, same maths
+    # complex conv kernel, same parameters and maths: "block" | "textbook" | "gauss" | "auto" (fastest
+    # measured per layer and device, complex.auto_conv_impl: on CPU channels_last, Gauss from 8 channels)
+    conv_impl: Literal["block", "textbook", "gauss", "auto"] = "block"
     padding: Literal["same", "none"] = "same"  # "same": (k-1)//2 per side; "none": Table I literally
     input: Literal["complex", "magnitude"] = "complex"  # "magnitude": the backbone fed |STFT| (phase dropped)
 
@@ -107,7 +117,7 @@ class ComplexNetConfig:
             raise ValueError("channel counts must be positive")
         for name, allowed in (
             ("gate", ("sigmoid", "softmax")),
-            ("conv_impl", ("block", "textbook")),
+            ("conv_impl", CONV_IMPLS),
             ("padding", ("same", "none")),
             ("input", ("complex", "magnitude")),
         ):
@@ -171,8 +181,10 @@ class ComplexNet(nn.Module):
         )
         self.total_conv = nn.Conv2d(2 * n, n, kernel_size=1)
 
-    def set_conv_impl(self, impl: Literal["block", "textbook"]) -> None:
+    def set_conv_impl(self, impl: ConvImpl) -> None:
         """Switch every complex convolution's kernel (parameters unchanged). Does not edit ``cfg``."""
+        if impl not in CONV_IMPLS:
+            raise ValueError(f"impl must be one of {CONV_IMPLS}, got {impl!r}")
         for b in self.blocks:
             b.conv.impl = impl
 
