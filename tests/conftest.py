@@ -12,6 +12,26 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLES = Path(os.environ.get("MIMIMI_REAL_SAMPLES", REPO.parent / "shared" / "data" / "real-samples"))
 
 
+@pytest.fixture
+def seeded_one_thread():
+    """Seed torch; run on one intra-op thread: the layer tests' tensors are tiny, and with several
+    threads on a shared, busy CPU OpenMP's spin-waiting made a 1 s test take 40 s."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def crandn(*shape, dtype=None):
+    """A standard complex normal tensor (complex64 unless ``dtype`` says otherwise)."""
+    import torch
+
+    return torch.randn(*shape, dtype=dtype or torch.complex64)
+
+
 def write_wav(path: Path, data: np.ndarray, sr: int = 16000, subtype: str = "PCM_16") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, data, sr, subtype=subtype)

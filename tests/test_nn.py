@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
+from conftest import crandn
 from mimimi.nn import (
     AEConfig,
     AttentionBlock,
@@ -35,19 +36,7 @@ TINY = ComplexNetConfig(n_ids=2, channels=(2, 4, 4, 4, 2), att_hidden=4)
 TINY_INPUT = (2, 1, 33, 32)
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Seed every test; run on one intra-op thread: these tensors are tiny, and with several
-    threads on a shared, busy CPU OpenMP's spin-waiting made a 1 s test take 40 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def crandn(*shape, dtype=torch.complex64):
-    return torch.randn(*shape, dtype=dtype)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def stacked(z):

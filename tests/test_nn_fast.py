@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
+from conftest import crandn
 from mimimi.nn import (
     ComplexConv2d,
     ComplexNet,
@@ -26,17 +27,7 @@ WIDE = ComplexNetConfig(n_ids=3, channels=(8, 8, 8, 8, 8), att_hidden=4)
 WIDE_INPUT = (2, 1, 33, 32)
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def crandn(*shape, dtype=torch.complex64):
-    return torch.randn(*shape, dtype=dtype)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def stacked(z):
