@@ -1,16 +1,23 @@
-# Two commands: `make demo` and `make test`. Each creates or refreshes .venv first
-# (reinstalling only when pyproject.toml changed), then runs.
+# Two commands: `make demo` and `make test`. Each creates .venv from requirements.lock first (exact
+# versions and hashes of every package), recreating it whenever the lock changes, then runs.
+# `make lock` regenerates the lock from pyproject.toml.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+UV     := .venv-tools/bin/uv
+# the lock's platform: CI, the cluster image (rayproject/ray:2.60.0-py311-gpu) and the dev machines
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: demo test test-fast bench venv clean
+.PHONY: demo test test-fast bench lock venv clean
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+$(STAMP): $(LOCK) pyproject.toml
+	@$(PYTHON) -c 'import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64" and sys.platform == "linux"; sys.exit(0 if ok else "$(LOCK) is for CPython 3.11 on Linux x86_64; elsewhere install from pyproject: pip install -e \".[test]\"")'
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -26,6 +33,14 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+$(UV):
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install --quiet uv==0.13.9
+
+# exact versions with hashes of everything `pip install -e '.[test]'` would pull in, for LOCK_TARGET
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --extra test --generate-hashes $(LOCK_TARGET) --quiet -o $(LOCK)
 
 clean:
 	rm -rf data/synthetic data/cache runs .pytest_cache

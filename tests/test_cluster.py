@@ -125,23 +125,29 @@ def test_the_image_has_the_pinned_ray_and_a_supported_python(path):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=ids(CONFIGS))
-def test_setup_installs_the_project_and_exactly_its_pins(path):
+def test_setup_installs_exactly_the_lock_and_then_the_project(path):
+    """Every node gets requirements.lock in pip's hash-checking mode, then the mounted repository without
+    dependencies: what CI tested, and nothing that pip would resolve on the day."""
     cfg = load(path)
-    listed: dict[str, Requirement] = {}
-    editables = []
-    for cmd in commands(cfg):
-        reqs, editable = pip_requirements(cmd)
-        editables += editable
-        for r in reqs:
-            listed[r.name] = r
-    pinned = {n: r for n, r in PINS.items() if any(s.operator == "==" for s in r.specifier)}
-    for name, req in listed.items():
-        if name in PINS:
-            assert req.specifier == PINS[name].specifier, f"{path.name}: {req} vs pyproject's {PINS[name]}"
-            assert req.extras == PINS[name].extras, f"{path.name}: {req} vs pyproject's {PINS[name]}"
-    assert set(pinned) <= set(listed), f"{path.name}: pyproject pins {sorted(set(pinned) - set(listed))} not installed"
-    # `ray submit` copies only the script: the package reaches every node through file_mounts + pip install -e
     mounts = cfg["file_mounts"]
+    installs = [shlex.split(c) for c in commands(cfg) if pip_requirements(c) != ([], []) or " -r " in c]
+    lock_installs = [w for w in installs if "-r" in w]
+    assert lock_installs, f"{path.name}: no `pip install -r <repo>/requirements.lock`"
+    for words in lock_installs:
+        target = words[words.index("-r") + 1]
+        mount, _, rel = target.rpartition("/")
+        assert rel == "requirements.lock" and mount in mounts and (REPO / mounts[mount]).resolve() == REPO, \
+            f"{path.name}: {target} is not the repository's requirements.lock"
+        assert "--require-hashes" in words, f"{path.name}: the lock is installed without --require-hashes"
+    # `ray submit` copies only the script: the package reaches every node through file_mounts + pip install -e
+    editables = []
+    for words in installs:
+        reqs, editable = pip_requirements(shlex.join(words))
+        editables += editable
+        if editable:
+            assert "--no-deps" in words, f"{path.name}: `pip install -e` without --no-deps re-resolves the pins"
+        for r in reqs:
+            assert r.name not in PINS, f"{path.name}: {r} installed beside the lock (the lock pins {r.name})"
     assert editables, f"{path.name}: no `pip install -e` of the mounted repository"
     for e in editables:
         assert e in mounts, f"{path.name}: pip install -e {e} is not a file_mounts target"
