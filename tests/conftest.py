@@ -32,6 +32,13 @@ def crandn(*shape, dtype=None):
     return torch.randn(*shape, dtype=dtype or torch.complex64)
 
 
+def stacked(z):
+    """Complex (B, C, ...) -> real (B, 2C, ...) as [real parts; imag parts], written out for the layer oracles."""
+    import torch
+
+    return torch.cat([z.real, z.imag], dim=1)
+
+
 def write_wav(path: Path, data: np.ndarray, sr: int = 16000, subtype: str = "PCM_16") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, data, sr, subtype=subtype)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from conftest import crandn
+from conftest import crandn, stacked
 from mimimi.nn import (
     AEConfig,
     AttentionBlock,
@@ -37,10 +37,6 @@ TINY_INPUT = (2, 1, 33, 32)
 
 
 pytestmark = pytest.mark.usefixtures("seeded_one_thread")
-
-
-def stacked(z):
-    return torch.cat([z.real, z.imag], dim=1)
 
 
 # ---------------------------------------------------------------- boundaries

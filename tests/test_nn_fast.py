@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from conftest import crandn
+from conftest import crandn, stacked
 from mimimi.nn import (
     ComplexConv2d,
     ComplexNet,
@@ -28,10 +28,6 @@ WIDE_INPUT = (2, 1, 33, 32)
 
 
 pytestmark = pytest.mark.usefixtures("seeded_one_thread")
-
-
-def stacked(z):
-    return torch.cat([z.real, z.imag], dim=1)
 
 
 CONV_CASES = [  # (in, out, kernel, stride, padding): Table I's shapes in miniature, both auto branches
