@@ -7,6 +7,7 @@ that a test failure instead of a broken install for the next user.
 from __future__ import annotations
 
 import re
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -117,8 +118,12 @@ def test_the_lock_is_exactly_what_the_project_needs(lock, pyproject):
 
 
 def test_the_environment_is_the_lock(lock):
-    """Every locked package is installed at its locked version, and nothing else is (the project and pip aside)."""
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    """Every locked package is installed at its locked version, and nothing else is (the project and pip aside).
+
+    Only the environment's own site-packages count: Ray puts its vendored copies (psutil, colorama under
+    ray/thirdparty_files) on sys.path when it is imported, and they are part of the ray wheel."""
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=site)}
     wrong = {n: (installed.get(n), e["version"]) for n, e in lock.items() if installed.get(n) != e["version"]}
     assert not wrong, f"installed vs {LOCK.name} (installed, locked): {wrong}"
     unlocked = sorted(set(installed) - set(lock) - {"mimimi", "pip"})
