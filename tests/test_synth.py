@@ -273,3 +273,162 @@ def test_background_is_the_same_process_for_every_id():
     bg = {m: np.mean([avg_spectrum(clip("pump", m, "train", "normal", i, snr_db=-60.0)) for i in range(3)], axis=0)
           for m in ("00", "06")}
     assert np.linalg.norm(bg["00"] - bg["06"]) < 0.1
+
+
+# ----------------------------------------------------------------------------- imbalanced IDs, off-manifold anomalies
+def test_off_manifold_kinds_table():
+    assert set(S.ANOMALY_SETS) == {"default", "off-manifold"}
+    assert S.ANOMALY_SETS["off-manifold"] is S.OFF_MANIFOLD_KINDS and S.ANOMALY_SETS["default"] is S.ANOMALY_KINDS
+    doc = S.__doc__
+    for mt in S.MACHINE_TYPES:
+        kinds = S.OFF_MANIFOLD_KINDS[mt]
+        assert len(kinds) == 3 and len(set(kinds)) == 3 and not set(kinds) & set(S.ANOMALY_KINDS[mt])
+        assert [S.anomaly_kind(mt, i, "off-manifold") for i in range(4)] == [*kinds, kinds[0]]
+        for k in kinds:
+            assert doc.count(f"``{k}``") == 1, k  # documented once
+            x = S.synth_clip(mt, "00", 1, seconds=0.2, anomaly=k)  # implemented
+            assert x.shape == (3200,) and np.isfinite(x).all()
+    with pytest.raises(ValueError, match="anomaly set"):
+        S.anomaly_kind("fan", 0, "weird")
+    with pytest.raises(ValueError, match="anomaly"):
+        S.synth_clip("fan", "00", 0, seconds=0.1, anomaly="belt_squeal")  # a slider kind
+
+
+@pytest.mark.parametrize("mt", S.MACHINE_TYPES)
+def test_every_off_manifold_kind_changes_the_clip(mt):
+    sd = S.clip_seed(0, mt, "02", "test", "anomaly", 0)
+    normal = S.synth_clip(mt, "02", sd, seconds=2.0, snr_db=math.inf)
+    for kind in S.OFF_MANIFOLD_KINDS[mt]:
+        x = S.synth_clip(mt, "02", sd, seconds=2.0, snr_db=math.inf, anomaly=kind)
+        assert spec_dist(x, normal) > 0.05, kind
+
+
+def test_train_counts_are_honoured(tmp_path):
+    paths = S.generate(tmp_path, ["pump"], ["00", "02", "04"], n_train=2, n_test_normal=1, n_test_anomaly=2,
+                       seconds=0.2, train_counts={"00": 5, "04": 1}, anomalies="off-manifold")
+    train = [p.name for p in (tmp_path / "pump" / "train").iterdir()]
+    assert {m: sum(f"_id_{m}_" in n for n in train) for m in ("00", "02", "04")} == {"00": 5, "02": 2, "04": 1}
+    assert len(paths) == 8 + 3 * 3 and len(list((tmp_path / "pump" / "test").iterdir())) == 9
+    x, _ = sf.read(tmp_path / "pump" / "test" / "anomaly_id_04_00000001.wav", dtype="float32")
+    ref = S.synth_clip("pump", "04", S.clip_seed(0, "pump", "04", "test", "anomaly", 1), seconds=0.2,
+                       anomaly=S.OFF_MANIFOLD_KINDS["pump"][1])
+    assert np.max(np.abs(x - ref)) <= 1.0 / 32768 + 1e-7  # the file holds the off-manifold kind of its index
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"train_counts": {"08": 3}}, "not one of the ids"), ({"train_counts": {"00": 0}}, "positive"),
+    ({"train_counts": {"00": 2.5}}, "positive"), ({"train_counts": {"00": -1}}, "positive"),
+    ({"anomalies": "loud"}, "anomaly set"),
+])
+def test_generate_rejects_bad_counts_and_sets(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        S.generate(tmp_path, ["fan"], ["00", "02"], n_train=1, n_test_normal=1, n_test_anomaly=1, seconds=0.1, **kw)
+    assert not list(tmp_path.rglob("*.wav"))
+
+
+def train_counts_of(root: Path, mt: str) -> dict[str, int]:
+    names = [p.name for p in (root / mt / "train").iterdir()]
+    return {m: c for m in sorted({n.split("_")[2] for n in names}) if (c := sum(f"_id_{m}_" in n for n in names))}
+
+
+def test_cli_train_counts_anomalies_and_preset(tmp_path, capsys):
+    base = ["--machine-types", "valve", "--seconds", "0.1", "--workers", "1", "--test-normal", "1", "--test-anomaly", "2"]
+    assert S.main(["--out", str(tmp_path / "a"), *base, "--ids", "00,02,04", "--train", "2",
+                   "--train-counts", "00=4, 04=1", "--anomalies", "off-manifold"]) == 0
+    out = capsys.readouterr().out
+    assert "00=4,02=2,04=1 train" in out and "off-manifold anomalies" in out
+    assert train_counts_of(tmp_path / "a", "valve") == {"00": 4, "02": 2, "04": 1}
+    x, _ = sf.read(tmp_path / "a" / "valve" / "test" / "anomaly_id_02_00000001.wav", dtype="float32")
+    ref = S.synth_clip("valve", "02", S.clip_seed(0, "valve", "02", "test", "anomaly", 1), seconds=0.1,
+                       snr_db=6.0, anomaly="chatter")
+    assert np.max(np.abs(x - ref)) <= 1.0 / 32768 + 1e-7
+
+    # the preset sets counts, SNR and anomalies; explicit options override it, whatever their order
+    assert S.main(["--out", str(tmp_path / "b"), *base, "--preset", "fails-like-real"]) == 0
+    out = capsys.readouterr().out
+    assert train_counts_of(tmp_path / "b", "valve") == S.FAILS_LIKE_REAL["train_counts"]
+    assert f"SNR {S.FAILS_LIKE_REAL['snr_db']:g} dB" in out and "off-manifold anomalies" in out and "0.1 s" in out
+    assert S.main(["--out", str(tmp_path / "c"), "--snr", "9", "--train-counts", "02=2", "--anomalies", "default",
+                   "--ids", "00,02", "--preset", "fails-like-real", *base]) == 0
+    out = capsys.readouterr().out
+    assert train_counts_of(tmp_path / "c", "valve") == {"00": 40, "02": 2}  # 00: --train (40), as --train-counts won
+    assert "SNR 9 dB" in out and "anomalies" not in out.split("SNR")[1]
+
+
+@pytest.mark.parametrize("args", [["--train-counts", "00=0"], ["--train-counts", "00"], ["--train-counts", "0=3"],
+                                  ["--train-counts", "00=1,00=2"], ["--train-counts", "02=x"],
+                                  ["--train-counts", "08=2"], ["--anomalies", "loud"], ["--preset", "nope"]])
+def test_cli_rejects_bad_counts_sets_and_presets(tmp_path, args, capsys):
+    with pytest.raises(SystemExit) as e:
+        S.main(["--out", str(tmp_path), "--machine-types", "fan", "--ids", "00,02", "--seconds", "0.1",
+                "--workers", "1", *args])
+    assert e.value.code not in (0, None) and args[0] in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.wav"))
+
+
+def test_off_manifold_set_is_deterministic(tmp_path):
+    kw = dict(machine_types=["fan", "slider"], ids=["00", "06"], n_train=1, n_test_normal=1, n_test_anomaly=3,
+              seconds=0.3, snr_db=0.0, train_counts={"00": 2}, anomalies="off-manifold")
+    for name, seed in (("a", 4), ("b", 4), ("c", 5)):
+        S.generate(tmp_path / name, seed=seed, **kw)
+    a, b, c = (digests(tmp_path / n) for n in "abc")
+    assert a == b and len(a) == 2 * (3 + 2 + 6)
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
+    # the normal clips do not depend on the anomaly set
+    S.generate(tmp_path / "d", seed=4, **{**kw, "anomalies": "default"})
+    d = digests(tmp_path / "d")
+    assert {k: v for k, v in a.items() if "normal" in k} == {k: v for k, v in d.items() if "normal" in k}
+    assert all(a[k] != d[k] for k in a if "anomaly" in k)
+
+
+def slaney_mel_fbank(n_fft: int = 1024, n_mels: int = 128, sr: int = 16000) -> np.ndarray:
+    """(n_fft // 2 + 1, n_mels) triangular filters on the Slaney mel scale, area-normalised (librosa's default)."""
+    lin, f_break, m_break, step = 200.0 / 3, 1000.0, 15.0, np.log(6.4) / 27.0
+    mel = lambda f: np.where(f < f_break, f / lin, m_break + np.log(np.maximum(f, 1e-9) / f_break) / step)
+    hz = lambda m: np.where(m < m_break, m * lin, f_break * np.exp(step * (m - m_break)))
+    edges = hz(np.linspace(0.0, mel(np.array(sr / 2.0)), n_mels + 2))
+    f = np.fft.rfftfreq(n_fft, 1.0 / sr)[:, None]
+    lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]
+    tri = np.maximum(0.0, np.minimum((f - lo) / (mid - lo), (hi - f) / (hi - mid)))
+    return tri * (2.0 / (hi - lo))
+
+
+_MEL = slaney_mel_fbank()
+
+
+def logmel_stats(x: np.ndarray) -> np.ndarray:
+    """Mean and std over frames of the log-mel power spectrogram (128 mels, n_fft 1024, hop 512): (256,)."""
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), 1024)[::512] * np.hanning(1024)
+    lm = 10.0 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) ** 2 @ _MEL + 1e-10)
+    return np.concatenate([lm.mean(0), lm.std(0)])
+
+
+def knn_score(x: np.ndarray, train: np.ndarray) -> float:
+    """Cosine distance to the nearest training clip's statistics (training-free anomaly score)."""
+    return float(np.min(1.0 - train @ x / (np.linalg.norm(train, axis=1) * np.linalg.norm(x))))
+
+
+@pytest.mark.parametrize("mt", S.MACHINE_TYPES)
+def test_off_manifold_anomalies_leave_every_id(mt):
+    # measured (seed 0, 3 s, 0 dB, 4 train clips per ID, 6 + 6 test clips): AUC 0.94-1.00 per ID, median
+    # distance 2.0-9.2 x the normal clips', 67-100 % of anomalies still nearest their own ID
+    from sklearn.metrics import roc_auc_score
+    snr, sec = S.FAILS_LIKE_REAL["snr_db"], 3.0
+
+    def stats(m, split, label, i):
+        sd = S.clip_seed(0, mt, m, split, label, i)
+        kind = S.anomaly_kind(mt, i, "off-manifold") if label == "anomaly" else None
+        return logmel_stats(S.synth_clip(mt, m, sd, seconds=sec, snr_db=snr, anomaly=kind))
+
+    train = {m: np.array([stats(m, "train", "normal", i) for i in range(4)]) for m in S.DEFAULT_IDS}
+    aucs, nearer_own = [], []
+    for m in S.DEFAULT_IDS:
+        normal = [knn_score(stats(m, "test", "normal", i), train[m]) for i in range(6)]
+        anomal = [stats(m, "test", "anomaly", i) for i in range(6)]
+        own = [knn_score(a, train[m]) for a in anomal]
+        other = [min(knn_score(a, train[o]) for o in train if o != m) for a in anomal]
+        aucs.append(roc_auc_score([0] * 6 + [1] * 6, normal + own))
+        nearer_own += [o < t for o, t in zip(own, other)]
+        assert np.median(own) > 1.5 * np.median(normal), (m, own, normal)  # far from its own ID ...
+    assert min(aucs) >= 0.8 and np.mean(aucs) >= 0.9, aucs
+    assert np.mean(nearer_own) >= 0.75, nearer_own  # ... and not moved towards another ID

@@ -30,6 +30,30 @@ Anomalous clips use one of ``ANOMALY_KINDS[type]``, chosen by the clip's index (
 so a file name is enough to recover the kind. The kinds in ``PHASE_TIMING_KINDS`` change phase or
 timing while leaving the average magnitude spectrum nearly as it is.
 
+``generate(..., anomalies="off-manifold")`` draws the anomalous clips from ``OFF_MANIFOLD_KINDS[type]``
+instead (``anomaly_kind(type, index, "off-manifold")``). Each adds a sound, or reshapes the spectrum, in a
+way no ID's normal clips do, so the clip leaves every ID's manifold rather than moving towards another ID:
+
+* fan ``clogged_intake``: a clogged intake filter: airflow noise 6-10 dB down, all above 400-800 Hz muffled;
+* fan ``eroded_blades``: eroded, rounded blade edges: a smoother blade pulse, each harmonic 2.6-6 dB below the last;
+* fan ``obstructed_intake``: a sheet sucked onto the intake guard: a 24 dB/octave cut above 300-600 Hz, flapping;
+* pump ``dry_running``: no liquid: pulsation nearly stops, flow noise -10 dB, the low end below 250-400 Hz fades;
+* pump ``worn_impeller``: worn, chipped vanes: the harmonic envelope tilts up, the 30th harmonic +18-24 dB;
+* pump ``air_entrainment``: air drawn in: pulses at a fifth of their depth, the low end below 150-250 Hz softened;
+* slider ``belt_squeal``: a glazed drive belt: a 1.5-4 kHz tone with vibrato while the carriage moves;
+* slider ``rail_grinding``: a scored rail: 5.5-7.5 kHz grinding, above every ID's friction, as loud as it is fast;
+* slider ``carriage_rattle``: a loose carriage: low 250-700 Hz knocks, 15-40 a second, while it moves;
+* valve ``seat_whistle``: a leaking seat: a narrow 3-7 kHz whistle while the valve is closed;
+* valve ``chatter``: the disc chatters on its seat: 40-90 small, high (3-7 kHz) clicks a second while open;
+* valve ``solenoid_buzz``: a failing solenoid: a 100 Hz buzz with 25 harmonics while energised (open).
+
+The spectral kinds keep the ID's harmonic series (its pitch and spacing), so an ID classifier still
+names the ID while the log-mel statistics leave every ID's normal clips.
+
+``train_counts`` gives IDs different numbers of training clips; ``FAILS_LIKE_REAL`` is a set (imbalanced
+counts, off-manifold anomalies, low SNR) on which an ID classifier's cross-entropy score inverts for the
+majority ID while a training-free log-mel statistics kNN still finds the anomalies, as on real MIMII fans.
+
 >>> sd = clip_seed(0, "fan", "00", "test", "anomaly", 2)
 >>> x = synth_clip("fan", "00", sd, seconds=0.5, anomaly=anomaly_kind("fan", 2))
 >>> x.dtype, x.shape, bool(np.abs(x).max() < 1.0), anomaly_kind("fan", 2)
@@ -50,7 +74,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -66,6 +90,17 @@ ANOMALY_KINDS: dict[str, tuple[str, ...]] = {
 }
 # Kinds that alter phase or timing far more than the average magnitude spectrum.
 PHASE_TIMING_KINDS = frozenset({"blade_flutter", "irregular_pulsation", "stutter", "shifted_timing"})
+# Kinds that take a clip off every ID's manifold (a sound or an envelope no ID has): anomalies="off-manifold".
+OFF_MANIFOLD_KINDS: dict[str, tuple[str, ...]] = {
+    "fan": ("clogged_intake", "eroded_blades", "obstructed_intake"),
+    "pump": ("dry_running", "worn_impeller", "air_entrainment"),
+    "slider": ("belt_squeal", "rail_grinding", "carriage_rattle"),
+    "valve": ("seat_whistle", "chatter", "solenoid_buzz"),
+}
+ANOMALY_SETS: dict[str, dict[str, tuple[str, ...]]] = {"default": ANOMALY_KINDS, "off-manifold": OFF_MANIFOLD_KINDS}
+# generate() keywords of a set that fails like real MIMII fans (see the module docstring); add machine_types.
+FAILS_LIKE_REAL: dict = dict(ids=DEFAULT_IDS, train_counts={"00": 40, "02": 20, "04": 3, "06": 3},
+                             n_test_normal=10, n_test_anomaly=10, seconds=10.0, snr_db=0.0, anomalies="off-manifold")
 
 RMS_DBFS = -36.0  # centre of the common loudness range: leaves headroom for impulsive valves (crest ~40)
 RMS_JITTER_DB = 4.0  # per-clip gain drawn uniformly within +-this
@@ -84,10 +119,17 @@ def clip_name(label: str, machine_id: str, index: int) -> str:
     return f"{label}_id_{machine_id}_{index:08d}.wav"
 
 
-def anomaly_kind(machine_type: str, index: int) -> str:
-    """The anomaly kind of the ``index``-th anomalous clip of any ID of ``machine_type`` (round robin)."""
-    kinds = ANOMALY_KINDS[_check_type(machine_type)]
+def anomaly_kind(machine_type: str, index: int, anomalies: str = "default") -> str:
+    """The anomaly kind of the ``index``-th anomalous clip of any ID of ``machine_type`` (round robin) in the
+    anomaly set ``anomalies`` (a key of ``ANOMALY_SETS``)."""
+    kinds = ANOMALY_SETS[_check_anomalies(anomalies)][_check_type(machine_type)]
     return kinds[index % len(kinds)]
+
+
+def _check_anomalies(anomalies: str) -> str:
+    if anomalies not in ANOMALY_SETS:
+        raise ValueError(f"unknown anomaly set {anomalies!r}; choose from {', '.join(ANOMALY_SETS)}")
+    return anomalies
 
 
 def clip_seed(seed: int, machine_type: str, machine_id: str, split: str, label: str,
@@ -202,6 +244,23 @@ def _harmonics(z: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return (acc * z).imag
 
 
+def _lowpass(x: np.ndarray, fc: float, order: float) -> np.ndarray:
+    """Zero-phase low-pass in the rfft domain: amplitude (1 + (f/fc)^2)^(-order/2), -6*order dB/octave above fc."""
+    return np.fft.irfft(np.fft.rfft(x) * (1.0 + (_freqs(x.size) / fc) ** 2) ** (-0.5 * order), x.size)
+
+
+def _highpass(x: np.ndarray, fc: float, order: float) -> np.ndarray:
+    """Zero-phase high-pass: amplitude (1 + (fc/f)^2)^(-order/2), -6*order dB/octave below fc."""
+    f = np.maximum(_freqs(x.size), 1.0)
+    return np.fft.irfft(np.fft.rfft(x) * (1.0 + (fc / f) ** 2) ** (-0.5 * order), x.size)
+
+
+def _gated(at: np.ndarray, gate: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """The event times of ``at`` (sample indices) where ``gate`` is above ``level``."""
+    at = np.asarray(at, dtype=np.int64)
+    return at[gate[np.clip(at, 0, gate.size - 1)] > level] if gate.size else at[:0]
+
+
 def _kernel(rng: np.random.Generator, freqs: np.ndarray, decays: np.ndarray, amps: np.ndarray) -> np.ndarray:
     """A click: sum of damped sinusoids (modes) with random phases, normalised to unit peak."""
     length = max(int(5.0 * float(np.max(decays)) * SAMPLE_RATE), 8)
@@ -268,7 +327,12 @@ def _fan(n, sig, rng, arng, anomaly, sev):
         zb = np.concatenate([z, np.ones(nb * _COARSE - n)]).reshape(nb, _COARSE)
         tonal = _harmonics(zb, (coef[:, None] * wander)[:, :, None]).ravel()[:n]
     else:
+        if anomaly == "eroded_blades":
+            # rounded, eroded blade edges: a smoother blade-pass pulse, each harmonic 2.6-6 dB below the last
+            coef = coef * np.exp(-(k - 1) * (0.3 + 0.4 * sev))
         tonal = _harmonics(z, coef)
+    if anomaly == "clogged_intake":
+        air_level = air_level * (0.5 - 0.2 * sev)  # less air moves: airflow noise 6-10 dB down (muffled below)
     x = _unit(tonal) + air_level * air * chop
     if anomaly == "imbalance":
         # once-per-revolution force: shaft-rate sub-harmonics of the blade pass, and a wobble of the level
@@ -281,6 +345,12 @@ def _fan(n, sig, rng, arng, anomaly, sev):
         at = _poisson_times(arng, n, arng.uniform(20.0, 60.0))
         ker = _kernel(arng, arng.uniform(2500.0, 5500.0, 2), arng.uniform(0.001, 0.003, 2), np.array([1.0, 0.6]))
         x = x + 3.0 * sev * _place(n, at, arng.uniform(0.3, 1.0, at.size), ker)
+    elif anomaly == "clogged_intake":
+        # ... and the clogged filter muffles everything above 400-800 Hz by 9-12 dB/octave
+        x = _lowpass(x, arng.uniform(400.0, 800.0), 1.0 + sev)
+    elif anomaly == "obstructed_intake":
+        # a bag or sheet sucked onto the intake guard: a steep cut above 300-600 Hz; it flaps (level +-15 %)
+        x = _lowpass(x, arng.uniform(300.0, 600.0), 4.0) * (1.0 + 0.15 * _slow_full(arng, n, 4.0))
     return x
 
 
@@ -315,6 +385,16 @@ def _pump(n, sig, rng, arng, anomaly, sev):
     g = _upsample((0.5 + 0.5 * np.cos(psi)) ** sharp, n)  # pressure pulse, 0..1
     env = 1.0 + depth * (2.0 * g - 1.0)
     theta = _phase(rot_clip * (1.0 - 0.005 * (2.0 * g - 1.0)), theta0)  # the motor slows under load
+    if anomaly == "dry_running":
+        # no liquid to move: the pressure pulsation all but stops and the flow noise drops by 10 dB
+        env = 1.0 + 0.1 * depth * (2.0 * g - 1.0)
+        flow_level = 0.3 * flow_level
+    elif anomaly == "air_entrainment":
+        # air drawn in with the liquid cushions the pressure pulses (a fifth of their depth is left)
+        env = 1.0 + 0.2 * depth * (2.0 * g - 1.0)
+    elif anomaly == "worn_impeller":
+        # worn, chipped vanes: the harmonic envelope tilts up, the 30th shaft harmonic gains 18-24 dB
+        coef = coef * 10.0 ** ((12.0 + 12.0 * sev) / 20.0 * (k - 1) / (K - 1))
     x = _unit(_harmonics(_cis(theta), coef) * env) + flow_level * flow * env ** 1.5
     if anomaly == "leak":
         # steady high-frequency hiss from a leaking seal or fitting
@@ -327,6 +407,12 @@ def _pump(n, sig, rng, arng, anomaly, sev):
         ker = np.exp(-np.arange(int(0.02 * SAMPLE_RATE)) / (arng.uniform(0.003, 0.008) * SAMPLE_RATE))
         crackle = _noise(arng, n, lambda f: np.clip((f - 1000.0) / 2000.0, 0.0, 1.0))
         x = x + 2.5 * sev * crackle * _place(n, at, arng.uniform(0.3, 1.0, at.size), ker)
+    elif anomaly == "dry_running":
+        # ... and the hydraulic low end (shaft and low vane-pass tones, flow rumble) below 250-400 Hz fades
+        x = _highpass(x, arng.uniform(250.0, 400.0), 4.0)
+    elif anomaly == "air_entrainment":
+        # ... and the compressible mixture softens the low end below 150-250 Hz by 12 dB/octave
+        x = _highpass(x, arng.uniform(150.0, 250.0), 2.0)
     return x
 
 
@@ -380,6 +466,21 @@ def _slider(n, sig, rng, arng, anomaly, sev):
         at = np.nonzero(np.diff(np.sign(pos - d)) != 0)[0] + 1
         dker = _kernel(arng, arng.uniform(4000.0, 6500.0, 2), np.array([0.003, 0.006]), np.array([1.0, 0.5]))
         x = x + 2.5 * click_level * sev * _place(n, at, arng.uniform(0.6, 1.0, at.size), dker)
+    elif anomaly == "belt_squeal":
+        # a glazed drive belt squeals while the carriage moves: a tone at 1.5-4 kHz with a slight vibrato
+        f_sq = arng.uniform(1500.0, 4000.0) * (1.0 + 0.01 * _slow_full(arng, n, 5.0))
+        moving = np.clip((speed - 0.2) / 0.3, 0.0, 1.0)
+        x = x + (0.4 + 0.4 * sev) * np.sin(_phase(f_sq, arng.uniform(0.0, TAU))) * moving
+    elif anomaly == "rail_grinding":
+        # a scored rail: grinding in a band at 5.5-7.5 kHz, above every ID's friction band, as loud as the
+        # carriage is fast
+        grind = _noise(arng, n, _band(arng.uniform(5500.0, 7500.0), 0.15))
+        x = x + (0.15 + 0.15 * sev) * grind * speed
+    elif anomaly == "carriage_rattle":
+        # a loose carriage knocks on the rail while it moves: low knocks, 15-40 per second
+        at = _gated(_poisson_times(arng, n, arng.uniform(15.0, 40.0)), speed, 0.3)
+        rker = _kernel(arng, arng.uniform(250.0, 700.0, 3), arng.uniform(0.005, 0.012, 3), np.array([1.0, 0.6, 0.4]))
+        x = x + 1.5 * click_level * sev * _place(n, at, arng.uniform(0.4, 1.0, at.size), rker)
     return x
 
 
@@ -437,6 +538,22 @@ def _valve(n, sig, rng, arng, anomaly, sev):
     np.add.at(gate, np.clip(i_open, 0, n).astype(np.int64), 1.0)
     np.add.at(gate, np.clip(i_close, 0, n).astype(np.int64), -1.0)
     gate = np.clip(np.cumsum(gate)[:n], 0.0, 1.0)
+    level = float(np.sqrt(np.mean(x * x)))  # the new sounds are set against the clicks' RMS
+    if anomaly == "seat_whistle":
+        # a leaking seat whistles while the valve is closed: a narrow band at 3-7 kHz
+        whistle = _noise(arng, n, _band(arng.uniform(3000.0, 7000.0), 0.015))
+        x = x + (0.3 + 0.3 * sev) * level * whistle * (1.0 - gate)
+    elif anomaly == "chatter":
+        # the disc chatters on its seat while open: 40-90 small, high clicks a second
+        at = _gated(_poisson_times(arng, n, arng.uniform(40.0, 90.0)), gate)
+        cker = _kernel(arng, arng.uniform(3000.0, 7000.0, 2), arng.uniform(0.0005, 0.0015, 2), np.array([1.0, 0.5]))
+        x = x + (0.2 + 0.2 * sev) * _place(n, at, arng.uniform(0.5, 1.0, at.size), cker)
+    elif anomaly == "solenoid_buzz":
+        # a failing solenoid buzzes while energised (open): 100 Hz with many harmonics
+        hz = np.arange(1, 26)
+        buzz = _harmonics(_cis(TAU * 100.0 * np.arange(n) / SAMPLE_RATE + arng.uniform(0.0, TAU)),
+                          hz ** -0.7 * np.exp(1j * arng.uniform(0.0, TAU, hz.size)))
+        x = x + (1.0 + 1.0 * sev) * level * _unit(buzz) * gate
     return x + hiss_level * hiss * gate
 
 
@@ -479,13 +596,14 @@ def synth_clip(machine_type: str, machine_id: str, seed: int | np.random.SeedSeq
 
     seed: an int or a ``clip_seed(...)``; the same seed with and without ``anomaly`` gives the same
     machine, background and gain, differing only by the anomaly. ``anomaly`` is None (normal) or one
-    of ``ANOMALY_KINDS[machine_type]``. ``snr_db`` is machine vs background power; ``inf`` gives the
-    machine alone.
+    of ``ANOMALY_KINDS[machine_type]`` or ``OFF_MANIFOLD_KINDS[machine_type]``. ``snr_db`` is machine vs
+    background power; ``inf`` gives the machine alone.
     """
     _check_type(machine_type)
     _check_id(machine_id)
-    if anomaly is not None and anomaly not in ANOMALY_KINDS[machine_type]:
-        raise ValueError(f"unknown {machine_type} anomaly {anomaly!r}; choose from {ANOMALY_KINDS[machine_type]}")
+    kinds = ANOMALY_KINDS[machine_type] + OFF_MANIFOLD_KINDS[machine_type]
+    if anomaly is not None and anomaly not in kinds:
+        raise ValueError(f"unknown {machine_type} anomaly {anomaly!r}; choose from {kinds}")
     n = _n_samples(seconds)
     if math.isnan(snr_db) or snr_db == -math.inf:
         raise ValueError(f"snr_db must be a number or +inf, got {snr_db}")
@@ -513,11 +631,14 @@ def _n_samples(seconds: float) -> int:
 
 def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids: Sequence[str] = DEFAULT_IDS,
              n_train: int = 40, n_test_normal: int = 10, n_test_anomaly: int = 10, seconds: float = 10.0,
-             seed: int = 0, snr_db: float = 6.0, workers: int = 1) -> list[Path]:
+             seed: int = 0, snr_db: float = 6.0, workers: int = 1, *,
+             train_counts: Mapping[str, int] | None = None, anomalies: str = "default") -> list[Path]:
     """Write a synthetic DCASE-layout tree under ``out``; returns the written paths in order.
 
-    ``workers`` > 1 writes clips in that many processes (the files are the same for any number).
-    Files with the same names are overwritten; other files under ``out`` are left alone.
+    ``train_counts`` ({id: clips}) overrides ``n_train`` for the IDs it names (each one of ``ids``).
+    ``anomalies`` picks the anomaly kinds: ``"default"`` (``ANOMALY_KINDS``) or ``"off-manifold"``
+    (``OFF_MANIFOLD_KINDS``). ``workers`` > 1 writes clips in that many processes (the files are the same
+    for any number). Files with the same names are overwritten; other files under ``out`` are left alone.
     """
     machine_types = list(dict.fromkeys(_check_type(t) for t in machine_types))
     ids = list(dict.fromkeys(_check_id(i) for i in ids))
@@ -527,6 +648,14 @@ def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids:
                     ("workers", workers)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    per_id = {mid: n_train for mid in ids}
+    for mid, v in (train_counts or {}).items():
+        if mid not in per_id:
+            raise ValueError(f"train_counts names id {mid!r}, which is not one of the ids {', '.join(ids)}")
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"train_counts[{mid!r}] must be a positive integer, got {v!r}")
+        per_id[mid] = int(v)
+    _check_anomalies(anomalies)
     _n_samples(seconds)
     if math.isnan(snr_db) or snr_db == -math.inf:
         raise ValueError(f"snr_db must be a number or +inf, got {snr_db}")
@@ -534,11 +663,11 @@ def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids:
     out = Path(out)
     jobs = []
     for mt in machine_types:
-        for split, label, count in (("train", "normal", n_train), ("test", "normal", n_test_normal),
+        for split, label, count in (("train", "normal", per_id), ("test", "normal", n_test_normal),
                                     ("test", "anomaly", n_test_anomaly)):
             (out / mt / split).mkdir(parents=True, exist_ok=True)
-            jobs += [(out / mt / split / clip_name(label, mid, i), mt, mid, split, label, i, seconds, seed, snr_db)
-                     for mid in ids for i in range(count)]
+            jobs += [(out / mt / split / clip_name(label, mid, i), mt, mid, split, label, i, seconds, seed, snr_db,
+                      anomalies) for mid in ids for i in range(count[mid] if isinstance(count, dict) else count)]
     if workers == 1:
         return [_write_clip(job) for job in jobs]
     # spawn, not fork: the caller may hold threads (torch, Ray) that a forked child would inherit broken
@@ -547,9 +676,9 @@ def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids:
 
 
 def _write_clip(job: tuple) -> Path:
-    path, mt, mid, split, label, i, seconds, seed, snr_db = job
+    path, mt, mid, split, label, i, seconds, seed, snr_db, anomalies = job
     x = synth_clip(mt, mid, clip_seed(seed, mt, mid, split, label, i), seconds=seconds, snr_db=snr_db,
-                   anomaly=anomaly_kind(mt, i) if label == "anomaly" else None)
+                   anomaly=anomaly_kind(mt, i, anomalies) if label == "anomaly" else None)
     sf.write(path, x, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return path
 
@@ -599,6 +728,30 @@ def _seed(s: str) -> int:
     return v
 
 
+def _counts(s: str) -> dict[str, int]:
+    """``00=40,02=20`` -> {"00": 40, "02": 20}."""
+    out: dict[str, int] = {}
+    for item in (p.strip() for p in s.split(",")):
+        mid, eq, v = item.partition("=")
+        if not item or not eq:
+            raise argparse.ArgumentTypeError(f"expected ID=COUNT pairs like 00=40,02=20, got {s!r}")
+        try:
+            mid = _check_id(mid.strip())
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if mid in out:
+            raise argparse.ArgumentTypeError(f"id {mid} given twice")
+        out[mid] = _positive(int)(v.strip())
+    return out
+
+
+# generate() keyword -> CLI destination, for the presets
+_PRESET_DESTS = {"ids": "ids", "train_counts": "train_counts", "n_train": "train", "n_test_normal": "test_normal",
+                 "n_test_anomaly": "test_anomaly", "seconds": "seconds", "snr_db": "snr", "anomalies": "anomalies",
+                 "seed": "seed"}
+PRESETS: dict[str, dict] = {"fails-like-real": FAILS_LIKE_REAL}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m mimimi.synth --out DIR ...``: write a synthetic dataset and print a one-line summary."""
     ap = argparse.ArgumentParser(prog="python -m mimimi.synth",
@@ -619,19 +772,40 @@ def main(argv: list[str] | None = None) -> int:
                     help="machine vs background, dB; inf = no background (default: 6)")
     ap.add_argument("--workers", type=_positive(int), default=min(os.cpu_count() or 1, 4),
                     help="processes; the files do not depend on it (default: CPUs, at most 4)")
+    ap.add_argument("--train-counts", type=_counts, default=None, metavar="ID=N,...",
+                    help="normal training clips of the IDs named, e.g. 00=40,02=20,04=3,06=3 (others: --train)")
+    ap.add_argument("--anomalies", choices=list(ANOMALY_SETS), default="default",
+                    help="anomaly kinds: default, or off-manifold (sounds no ID makes; see the module docs)")
+    ap.add_argument("--preset", choices=list(PRESETS), default=None,
+                    help="start from a recommended set (fails-like-real: FAILS_LIKE_REAL); other options override it")
+    pre, _ = ap.parse_known_args(argv)  # the preset only changes defaults, so explicit options still win
+    preset = PRESETS.get(pre.preset, {})
+    ap.set_defaults(**{_PRESET_DESTS[k]: (list(v) if k == "ids" else v) for k, v in preset.items()})
     args = ap.parse_args(argv)
     if round(args.seconds * SAMPLE_RATE) < 1:
         ap.error(f"--seconds {args.seconds} is shorter than one sample")
+    ids = list(dict.fromkeys(args.ids))
+    counts = args.train_counts
+    if counts is not None and counts is preset.get("train_counts"):
+        counts = {m: v for m, v in counts.items() if m in ids}  # a preset's counts, for the IDs asked for
+    unknown = sorted(set(counts or {}) - set(ids))
+    if unknown:
+        ap.error(f"--train-counts names id(s) {','.join(unknown)}, which are not in --ids {','.join(ids)}")
     t = time.perf_counter()
     try:
-        files = generate(args.out, args.machine_types, args.ids, args.train, args.test_normal, args.test_anomaly,
-                         args.seconds, args.seed, args.snr, args.workers)
+        files = generate(args.out, args.machine_types, ids, args.train, args.test_normal, args.test_anomaly,
+                         args.seconds, args.seed, args.snr, args.workers, train_counts=counts,
+                         anomalies=args.anomalies)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    n_train = {m: (counts or {}).get(m, args.train) for m in ids}
+    train = (str(args.train) if len(set(n_train.values())) == 1 and not counts
+             else ",".join(f"{m}={v}" for m, v in n_train.items()))
+    kinds = "" if args.anomalies == "default" else f", {args.anomalies} anomalies"
     print(f"wrote {len(files)} synthetic clips to {args.out}: {','.join(dict.fromkeys(args.machine_types))} x ids "
-          f"{','.join(dict.fromkeys(args.ids))} x ({args.train} train + {args.test_normal} normal + "
-          f"{args.test_anomaly} anomaly test), {args.seconds:g} s, SNR {args.snr:g} dB, seed {args.seed} "
+          f"{','.join(ids)} x ({train} train + {args.test_normal} normal + "
+          f"{args.test_anomaly} anomaly test), {args.seconds:g} s, SNR {args.snr:g} dB, seed {args.seed}{kinds} "
           f"({time.perf_counter() - t:.1f} s)")
     return 0
 
