@@ -1,8 +1,8 @@
 """Build a model from the resolved config; save and load checkpoints that carry everything needed
-to score again: state_dict, resolved config, feature settings, ID map and versions."""
+to score again: state_dict, resolved config, feature settings, ID map, versions and the fitted scorers
+with their thresholds (``mimimi.scoring``; tensors and plain values only, read with ``weights_only``)."""
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import platform
 from pathlib import Path
@@ -13,8 +13,9 @@ import torchaudio
 from torch import nn
 
 import mimimi
+from mimimi import kinds
 from mimimi.config import Config, merge, to_dict
-from mimimi.nn import ComplexNet, DenseAE
+from mimimi.scoring import Scoring, ScoringError
 
 
 class CheckpointError(ValueError):
@@ -23,11 +24,7 @@ class CheckpointError(ValueError):
 
 def build_model(cfg: Config, n_ids: int) -> nn.Module:
     """The network that ``cfg.model.name`` asks for, with one output per machine ID."""
-    if cfg.model.name == "ae":
-        ae = dataclasses.replace(cfg.model.ae, n_mels=cfg.features.n_mels)
-        return DenseAE(ae)
-    net = dataclasses.replace(cfg.model.net, n_ids=n_ids, input=cfg.model.name)  # "complex" | "magnitude"
-    return ComplexNet(net)
+    return kinds.of(cfg).build(cfg, n_ids)
 
 
 def versions() -> dict[str, str]:
@@ -41,14 +38,16 @@ class Loaded(NamedTuple):
     cfg: Config
     ids: dict[str, int]
     meta: dict[str, Any]  # machine_type, epoch, validation metrics, versions
+    scoring: Scoring | None = None  # fitted scorers and thresholds; None in a checkpoint that has none (last.pt)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, cfg: Config, ids: dict[str, int], **meta: Any) -> Path:
+def save_checkpoint(path: str | Path, model: nn.Module, cfg: Config, ids: dict[str, int],
+                    scoring: Scoring | None = None, **meta: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     blob = {"state_dict": state, "config": to_dict(cfg), "features": to_dict(cfg.features), "ids": dict(ids),
-            "versions": versions(), "meta": meta}
+            "versions": versions(), "meta": meta, "scoring": scoring.state() if scoring is not None else None}
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
     tmp.replace(path)  # a crash mid-write never leaves a half checkpoint under the real name
@@ -64,7 +63,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         cfg = merge(Config(), blob["config"])
         model = build_model(cfg, len(blob["ids"]))
         model.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
+        fitted = Scoring.from_state(blob["scoring"]) if blob.get("scoring") is not None else None
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError,
+            ScoringError) as e:
         raise CheckpointError(f"{path}: not a usable MIMIMI checkpoint ({str(e).splitlines()[0]})") from None
     model.eval()
-    return Loaded(model, cfg, blob["ids"], {**blob["meta"], "versions": blob["versions"]})
+    return Loaded(model, cfg, blob["ids"], {**blob["meta"], "versions": blob["versions"]}, fitted)

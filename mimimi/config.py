@@ -72,9 +72,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model: ``complex`` (the network), ``magnitude`` (same backbone fed |STFT|), ``ae`` (DCASE baseline)."""
+    """Which model (``mimimi.kinds``): ``complex`` (the network), ``magnitude`` (same backbone fed |STFT|),
+    ``ae`` (DCASE 2020 baseline), ``stats-knn`` (no training: per-clip log-mel mean and std)."""
 
-    name: Literal["complex", "magnitude", "ae"] = "complex"
+    name: Literal["complex", "magnitude", "ae", "stats-knn"] = "complex"
     net: ComplexNetConfig = field(default_factory=ComplexNetConfig)  # complex and magnitude
     ae: AEConfig = field(default_factory=AEConfig)
 
@@ -88,9 +89,12 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-4  # Adam
     weight_decay: float = 0.0
-    patience: int = 20  # early stopping: epochs without a better validation loss
+    patience: int = 20  # early stopping: epochs without a better train.monitor value
     val_fraction: float = 0.1  # of each ID's normal training clips, held out for validation
-    segments_per_clip: int = 1  # random segments drawn from each training clip per epoch
+    segments_per_clip: int = 0  # segments per training clip per epoch: 0 = every segment (random offsets)
+    sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: each machine ID drawn equally often
+    arcface_margin: float = 0.5  # additive angular margin of the arcface head (model.net.head), radians
+    monitor: Literal["val_loss", "val_proxy_auc"] = "val_proxy_auc"  # best checkpoint and early stopping
     loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # cross-entropy of the magnitude, complex, fused heads
     seed: int = 0
     num_workers: int = 0  # DataLoader workers; features come from the cache, so 0 is usually enough
@@ -103,9 +107,13 @@ class TrainConfig:
             raise ConfigError(f"train.loss_weights needs 3 weights (magnitude, complex, fused), got {self.loss_weights}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
-        for name in ("epochs", "batch_size", "segments_per_clip"):
+        for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.segments_per_clip < 0:
+            raise ConfigError(f"train.segments_per_clip must be >= 0 (0: every segment), got {self.segments_per_clip}")
+        if not 0 <= self.arcface_margin < 1.5:
+            raise ConfigError(f"train.arcface_margin must be in [0, 1.5) radians, got {self.arcface_margin}")
 
 
 @dataclass(frozen=True)
@@ -132,12 +140,56 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class ScoringConfig:
+    """Anomaly scorers (``mimimi.scoring``), fitted per machine ID on the training normals after training.
+
+    ``ce`` is the paper's cross-entropy against the clip's own ID (classifiers), ``recon`` the autoencoder's
+    reconstruction error; ``knn``, ``mahalanobis`` and ``gmm`` score the clip's embedding against its ID's
+    training embeddings; ``knn-stats`` adds a kNN on the clip's log-mel statistics (trained kinds). Evaluation
+    reports all of them; ``scorer`` is what decisions and the search use (default: ``knn``).
+    """
+
+    scorer: Literal["default", "ce", "recon", "knn", "mahalanobis", "gmm", "knn-stats"] = "default"  # mimimi.scoring
+    knn_k: int = 1  # nearest training embeddings averaged (cosine distance)
+    gmm_components: int = 2  # diagonal-covariance Gaussians per machine ID
+    mahalanobis_shrinkage: Union[float, Literal["ledoit-wolf"]] = "ledoit-wolf"
+    aggregate: Literal["mean", "max"] = "mean"  # segment scores -> clip score (ce, recon)
+    threshold_method: Literal["gamma", "empirical"] = "gamma"  # fitted to normal validation scores only
+    threshold_quantile: float = 0.9  # of the normal scores: about 10 % of new normal clips flagged
+
+    def __post_init__(self) -> None:
+        if self.knn_k < 1 or self.gmm_components < 1:
+            raise ConfigError("scoring.knn_k and scoring.gmm_components must be >= 1")
+        if not 0 < self.threshold_quantile < 1:
+            raise ConfigError(f"scoring.threshold_quantile must be in (0, 1), got {self.threshold_quantile}")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """The leak-free objective ``val_proxy_auc``: held-out normals of the type against proxy outliers, never
+    a test clip. Proxies: ``mimimi.data.corrupt`` corruptions of those held-out normals, and normal clips of
+    the other machine types under the data root."""
+
+    proxy_kinds: tuple[str, ...] = ("tone", "impulses", "tilt", "stretch")
+    severity: float = 0.5
+    other_types: int = 4  # normal clips per other machine type used as proxies (0: none)
+    max_clips_per_id: int = 8  # held-out normals per ID that get corrupted (memory: 1.3 MB per STFT)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.other_types < 0 or self.max_clips_per_id < 1:
+            raise ConfigError("validation.other_types must be >= 0 and validation.max_clips_per_id >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

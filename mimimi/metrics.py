@@ -326,7 +326,8 @@ def threshold_table(scores: pd.DataFrame,
 
     ``thresholds`` None: Youden's J per ID (``threshold_method`` "youden"; an ID with one class gets NaN
     and method ""). A float: that threshold for every ID ("given"). A mapping ``{(type, id): threshold}``
-    (e.g. fitted on normal-only validation scores): must cover every ID, else ``ValueError``.
+    (e.g. fitted on normal-only validation scores): must cover every ID, else ``ValueError``; a NaN there
+    means no threshold for that ID (NaN row, method "").
     """
     df = check_scores(scores)
     rows = []
@@ -342,6 +343,10 @@ def threshold_table(scores: pd.DataFrame,
             if (mt, mid) not in thresholds:
                 raise ValueError(f"{group_name(mt, mid)}: no threshold given (keys are (type, id) tuples)")
             thr, method = float(thresholds[(mt, mid)]), "given"
+            if math.isnan(thr):  # the model has no threshold for this ID (too few normal clips to fit one)
+                rows.append(dict(machine_type=mt, machine_id=mid, threshold_method="",
+                                 **{c: math.nan for c in BINARY_COLUMNS}))
+                continue
         else:
             thr, method = float(thresholds), "given"
         rows.append(dict(machine_type=mt, machine_id=mid, threshold_method=method,

@@ -199,6 +199,7 @@ class Report:
     results_md: Path
     metrics_json: Path
     files: list[Path] = field(default_factory=list)
+    comparison: pd.DataFrame | None = None  # mimimi.evaluate: key, scorer, machine_type, machine_id|"mean", auc, pauc
 
     def flat_metrics(self) -> dict[str, float]:
         """``{"<type>/<metric>": value}`` plus ``mean/<metric>`` across types, e.g. for a tracker."""
@@ -209,6 +210,13 @@ class Report:
         for k in ("mean_auc", "mean_pauc", "pooled_auc"):
             out[f"mean/{k}"] = float(self.per_type[k].mean())
         return out
+
+    def comparison_metrics(self) -> dict[str, float]:
+        """``{"scorers/<key>/<id or mean>/auc": value, ...}`` from ``comparison`` (empty without it)."""
+        if self.comparison is None:
+            return {}
+        return {f"scorers/{r.key}/{r.machine_id}/{k}": float(getattr(r, k)) for r in self.comparison.itertuples()
+                for k in ("auc", "pauc") if not pd.isna(getattr(r, k))}
 
 
 def _jsonable(v):
@@ -244,7 +252,8 @@ def _per_id_markdown(per_id: pd.DataFrame) -> str:
 
 
 def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1,
-                 thresholds: float | Mapping[tuple[str, str], float] | None = None) -> Report:
+                 thresholds: float | Mapping[tuple[str, str], float] | None = None,
+                 threshold_source: str | None = None) -> Report:
     """Compute the per-ID and per-type tables and write everything listed in the module docstring.
 
     Thresholds: per ID, Youden's J on these (labelled) scores unless ``thresholds`` is given (see
@@ -297,8 +306,10 @@ def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1
         files.append(out / name)
 
     markdown = M.results_markdown(per_type)
-    threshold_note = ("Youden's J per ID on these labelled scores (an optimistic, oracle operating point)"
-                      if thresholds is None else "given")
+    threshold_note = ("Youden's J per ID on these labelled scores (optimistic: chosen on test)"
+                      if thresholds is None else
+                      "stored with the model, fitted to normal training clips only (never to test data)"
+                      if threshold_source == "normal-only" else "given")
     results_md = out / "results.md"
     results_md.write_text(
         f"# Results\n\nAUC and pAUC (FPR ≤ {max_fpr:g}, McClish-standardised) in %. Mean over IDs: the DCASE 2020 "
@@ -311,7 +322,7 @@ def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1
         r.update(type_json[r["machine_type"]])
     payload = {
         "max_fpr": max_fpr,
-        "threshold_method": "youden" if thresholds is None else "given",
+        "threshold_method": "youden" if thresholds is None else (threshold_source or "given"),
         "mean": {k: float(per_type[k].mean()) for k in ("mean_auc", "mean_pauc", "pooled_auc", "pooled_pauc")},
         "per_type": per_type_records,
         "per_id": _records(per_id),

@@ -6,15 +6,18 @@
 
 PATH is a wav file or a folder (searched recursively for ``*.wav``). Files of any channel count and
 sample rate are decoded as for training (``mimimi.features.decode``). The machine ID comes from the file
-name (``..._id_02_...``) or an ``id_02`` folder, or from ``--machine-id``. A clip is ``anomaly`` when its
-score is >= the threshold stored with the model for its machine ID (Youden's J on the search's test
-evaluation), else ``normal``; no decision where the model has no threshold for that ID.
+name (``..._id_02_...``) or an ``id_02`` folder, or from ``--machine-id``. ``--scorer`` picks the anomaly
+score (``mimimi.scoring``: ``knn`` by default, ``ce``, ``mahalanobis``, ``gmm``, ``recon``). A clip is
+``anomaly`` when its score is >= the threshold stored with the model for that scorer and machine ID
+(fitted to normal training clips only, never to test data), else ``normal``; no decision where the model
+has no threshold for that ID.
 
 A file that cannot be scored is reported on stderr (one line naming it), the others are still scored,
 and the exit status is 1; 2 when nothing can be scored (usage, or a model that cannot be loaded).
 
 The same scoring serves the MLflow pyfunc model (``score_frame``): one row per clip, a ``path`` or a
-``waveform`` (mono samples at the model's sample rate, 16 kHz), and an optional ``machine_id``.
+``waveform`` (mono samples at the model's sample rate, 16 kHz), and an optional ``machine_id``; the
+``scorer`` and ``aggregate`` params.
 
 >>> decide(0.35, 0.35), decide(0.34, 0.35), decide(0.34, None)
 ('anomaly', 'normal', None)
@@ -34,11 +37,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from mimimi import tracking
+from mimimi import kinds, tracking
 from mimimi.checkpoint import CheckpointError, Loaded, load_checkpoint
 from mimimi.data.audio import AudioError
 from mimimi.evaluate import score_clips
-from mimimi.features import FeatureCache, compute
+from mimimi.features import FeatureCache
+from mimimi.scoring import Features, ScoringError
 
 ANOMALY, NORMAL = "anomaly", "normal"
 AGGREGATES = ("mean", "max")
@@ -60,7 +64,8 @@ class Scored(NamedTuple):
 
 
 class Model(NamedTuple):
-    """A model to score with: the checkpoint, its per-ID thresholds and where it came from."""
+    """A model to score with: the checkpoint, the per-ID thresholds logged beside it (models from before
+    thresholds were stored in the checkpoint; None otherwise) and where it came from."""
 
     loaded: Loaded
     thresholds: dict[str, float | None] | None
@@ -102,17 +107,17 @@ def machine_id_of(key: str, given: Any, ids: Mapping[str, int], path: str | None
 # ---------------------------------------------------------------------------------------------
 # scoring
 
-class _Features:
-    """What ``score_clips`` reads from a ``FeatureCache`` (``cfg``, ``get``): files through the cache,
-    in-memory waveforms (keys ``<waveform N>``) transformed on the fly, exactly as a decoded file is."""
-
-    def __init__(self, cache: FeatureCache, waves: Mapping[str, np.ndarray]):
-        self.cache, self.cfg, self.waves = cache, cache.cfg, waves
-
-    def get(self, key: str, kind: str = "stft", mmap: bool = True) -> np.ndarray:
-        if key in self.waves:
-            return compute(self.waves[key], self.cfg, kind)
-        return self.cache.get(key, kind, mmap)
+def thresholds_for(loaded: Loaded, scorer: str | None, logged: Thresholds | None = None) -> dict | None:
+    """The per-ID thresholds to decide with: the checkpoint's for ``scorer`` (normal-only), else ``logged``
+    (a model logged before checkpoints carried them, native score only). Unknown scorers raise ScoreError."""
+    if loaded.scoring is None:
+        if scorer not in (None, "", "default") and scorer != loaded.cfg.model.name and scorer not in ("ce", "recon"):
+            raise ScoreError(f"scorer {scorer!r}: this model has no fitted scorers, only its native score")
+        return dict(logged) if logged is not None else None
+    try:
+        return dict(loaded.scoring.thresholds[loaded.scoring.check(scorer)])
+    except ScoringError as e:
+        raise ScoreError(str(e)) from None
 
 
 def _waveform(key: str, value: Any, loaded: Loaded) -> np.ndarray:
@@ -131,12 +136,13 @@ def _waveform(key: str, value: Any, loaded: Loaded) -> np.ndarray:
     return np.pad(wave, (0, n - len(wave)), mode="wrap") if len(wave) < n else wave
 
 
-def _score(loaded: Loaded, keys: Sequence[str], ids: Sequence[str], features: _Features,
-           aggregate: str, device: str) -> pd.DataFrame:
+def _score(loaded: Loaded, keys: Sequence[str], ids: Sequence[str], features: Features,
+           aggregate: str, device: str, scorer: str | None = None) -> pd.DataFrame:
     clips = pd.DataFrame({"path": list(keys), "machine_id": list(ids), "label": "unknown"})
     try:
-        return score_clips(loaded.model, loaded.cfg, clips, loaded.ids, features, aggregate, device)
-    except AudioError as e:
+        return score_clips(loaded.model, loaded.cfg, clips, loaded.ids, features, aggregate, device,
+                           fitted=loaded.scoring, scorer=scorer)
+    except (AudioError, ScoringError) as e:
         raise ScoreError(str(e)) from None
     except OSError as e:  # a file that vanished or cannot be read
         raise ScoreError(f"{e.filename or 'a file'}: {e.strerror or e}") from None
@@ -166,15 +172,17 @@ def _cell(row: pd.Series, column: str) -> Any:
 
 
 def score_frame(loaded: Loaded, model_input: pd.DataFrame, *, thresholds: Thresholds | None = None,
-                aggregate: str = "mean", device: str = "cpu") -> pd.DataFrame:
+                aggregate: str = "mean", device: str = "cpu", scorer: str | None = None) -> pd.DataFrame:
     """The pyfunc model's predict: one output row per input row, or ``ScoreError`` for the first bad row.
 
     Input columns: ``path`` (an audio file) or ``waveform`` (a list of mono samples at the model's sample
     rate) per row, and an optional ``machine_id`` (else parsed from the path). Output: ``MODEL_COLUMNS``
-    with ``thresholds``, else ``PLAIN_MODEL_COLUMNS`` (what a model logged without thresholds returns).
+    with thresholds (the checkpoint's for ``scorer``, else ``thresholds``), else ``PLAIN_MODEL_COLUMNS``
+    (what a model without thresholds returns).
     """
     if aggregate not in AGGREGATES:
         raise ScoreError(f"aggregate must be 'mean' or 'max', got {aggregate!r}")
+    thresholds = thresholds_for(loaded, scorer, thresholds)
     if not {"path", "waveform"} & set(model_input.columns):
         raise ScoreError("model input needs a 'path' column (audio files) or a 'waveform' column (mono samples "
                          f"at {loaded.cfg.features.sample_rate} Hz), got columns {list(model_input.columns)}")
@@ -198,8 +206,8 @@ def score_frame(loaded: Loaded, model_input: pd.DataFrame, *, thresholds: Thresh
         return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("score", "threshold") else object)
                              for c in columns})
     with tempfile.TemporaryDirectory(prefix="mimimi-features-") as tmp:
-        scored = _score(loaded, keys, ids, _Features(FeatureCache(tmp, loaded.cfg.features), waves), aggregate,
-                        device)
+        scored = _score(loaded, keys, ids, Features(FeatureCache(tmp, loaded.cfg.features), waves=waves), aggregate,
+                        device, scorer)
     return _with_decisions(scored, thresholds)[columns].reset_index(drop=True)
 
 
@@ -210,7 +218,7 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def score_paths(model: Model, paths: Sequence[str | Path], *, machine_id: str | None = None,
                 aggregate: str = "mean", batch_size: int = 32, device: str = "cpu",
-                id_hint: str = CLI_ID_HINT) -> Scored:
+                id_hint: str = CLI_ID_HINT, scorer: str | None = None) -> Scored:
     """Score audio files ``batch_size`` at a time; a file that cannot be scored (undecodable, no or
     unknown machine ID) is listed in ``errors`` and the others are still scored."""
     if aggregate not in AGGREGATES:
@@ -218,7 +226,8 @@ def score_paths(model: Model, paths: Sequence[str | Path], *, machine_id: str | 
     if batch_size < 1:
         raise ScoreError(f"batch size must be >= 1, got {batch_size}")
     loaded = model.loaded
-    kind = "logmel" if loaded.cfg.model.name == "ae" else "stft"
+    thresholds = thresholds_for(loaded, scorer, model.thresholds)
+    kind = kinds.of(loaded.cfg).feature
     parts, errors = [], []
     for batch in _batches([str(p) for p in paths], batch_size):
         # one temporary feature cache per batch: each file is decoded once, here, so a bad one fails alone
@@ -238,10 +247,10 @@ def score_paths(model: Model, paths: Sequence[str | Path], *, machine_id: str | 
                 keys.append(p)
                 ids.append(mid)
             if keys:
-                parts.append(_score(loaded, keys, ids, _Features(cache, {}), aggregate, device))
+                parts.append(_score(loaded, keys, ids, Features(cache), aggregate, device, scorer))
     scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         {"path": [], "machine_id": [], "score": pd.Series(dtype="float64"), "pred_id": []})
-    return Scored(_with_decisions(scored, model.thresholds)[COLUMNS], errors)
+    return Scored(_with_decisions(scored, thresholds)[COLUMNS], errors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          "sqlite under mlruns/)")
     ap.add_argument("--format", choices=FORMATS, default="table")
     ap.add_argument("--output", default=None, help="write the output to this file instead of stdout")
+    ap.add_argument("--scorer", default=None, help="knn (default), ce, mahalanobis, gmm; recon for the autoencoder")
     ap.add_argument("--aggregate", choices=AGGREGATES, default="mean", help="segment scores -> clip score")
     ap.add_argument("--batch-size", type=int, default=32, help="files decoded and scored at a time")
     ap.add_argument("--device", default="cpu")
@@ -330,12 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.machine_type and mtype and args.machine_type != mtype:
             raise ScoreError(f"{model.uri} is a model of {mtype!r}, not of --machine-type {args.machine_type!r}")
         given = machine_id_of("--machine-id", args.machine_id, model.loaded.ids) if args.machine_id else None
+        thresholds = thresholds_for(model.loaded, args.scorer, model.thresholds)
     except (tracking.TrackingError, CheckpointError, ScoreError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     files, errors = find_audio(args.paths)
     result = score_paths(model, files, machine_id=given, aggregate=args.aggregate, batch_size=args.batch_size,
-                         device=args.device)
+                         device=args.device, scorer=args.scorer)
     errors += result.errors
     text = format_scores(result.scores, args.format)
     if args.output:
@@ -346,9 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     for _, message in errors:
         print(f"error: {message}", file=sys.stderr)
     version = f" (version {model.version})" if model.version is not None else ""
-    note = "" if model.thresholds is not None else "; the model has no stored thresholds: no decisions"
-    print(f"scored {len(result.scores)} file(s) with {model.uri}{version}, {len(errors)} error(s){note}",
-          file=sys.stderr)
+    note = "" if thresholds is not None else "; the model has no stored thresholds: no decisions"
+    fitted = model.loaded.scoring
+    used = fitted.check(args.scorer) if fitted is not None else kinds.of(model.loaded.cfg).native
+    print(f"scored {len(result.scores)} file(s) with {model.uri}{version}, scorer {used}, {len(errors)} error(s)"
+          f"{note}", file=sys.stderr)
     return 1 if errors else 0
 
 

@@ -11,15 +11,15 @@ Runs are addressed by id through ``MlflowClient``. The fluent "active run" is ne
 behind, so a search driver can keep a parent run and many trial runs open at the same time.
 
 ``log_model`` logs a pyfunc model (MLflow's "model from code", not a pickled object) that wraps the
-checkpoint file. Its input is one row per audio file and its output the clip's anomaly score, computed
-like ``mimimi.evaluate.score_clips``::
+checkpoint file. A checkpoint with fitted scorers (every ``best.pt`` training writes) gives a model that
+takes rows of ``path`` or ``waveform`` (+ ``machine_id``) and answers ``score``, ``decision``,
+``threshold``, ``machine_id``, ``pred_id`` (``mimimi.score``), with the ``scorer`` and ``aggregate``
+params; its thresholds are the checkpoint's normal-only ones::
 
-    mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"path": [...], "machine_id": [...]}))
-    # -> DataFrame[score (higher = more anomalous), pred_id (None for the AE)]
+    mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"path": [...]}), params={"scorer": "gmm"})
 
-A model logged with per-ID thresholds (a search's best model) also takes raw waveforms and decides
-(``mimimi.score``): rows of ``path`` or ``waveform`` (+ ``machine_id``) -> ``score``, ``decision``,
-``threshold``, ``machine_id``, ``pred_id``. ``resolve_model`` downloads a model to score with, and
+An older checkpoint without scorers gives ``score`` (its native score) and ``pred_id`` only, or decisions
+with the ``thresholds`` passed to ``log_model``. ``resolve_model`` downloads a model to score with, and
 ``update_champion`` moves the registry alias ``champion`` (``mimimi.champion``'s rule).
 
 Metrics may be NaN (a diverged trial is information). MLflow's sqlite store keeps NaN, but clamps
@@ -89,7 +89,8 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "path"), ColSpec("string", "machine_id", required=False)]),
     outputs=Schema([ColSpec("double", "score"), ColSpec("string", "pred_id")]),
-    params=ParamSchema([ParamSpec("aggregate", "string", "mean")]),  # segment scores -> clip score: mean | max
+    params=ParamSchema([ParamSpec("aggregate", "string", "mean"),  # segment scores -> clip score: mean | max
+                        ParamSpec("scorer", "string", "default")]),  # mimimi.scoring: knn, ce, mahalanobis, ...
 )
 # --- mimimi.score: the interface of a model logged with thresholds (a search's best model). Every input
 # column is optional, so that a row gives a path OR a waveform; mimimi.score.score_frame checks each row.
@@ -100,7 +101,7 @@ SCORING_SIGNATURE = ModelSignature(
     outputs=Schema([ColSpec("double", "score"), ColSpec("string", "decision", required=False),
                     ColSpec("double", "threshold", required=False), ColSpec("string", "machine_id"),
                     ColSpec("string", "pred_id", required=False)]),
-    params=ParamSchema([ParamSpec("aggregate", "string", "mean")]),
+    params=ParamSchema([ParamSpec("aggregate", "string", "mean"), ParamSpec("scorer", "string", "default")]),
 )
 # --- end mimimi.score
 # the model-from-code file stored in the model folder; MLflow runs it on load
@@ -485,22 +486,23 @@ def _given_id(value: Any) -> str | None:
     return (s.zfill(2) if s.isdigit() else s) or None
 
 
-def score_files(loaded: Loaded, model_input: pd.DataFrame, aggregate: str = "mean") -> pd.DataFrame:
+def score_files(loaded: Loaded, model_input: pd.DataFrame, aggregate: str = "mean", scorer: str | None = None) -> pd.DataFrame:
     """Score audio files with a loaded checkpoint: one row per input row, columns ``score`` and ``pred_id``.
 
     Each file's machine ID comes from a ``machine_id`` cell, else from its path (``machine_id_from_path``).
     Scores are ``mimimi.evaluate.score_clips``'s, computed with a feature cache in a temporary folder.
     A row that cannot be scored raises ``ModelInputError`` (a ``TrackingError``) naming it.
     """
-    return _score_frame(loaded, model_input, None, aggregate)
+    return _score_frame(loaded, model_input, None, aggregate, scorer)
 
 
-def _score_frame(loaded: Loaded, model_input: pd.DataFrame, thresholds: dict | None, aggregate: str) -> pd.DataFrame:
+def _score_frame(loaded: Loaded, model_input: pd.DataFrame, thresholds: dict | None, aggregate: str,
+                 scorer: str | None = None) -> pd.DataFrame:
     # --- mimimi.score: the scoring code lives there (mlflow-free); imported here, as it imports this module
     from mimimi.score import ScoreError, score_frame
 
     try:
-        return score_frame(loaded, model_input, thresholds=thresholds, aggregate=aggregate)
+        return score_frame(loaded, model_input, thresholds=thresholds, aggregate=aggregate, scorer=scorer)
     except ScoreError as e:
         raise ModelInputError(str(e)) from None
 
@@ -524,7 +526,9 @@ class MimimiModel(mlflow.pyfunc.PythonModel):
         self.thresholds = _read_thresholds(path) if path else None
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return _score_frame(self.loaded, model_input, self.thresholds, (params or {}).get("aggregate", "mean"))
+        params = params or {}
+        return _score_frame(self.loaded, model_input, self.thresholds, params.get("aggregate", "mean"),
+                            params.get("scorer", "default"))
 
 
 def _pip_requirements() -> list[str]:
@@ -561,6 +565,11 @@ def log_model(run_id: str, checkpoint: str | Path, *, registered_name: str | Non
     """
     checkpoint = Path(checkpoint)
     loaded = load_checkpoint(checkpoint)
+    if thresholds is None and loaded.scoring is not None:  # the checkpoint's normal-only thresholds
+        thresholds = loaded.scoring.thresholds[loaded.scoring.default]
+        threshold_method = (f"{loaded.scoring.settings['threshold_method']} quantile "
+                            f"{loaded.scoring.settings['threshold_quantile']:g} of normal training scores "
+                            f"({loaded.scoring.default})")
     per_id = _checked_thresholds(run_id, thresholds, loaded.ids) if thresholds is not None else None  # mimimi.score
     extra = _plain(dict(extra or {}))
     if "mimimi" in extra:
@@ -574,6 +583,8 @@ def log_model(run_id: str, checkpoint: str | Path, *, registered_name: str | Non
             "versions": loaded.meta.get("versions"), "checkpoint_sha256": _sha256(checkpoint)}
     if per_id is not None:  # --- mimimi.score
         meta.update(thresholds=per_id, threshold_method=threshold_method)
+        if loaded.scoring is not None:
+            meta.update(scorers=loaded.scoring.names, default_scorer=loaded.scoring.default)
         info_json["thresholds"] = {"method": threshold_method, "rule": "anomaly if score >= threshold",
                                    "machine_type": meta["machine_type"], "per_id": per_id}
     with tempfile.TemporaryDirectory(prefix="mimimi-model-") as tmp:

@@ -5,13 +5,12 @@ dict (what Ray Tune hands a trial) and runs the same code in-process (tests, the
 Train worker. A held-out part of the normal training clips (``train.val_fraction`` per ID) is the
 validation set: early stopping and the best checkpoint are chosen on it, never on test data.
 
-    python -m mimimi.train --data-root DIR --machine-type fan [--model complex|magnitude|ae] \\
+    python -m mimimi.train --data-root DIR --machine-type fan [--model complex|magnitude|ae|stats-knn] \\
         [--config configs/base.yaml] --out DIR
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import random
@@ -24,15 +23,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from mimimi import augment
-from mimimi.checkpoint import build_model, save_checkpoint
+from mimimi import augment, kinds, scoring
+from mimimi.checkpoint import save_checkpoint
 from mimimi.config import Config, ConfigError, load_config, merge, to_dict
 from mimimi.data.audio import AudioError
-from mimimi.data.dataset import ClipFrames, ClipSegments, TrainFrames, TrainSegments, id_map
+from mimimi.data.dataset import id_map
 from mimimi.data.index import DatasetError, index_dataset, select
 from mimimi.features import FeatureCache
 
@@ -79,10 +77,8 @@ def training_clips(cfg: Config) -> pd.DataFrame:
 
 
 def resolve(cfg: Config, ids: dict[str, int]) -> Config:
-    """The config as it runs: the network's input and output size follow the model name and the data."""
-    net = dataclasses.replace(cfg.model.net, n_ids=len(ids), input="magnitude" if cfg.model.name == "magnitude" else "complex")
-    ae = dataclasses.replace(cfg.model.ae, n_mels=cfg.features.n_mels)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, net=net, ae=ae))
+    """The config as it runs: the network's input and output size follow the model kind and the data."""
+    return kinds.of(cfg).resolve(cfg, ids)
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -101,11 +97,6 @@ def _device(name: str) -> torch.device:
 # ---------------------------------------------------------------------------------------------
 # one epoch
 
-def classifier_loss(logits, target: torch.Tensor, weights: tuple[float, float, float]) -> torch.Tensor:
-    """Weighted sum of the three heads' cross-entropies; ``target`` is class indices or soft (B, n_ids)."""
-    return sum(w * F.cross_entropy(l.float(), target) for w, l in zip(weights, logits) if w)
-
-
 def _augment(x: torch.Tensor, y: torch.Tensor, n_ids: int, cfg: Config, g: torch.Generator):
     a = cfg.augment
     x = augment.spectral_mask(x, a.mask_prob, a.mask_max_bins, a.mask_max_frames, g)
@@ -118,46 +109,65 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-def _train_epoch(model, loader, opt, cfg: Config, n_ids: int, device, g, desc: str) -> float:
+def _train_epoch(model, loader, opt, cfg: Config, kind: kinds.ModelKind, n_ids: int, device, g, desc: str) -> float:
     model.train()
     total, n = 0.0, 0
     for batch in tqdm(loader, desc=desc, leave=False, disable=not cfg.train.progress):
+        if kind.classifier:
+            x, y = _augment(batch[0], batch[1], n_ids, cfg, g)  # (B, 1, F, T) complex, (B, n_ids) soft
+            batch = (x.to(device), y.to(device))
+        else:
+            batch = batch.to(device)  # (B, n_stack * n_mels)
         with _autocast(device, cfg.train.amp):
-            if cfg.model.name == "ae":
-                x = batch.to(device)  # (B, n_stack * n_mels)
-                loss = F.mse_loss(model(x).x_hat.float(), x)
-            else:
-                x, y = _augment(batch[0], batch[1], n_ids, cfg, g)  # (B, 1, F, T) complex, (B, n_ids) soft
-                loss = classifier_loss(model(x.to(device)), y.to(device), cfg.train.loss_weights)
+            loss, size = kind.loss(model, batch, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += loss.item() * len(x)
-        n += len(x)
+        total += loss.item() * size
+        n += size
     return total / max(n, 1)
 
 
-@torch.no_grad()
-def _validate(model, dataset, cfg: Config, device) -> dict[str, float]:
-    """Mean loss over every segment (or frame vector) of the held-out normal clips, and ID accuracy."""
-    model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
-    for item in dataset:
-        x = item.x.to(device)
+class Validation:
+    """Everything measured on normal training data after an epoch, never on test clips.
+
+    ``val_loss`` (and ``val_acc`` for classifiers): the held-out normals' loss (segments weighted equally)
+    and clip ID accuracy. ``val_proxy_auc``: ``mimimi.scoring.proxy_auc`` of the default scorer fitted on
+    the training split. ``scoring``: the scorers fitted on all normal training clips with thresholds from
+    the held-out ones, stored with the checkpoint.
+    """
+
+    def __init__(self, cfg: Config, kind: kinds.ModelKind, train_clips: pd.DataFrame, val_clips: pd.DataFrame,
+                 others: pd.DataFrame, cache: FeatureCache, ids: dict[str, int]):
+        self.cfg, self.kind, self.ids, self.cache = cfg, kind, ids, cache
+        self.clips = pd.concat([train_clips, val_clips], ignore_index=True)
+        self.is_val = np.r_[np.zeros(len(train_clips), bool), np.ones(len(val_clips), bool)]
+        self.scorer = scoring.resolve_scorer(kind, cfg.scoring.scorer)
+        proxies = scoring.make_proxies(cfg, kind, val_clips, others, cache) if len(val_clips) else None
+        self.proxy_rows = proxies.clips if proxies is not None else pd.DataFrame(columns=["path", "owner", "family"])
+        first = next(iter(ids))
+        self.proxy_clips = pd.DataFrame({"path": self.proxy_rows.path,
+                                         "machine_id": self.proxy_rows.owner.fillna(first).astype(str),
+                                         "label": "anomaly"})
+        self.proxy_features = scoring.Features(cache, proxies.features if proxies is not None else {})
+
+    def __call__(self, model, device) -> tuple[dict[str, float], scoring.ClipOutputs]:
+        cfg, kind = self.cfg, self.kind
         with _autocast(device, cfg.train.amp):
-            if cfg.model.name == "ae":
-                err = (model(x).x_hat.float() - x).pow(2).mean(1)
-                loss_sum += float(err.sum())
-            else:
-                logits = model(x)
-                y = torch.full((len(x),), item.machine_id, device=device)
-                loss_sum += float(classifier_loss(logits, y, cfg.train.loss_weights)) * len(x)
-                correct += int((logits.total.argmax(1) == y).sum())
-        n += len(x)
-    out = {"val_loss": loss_sum / n}
-    if cfg.model.name != "ae":
-        out["val_acc"] = correct / n
-    return out
+            batch = {"batch_segments": cfg.train.batch_size}  # several clips per forward pass: faster
+            out = scoring.clip_outputs(model, kind, cfg, self.clips, self.ids, self.cache, cfg.scoring.aggregate,
+                                       device, **batch)
+            proxies = scoring.clip_outputs(model, kind, cfg, self.proxy_clips, self.ids, self.proxy_features,
+                                           cfg.scoring.aggregate, device, **batch)
+        train, val = out.select(~self.is_val), out.select(self.is_val)
+        metrics = {}
+        if len(val.clips):
+            if kind.trainable:
+                metrics["val_loss"] = float(np.average(val.loss, weights=val.n_segments))
+            if kind.classifier:
+                metrics["val_acc"] = float(np.mean(np.array(val.pred_id) == val.clips.machine_id.to_numpy()))
+            metrics.update(scoring.proxy_auc(cfg, kind, self.scorer, train, val, proxies, self.proxy_rows))
+        return metrics, out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,75 +186,121 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
         distributed: Distributed | None = None) -> TrainResult:
     """Train ``cfg.model.name`` on ``cfg.train.machine_type``; checkpoints go to ``out_dir``.
 
-    ``on_epoch(metrics, checkpoint)`` is called after every epoch, with the path of the new best
-    checkpoint when this epoch improved the validation loss, else None (Ray reports through it).
+    The best epoch is the one with the highest ``val_proxy_auc`` (``train.monitor``; the lowest
+    ``val_loss`` with ``monitor: val_loss``, or where there is no proxy AUC). Each best checkpoint carries
+    its fitted scorers and thresholds (``mimimi.scoring``). A kind that is not trained (``stats-knn``) has
+    one "epoch": its scorers are fitted and saved. ``on_epoch(metrics, checkpoint)`` is called after every
+    epoch, with the path of the new best checkpoint when this epoch improved, else None (Ray reports
+    through it).
     """
     dist = distributed or Distributed()
     out_dir = Path(out_dir)
     t = cfg.train
     g = _seed_everything(t.seed)
+    kind = kinds.of(cfg)
     clips = training_clips(cfg)
     ids = id_map(clips)
-    if cfg.model.name != "ae" and len(ids) < 2:
+    if kind.classifier and len(ids) < 2:
         raise TrainError(f"machine type {t.machine_type!r} has one machine ID ({list(ids)}): "
                          "the self-supervised classifier needs at least two")
     cfg = resolve(cfg, ids)
     train_clips, val_clips = split_train_val(clips, t.val_fraction, t.seed)
-    if val_clips.empty:
+    if val_clips.empty and kind.trainable:
         raise TrainError(f"no validation clips: train.val_fraction={t.val_fraction} with {len(clips)} training clips")
+    others = _other_types(cfg) if cfg.validation.other_types else clips.iloc[:0]
     cache = FeatureCache(cfg.data.cache_dir, cfg.features)
-    kind = "logmel" if cfg.model.name == "ae" else "stft"
-    cache.warm(clips.path, kinds=(kind,), progress=t.progress)
-
-    if cfg.model.name == "ae":
-        train_ds = TrainFrames(train_clips, cache, cfg.model.ae.n_stack)
-        val_ds = ClipFrames(val_clips, cache, ids, cfg.model.ae.n_stack)
-    else:
-        train_ds = TrainSegments(train_clips, cache, ids, t.segments_per_clip, seed=t.seed)
-        val_ds = ClipSegments(val_clips, cache, ids)
-    loader = dist.prepare_loader(DataLoader(
-        train_ds, batch_size=t.batch_size, shuffle=True, num_workers=t.num_workers,
-        generator=torch.Generator().manual_seed(t.seed), drop_last=len(train_ds) > t.batch_size))
+    features = tuple(dict.fromkeys([kind.feature] + (["logmel"] if kind.trainable else [])))  # + knn-stats
+    cache.warm(pd.concat([clips.path, others.path]), kinds=features, progress=t.progress)
+    validation = Validation(cfg, kind, train_clips, val_clips, others, cache, ids)
 
     device = _device(t.device)
-    model = dist.prepare_model(build_model(cfg, len(ids)).to(device))
+    model = dist.prepare_model(kind.build(cfg, len(ids)).to(device))
     core = getattr(model, "module", model)  # what a checkpoint holds (DDP wraps the model)
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     meta = dict(machine_type=t.machine_type, n_train_clips=len(train_clips), n_val_clips=len(val_clips))
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
         (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-
-    best, best_epoch, history, bad_epochs = math.inf, -1, [], 0
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+
+    if not kind.trainable:
+        start = time.perf_counter()
+        metrics, out = validation(core, device)
+        fitted = scoring.fit_scoring(cfg, kind, out, np.ones(len(out.clips), bool))
+        metrics = {"epoch": 0, **metrics, "epoch_seconds": time.perf_counter() - start}
+        if dist.is_main:
+            for path in (best_path, last_path):
+                save_checkpoint(path, core, cfg, ids, scoring=fitted, epoch=0, val=metrics, **meta)
+        if on_epoch is not None:
+            on_epoch({**metrics, **_best_keys(metrics)}, best_path if dist.is_main else None)
+        return TrainResult(best_path, last_path, 0, metrics, [metrics])
+
+    train_ds = kind.train_dataset(cfg, train_clips, cache, ids)
+    sampler = make_sampler(cfg, kind, train_ds, len(ids))
+    loader = dist.prepare_loader(DataLoader(
+        train_ds, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=t.num_workers,
+        generator=torch.Generator().manual_seed(t.seed), drop_last=len(train_ds) > t.batch_size))
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+    best, best_epoch, history, bad_epochs = None, -1, [], 0
+    monitor = t.monitor
     for epoch in range(t.epochs):
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)
         if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler
             loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
-        train_loss = _train_epoch(model, loader, opt, cfg, len(ids), device, g, f"epoch {epoch}")
-        metrics = {"epoch": epoch, "train_loss": train_loss, **_validate(core, val_ds, cfg, device),
+        train_loss = _train_epoch(model, loader, opt, cfg, kind, len(ids), device, g, f"epoch {epoch}")
+        val_metrics, out = validation(core, device)
+        metrics = {"epoch": epoch, "train_loss": train_loss, **val_metrics,
                    "epoch_seconds": time.perf_counter() - start}
         history.append(metrics)
-        improved = metrics["val_loss"] < best
+        if monitor == "val_proxy_auc" and not math.isfinite(metrics.get("val_proxy_auc", math.nan)):
+            monitor = "val_loss"  # no ID has both held-out normals and proxies: fall back, for the whole run
+        value = metrics[monitor]
+        improved = best is None or (value > best if monitor == "val_proxy_auc" else value < best)
         if improved:
-            best, best_epoch, bad_epochs = metrics["val_loss"], epoch, 0
+            best, best_epoch, bad_epochs = value, epoch, 0
         else:
             bad_epochs += 1
         if dist.is_main:
             save_checkpoint(last_path, core, cfg, ids, epoch=epoch, val=metrics, **meta)
             if improved:
-                save_checkpoint(best_path, core, cfg, ids, epoch=epoch, val=metrics, **meta)
+                fitted = scoring.fit_scoring(cfg, kind, out, validation.is_val)
+                save_checkpoint(best_path, core, cfg, ids, scoring=fitted, epoch=epoch, val=metrics, **meta)
         if t.progress:
-            acc = f" val_acc {metrics['val_acc']:.3f}" if "val_acc" in metrics else ""
-            print(f"epoch {epoch:3d}  train_loss {train_loss:.4f}  val_loss {metrics['val_loss']:.4f}{acc}"
-                  f"{'  *' if best_epoch == epoch else ''}", file=sys.stderr)
+            shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "val_loss", "val_acc", "val_proxy_auc")
+                              if k in metrics)
+            print(f"epoch {epoch:3d}  {shown}{'  *' if best_epoch == epoch else ''}", file=sys.stderr)
         if on_epoch is not None:
-            on_epoch({**metrics, "best_val_loss": best}, best_path if improved and dist.is_main else None)
+            on_epoch({**metrics, **_best_keys(history[best_epoch])}, best_path if improved and dist.is_main else None)
         if bad_epochs > t.patience:
             break
     return TrainResult(best_path, last_path, best_epoch, history[best_epoch], history)
+
+
+def make_sampler(cfg: Config, kind: kinds.ModelKind, dataset, n_ids: int) -> WeightedRandomSampler | None:
+    """``train.sampler``: None (uniform: the loader shuffles) or, for ``balanced``, a sampler that draws
+    ``len(dataset)`` items per epoch with replacement, each machine ID equally often in expectation."""
+    if cfg.train.sampler != "balanced":
+        return None
+    classes = kind.train_classes(dataset)
+    if classes is None:
+        raise TrainError(f"train.sampler=balanced needs a classifier; the {kind.name} model has no classes")
+    weights = 1.0 / np.bincount(classes, minlength=n_ids)[classes]  # (items,): 1 / items of its class
+    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(dataset), replacement=True,
+                                 generator=torch.Generator().manual_seed(cfg.train.seed))
+
+
+def _best_keys(best: dict) -> dict[str, float]:
+    """``best_val_loss`` / ``best_val_proxy_auc``: the best epoch's values, reported with every epoch."""
+    return {f"best_{k}": best[k] for k in ("val_loss", "val_proxy_auc") if k in best}
+
+
+def _other_types(cfg: Config) -> pd.DataFrame:
+    """Normal training clips of the other machine types under the data root (proxy outliers)."""
+    clips = index_dataset(cfg.data.root).clips
+    others = select(clips, split="train", label="normal")
+    return others[others.machine_type != cfg.train.machine_type].reset_index(drop=True)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> TrainResult:
@@ -261,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m mimimi.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--machine-type", required=True)
-    ap.add_argument("--model", choices=["complex", "magnitude", "ae"], default=None, help="default: model.name of the config")
+    ap.add_argument("--model", choices=list(kinds.KINDS), default=None, help="default: model.name of the config")
     ap.add_argument("--config", action="append", default=[], help="YAML overrides, applied in order")
     ap.add_argument("--out", required=True, help="output folder: checkpoints, config, evaluation report")
     ap.add_argument("--epochs", type=int, default=None)

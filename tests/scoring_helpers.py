@@ -1,21 +1,18 @@
-"""Shared by test_score.py and test_serve.py: a tiny trained model, logged and registered with per-ID
-Youden thresholds in a temporary sqlite store, as ``tuning/search.py`` logs a search's best model."""
+"""Shared by test_score.py and test_serve.py: a tiny trained model, logged and registered with its normal-only
+thresholds in a temporary sqlite store, as ``tuning/search.py`` logs a search's best model."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import NamedTuple
 
-import pandas as pd
 from conftest import small_config
 
-from mimimi import metrics
 from mimimi import tracking as T
 from mimimi.checkpoint import load_checkpoint
-from mimimi.score import score_frame
 
 MODEL_NAME = "mimimi-valve"
 PAUC = "test/valve/mean_pauc"
-NO_THRESHOLD_ID = "06"  # stored without a threshold, as an ID whose test clips are all of one class
+NO_THRESHOLD_ID = "06"  # two training clips: too few to calibrate a threshold, so none is stored
 
 
 def valve_clips(real_samples: Path) -> list[Path]:
@@ -32,21 +29,16 @@ def tiny_checkpoint(tmp: Path) -> Path:
 
     root = tmp / "synth"
     generate(root, ["valve"], ["00", "02", "04", "06"], n_train=4, n_test_normal=1, n_test_anomaly=1,
-             seconds=3.0, seed=0)
+             seconds=3.0, seed=0, train_counts={NO_THRESHOLD_ID: 2})
     return fit(small_config(root, tmp / "cache", epochs=1), tmp / "train").best_checkpoint
 
 
-def youden_thresholds(checkpoint: Path, clips: list[Path]) -> dict[str, float | None]:
-    """Per-ID Youden thresholds of the checkpoint on labelled clips (what the search's test evaluation
-    gives), None for ``NO_THRESHOLD_ID``."""
-    loaded = load_checkpoint(checkpoint)
-    scored = score_frame(loaded, pd.DataFrame({"path": [str(c) for c in clips]}))
-    table = pd.DataFrame({"machine_type": "valve", "path": [str(c) for c in clips],
-                          "machine_id": [T.machine_id_from_path(c) for c in clips],
-                          "label": [c.name.split("_")[0] for c in clips], "score": scored.score})
-    thr = metrics.threshold_table(table)
-    return {r.machine_id: (None if r.machine_id == NO_THRESHOLD_ID else float(r.threshold))
-            for r in thr.itertuples()}
+def stored_thresholds(checkpoint: Path) -> dict[str, float | None]:
+    """The default scorer's per-ID thresholds stored in the checkpoint (None for ``NO_THRESHOLD_ID``)."""
+    fitted = load_checkpoint(checkpoint).scoring
+    thresholds = fitted.thresholds[fitted.default]
+    assert thresholds[NO_THRESHOLD_ID] is None and all(t is not None for m, t in thresholds.items() if m != NO_THRESHOLD_ID)
+    return thresholds
 
 
 class Logged(NamedTuple):
@@ -54,11 +46,11 @@ class Logged(NamedTuple):
     ref: T.ModelRef
 
 
-def log_search_model(checkpoint: Path, thresholds: dict | None, pauc: float, experiment: str = "score") -> Logged:
-    """What ``search_type`` does after its evaluation: metrics, model with thresholds, registry, champion."""
+def log_search_model(checkpoint: Path, pauc: float, experiment: str = "score") -> Logged:
+    """What ``search_type`` does after its evaluation: metrics, model (with its thresholds), registry, champion."""
     run = T.start_run(T.ensure_experiment(experiment), "search/valve", tags={"mimimi.role": "type-search"})
     T.log_metrics(run, {PAUC: pauc})
-    ref = T.log_model(run, checkpoint, registered_name=MODEL_NAME, thresholds=thresholds)
+    ref = T.log_model(run, checkpoint, registered_name=MODEL_NAME)
     T.update_champion(MODEL_NAME, ref.version, PAUC, run)
     T.end_run(run)
     return Logged(run, ref)

@@ -218,6 +218,9 @@ def test_threshold_table_modes():
     assert (m.loc["00", "tp"], m.loc["02", "fp"]) == (1, 1)
     with pytest.raises(ValueError, match="machine type fan, ID 02: no threshold"):
         M.threshold_table(scores, {("fan", "00"): 0.5})
+    # NaN in the mapping: the model has no threshold for that ID, so no decisions for it
+    n = M.threshold_table(scores, {("fan", "00"): 0.55, ("fan", "02"): math.nan}).set_index("machine_id")
+    assert n.loc["00", "tp"] == 1 and math.isnan(n.loc["02", "threshold"]) and pd.isna(n.loc["02", "tp"])
 
 
 # -------------------------------------------------------------------------- aggregate, markdown

@@ -61,6 +61,11 @@ def test_smoke_search_records_everything(smoke):
     assert all("train.lr" in t.data.params for t in trials)
     history = c.get_metric_history(trials[0].info.run_id, "val_loss")
     assert [m.step for m in history] == list(range(len(history))) and len(history) >= 1
+    # the search's metric (leak-free proxy AUC) per epoch, and the stats-knn baseline beside the model
+    proxy = c.get_metric_history(trials[0].info.run_id, "val_proxy_auc")
+    assert len(proxy) == len(history) and all(0.0 <= m.value <= 1.0 for m in proxy)
+    assert "stats-knn (no training)" in r.stdout and "tuned model, knn-stats (default)" in r.stdout
+    assert {"scorers/stats-knn/mean/auc", "scorers/ce/mean/auc", "val/val_proxy_auc"} <= set(parent.data.metrics)
     assert {"test/valve/mean_auc", "test/valve/mean_pauc", "test/valve/pooled_auc"} <= set(parent.data.metrics)
     assert "best.train.lr" in parent.data.params and parent.info.status == "FINISHED"
     artifacts = {a.path for a in c.list_artifacts(parent.info.run_id, "evaluation")}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from scoring_helpers import MODEL_NAME, log_search_model, tiny_checkpoint, valve_clips, youden_thresholds
+from scoring_helpers import MODEL_NAME, log_search_model, tiny_checkpoint, valve_clips
 
 from mimimi import tracking as T
 
@@ -64,7 +64,7 @@ def served(tmp_path_factory, real_samples):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         T.configure(store)
         ckpt = tiny_checkpoint(tmp)
-        log_search_model(ckpt, youden_thresholds(ckpt, valve_clips(real_samples)), pauc=0.6)
+        log_search_model(ckpt, pauc=0.6)
 
     port, log = free_port(), tmp / "server.log"
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL_NAME}/1", "--env-manager",
@@ -110,7 +110,8 @@ def test_served_model_answers_like_mimimi_score(served, real_samples):
     mimii = real_samples / "mimii" / "valve" / "id_06" / "abnormal" / "00000008.wav"
     paths = [str(c) for c in clips] + [str(mimii)]
     expected = cli_scores(served, paths)
-    assert len(expected) == len(paths) and {r["decision"] for r in expected} >= {"anomaly", "normal"}
+    # real clips lie beyond the synthetic-trained model's normal-only thresholds: flagged (ID 06: no threshold)
+    assert len(expected) == len(paths) and {r["decision"] for r in expected} == {"anomaly", None}
 
     status, body = post(served["url"], {"dataframe_split": {"columns": ["path"], "data": [[p] for p in paths]}})
     assert status == 200, body

@@ -169,7 +169,7 @@ def test_logged_model_scores_exactly_like_evaluate(name, checkpoints, synth_root
     clips = labelled_test_clips(loaded.cfg, synth_root, "valve", loaded.ids).sample(4, random_state=0)
     clips = clips.reset_index(drop=True)
     cache = FeatureCache(tmp_path / "cache", loaded.cfg.features)
-    expected = score_clips(loaded.model, loaded.cfg, clips, loaded.ids, cache)
+    expected = score_clips(loaded.model, loaded.cfg, clips, loaded.ids, cache, fitted=loaded.scoring)
 
     run = T.start_run(T.ensure_experiment("models"), f"{name}-trial")
     ref = T.log_model(run, ckpt, extra={"trial": "t1", "test_auc": 0.5})
@@ -177,7 +177,8 @@ def test_logged_model_scores_exactly_like_evaluate(name, checkpoints, synth_root
     assert T.get_run(run).tags[T.MODEL_URI_TAG] == ref.model_uri
     model = mlflow.pyfunc.load_model(ref.model_uri)
     got = model.predict(pd.DataFrame({"path": clips.path, "machine_id": clips.machine_id}))
-    assert list(got.columns) == ["score", "pred_id"] and len(got) == len(clips)
+    # the checkpoint's default scorer (knn-stats) and its normal-only thresholds
+    assert list(got.columns) == ["score", "decision", "threshold", "machine_id", "pred_id"] and len(got) == len(clips)
     np.testing.assert_array_equal(got.score.to_numpy(), expected.score.to_numpy())  # the same code path
     assert got.pred_id.tolist() == expected.pred_id.tolist()
     assert (got.pred_id.isna().all() if name == "ae" else got.pred_id.isin(loaded.ids).all())
@@ -191,8 +192,13 @@ def test_logged_model_scores_exactly_like_evaluate(name, checkpoints, synth_root
     meta = info.metadata["mimimi"]
     assert meta["ids"] == loaded.ids and meta["model"] == name and meta["machine_type"] == "valve"
     assert meta["features"]["n_fft"] == 256 and info.metadata["trial"] == "t1"
-    assert [c.name for c in info.signature.inputs.inputs] == ["path", "machine_id"]
-    assert [c.name for c in info.signature.outputs.inputs] == ["score", "pred_id"]
+    assert [c.name for c in info.signature.inputs.inputs] == ["path", "waveform", "machine_id"]
+    assert [c.name for c in info.signature.outputs.inputs] == ["score", "decision", "threshold", "machine_id", "pred_id"]
+    assert meta["default_scorer"] == "knn-stats" and meta["scorers"][-4:] == ["knn", "mahalanobis", "gmm", "knn-stats"]
+    # another scorer through the params, as mimimi.score --scorer
+    gmm = model.predict(pd.DataFrame({"path": clips.path}), params={"scorer": "gmm"})
+    want = score_clips(loaded.model, loaded.cfg, clips, loaded.ids, cache, fitted=loaded.scoring, scorer="gmm")
+    np.testing.assert_allclose(gmm.score.to_numpy(), want.score.to_numpy())
     mdir = Path(mlflow.artifacts.download_artifacts(ref.model_uri, dst_path=str(tmp_path / "model")))
     assert json.loads((mdir / "artifacts" / "ids.json").read_text()) == loaded.ids
     assert json.loads((mdir / "artifacts" / "config.json").read_text())["model"]["name"] == name
@@ -212,7 +218,9 @@ def test_model_input_machine_ids(checkpoints, synth_root, tmp_path):
     paths = [str(src), str(mimii), str(mimii)]
     got = model.predict(pd.DataFrame({"path": paths, "machine_id": ["02", None, "id_02"]}))
     assert got.score.nunique() == 1  # same audio, same ID: from the cell, the MIMII folder, "id_02"
-    assert model.predict(pd.DataFrame({"path": [str(src)]}), params={"aggregate": "max"}).score[0] > got.score[0]
+    # aggregate applies to the native score (the embedding scorers use the mean embedding of the segments)
+    recon = model.predict(pd.DataFrame({"path": [str(src)]}), params={"scorer": "recon"}).score[0]
+    assert model.predict(pd.DataFrame({"path": [str(src)]}), params={"aggregate": "max", "scorer": "recon"}).score[0] > recon
 
     plain = tmp_path / "clip.wav"
     shutil.copy(src, plain)
@@ -220,8 +228,8 @@ def test_model_input_machine_ids(checkpoints, synth_root, tmp_path):
         model.predict(pd.DataFrame({"path": [str(plain)]}))
     with pytest.raises(T.TrackingError, match=r"clip\.wav: machine ID '08' is not one the model was trained on"):
         model.predict(pd.DataFrame({"path": [str(plain)], "machine_id": ["08"]}))
-    with pytest.raises(mlflow.exceptions.MlflowException, match="missing inputs"):
-        model.predict(pd.DataFrame({"machine_id": ["02"]}))  # the signature requires "path"
+    with pytest.raises(T.TrackingError, match="model input needs a 'path' column"):
+        model.predict(pd.DataFrame({"machine_id": ["02"]}))  # neither a path nor a waveform
     T.end_run(run)
 
 

@@ -36,6 +36,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from mimimi import kinds
 from mimimi import metrics as M
 from mimimi import tracking
 from mimimi.config import Config, ConfigError, load_config, merge, to_dict
@@ -50,7 +51,7 @@ from tuning.worker import CHECKPOINT_FILE, train_worker
 STATE_FILE = "mimimi_search.json"
 # The embedded default: what `make demo` runs on a laptop (about 10 minutes on 2 cores).
 EMBEDDED_DATA = dict(machine_types=("fan", "pump", "slider", "valve"), ids=("00", "02", "04", "06"),
-                     n_train=30, n_test_normal=10, n_test_anomaly=10, seconds=10.0, seed=0)
+                     n_train=12, n_test_normal=8, n_test_anomaly=8, seconds=5.0, seed=0)
 SMOKE_DATA = dict(machine_types=("valve",), ids=("00", "02", "04", "06"), n_train=8, n_test_normal=4,
                   n_test_anomaly=4, seconds=3.0, seed=0)
 
@@ -135,8 +136,9 @@ class TrialRuns(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run(trial)
-        numeric = {k: v for k, v in result.items() if k in ("train_loss", "val_loss", "val_acc", "best_val_loss",
-                                                             "epoch_seconds") and isinstance(v, (int, float))}
+        numeric = {k: v for k, v in result.items() if isinstance(v, (int, float)) and (
+            k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "best_val_proxy_auc", "epoch_seconds")
+            or k.startswith("val_proxy_auc"))}
         tracking.log_metrics(run_id, numeric, step=int(result.get("epoch", result.get("training_iteration", 0))))
         node = result.get("node_id")
         if node and self.nodes.get(trial.trial_id) != node:  # the node that trained it (a retry may move it)
@@ -226,13 +228,13 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
                                                 "search": asdict(s), "resources": asdict(res)})
             tracking.log_dict(parent_run_id, best_cfg, "best_config.json")
             tracking.log_metrics(parent_run_id, {f"test/{k}": v for k, v in report.flat_metrics().items()})
-            tracking.log_metrics(parent_run_id, {f"val/{s.metric}": float(best.metrics_dataframe[s.metric].min())})
+            tracking.log_metrics(parent_run_id, report.comparison_metrics())  # every scorer and stats-knn, on test
+            col = best.metrics_dataframe[s.metric]
+            tracking.log_metrics(parent_run_id, {f"val/{s.metric}": float(col.min() if s.mode == "min" else col.max())})
             tracking.log_artifacts(parent_run_id, eval_dir, "evaluation")
-            # --- mimimi.score: the per-ID Youden thresholds of this evaluation travel with the model, and the
+            # --- mimimi.score: the model carries its normal-only thresholds (in the checkpoint), and the
             # alias "champion" moves to it only if its test pAUC beats the current champion's
-            thresholds = {r.machine_id: r.threshold for r in report.per_id.itertuples()}
-            model = tracking.log_model(parent_run_id, ckpt, registered_name=f"mimimi-{machine_type}",
-                                       thresholds=thresholds, threshold_method="youden (test split)")
+            model = tracking.log_model(parent_run_id, ckpt, registered_name=f"mimimi-{machine_type}")
             champion = tracking.update_champion(f"mimimi-{machine_type}", model.version,
                                                 f"test/{machine_type}/mean_pauc", parent_run_id)
             # --- end mimimi.score
@@ -245,6 +247,7 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
     n_err = sum(r.error is not None for r in results)
     tracking.end_run(parent_run_id, "FINISHED")
     return {"machine_type": machine_type, "per_type": report.per_type, "markdown": report.markdown,
+            "comparison": report.comparison,
             "parent_run_id": parent_run_id, "model_version": model.version, "trials": len(results),
             "errored_trials": n_err, "champion": champion}
 
@@ -316,9 +319,15 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
             synth.generate(data_root, **SMOKE_DATA)
     else:
         data_root = str(Path("data/synthetic").resolve())
-        if not Path(data_root).exists():
+        spec_file = Path(data_root) / ".spec.json"  # dot files are not indexed
+        spec = json.dumps(EMBEDDED_DATA, sort_keys=True)
+        if not spec_file.is_file() or spec_file.read_text() != spec:  # absent, or made by another version
+            if Path(data_root).exists():
+                print(f"{data_root} was generated with other settings: regenerating it")
+                shutil.rmtree(data_root)
             print(f"generating the embedded synthetic dataset into {data_root} …")
             synth.generate(data_root, **EMBEDDED_DATA, workers=2)
+            spec_file.write_text(spec)
     clips = index_dataset(data_root).clips
     types = args.machine_types.split(",") if args.machine_types else sorted(set(clips.machine_type))
     if missing := [t for t in types if t not in set(clips.machine_type)]:
@@ -370,8 +379,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         _save_state(storage, name, state)
         # decode and transform every training clip once, here, instead of in every trial at once
         train = select(clips, machine_type=mtype, split="train")
-        kind = "logmel" if base.model.name == "ae" else "stft"
-        FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=(kind,))
+        FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=(kinds.of(base).feature,))
         out = search_type(mtype, scfg, base, storage=storage, name=name, resume=args.resume,
                           tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent,
                           use_gpu=use_gpu, data_root=data_root)
@@ -379,6 +387,28 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         _save_state(storage, name, state)
         outcomes.append(out)
     return outcomes, state
+
+
+def baseline_markdown(outcomes: list[dict]) -> str:
+    """The tuned model beside its own cross-entropy score and the training-free stats-knn baseline, per type:
+    mean per-ID AUC / pAUC in % on the test split (from each type's evaluation)."""
+    import pandas as pd
+
+    table = pd.concat([o["comparison"] for o in outcomes], ignore_index=True)
+    means = table[table.machine_id == "mean"]
+    keys = [k for k in dict.fromkeys(means.key) if k in ("knn", "ce", "recon", "stats-knn")]
+    default = next((r.key for r in means.itertuples() if "(default)" in r.scorer), keys[0])
+    keys = [default] + [k for k in keys if k != default]
+    label = {k: ("tuned model, " + k + " (default)" if k == default else
+                 "stats-knn (no training)" if k == "stats-knn" else "tuned model, " + k) for k in keys}
+    lines = ["| machine type | " + " | ".join(label[k] for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    cell = {(r.machine_type, r.key): f"{100 * r.auc:.2f} / {100 * r.pauc:.2f}" for r in means.itertuples()}
+    for mt in dict.fromkeys(means.machine_type):
+        lines.append(f"| {mt} | " + " | ".join(cell.get((mt, k), "—") for k in keys) + " |")
+    avg = means.groupby("key")[["auc", "pauc"]].mean()
+    lines.append("| mean | " + " | ".join(f"{100 * avg.auc[k]:.2f} / {100 * avg.pauc[k]:.2f}" for k in keys) + " |")
+    return ("Mean per-ID AUC / pAUC (%) on the test split, the tuned model's scorers beside the training-free "
+            "baseline:\n\n" + "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -398,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     import pandas as pd
 
     per_type = pd.concat([o["per_type"] for o in outcomes], ignore_index=True)
-    summary = M.results_markdown(per_type)
+    summary = M.results_markdown(per_type) + "\n\n" + baseline_markdown(outcomes)
     tracking.log_text(state["search_run_id"], summary, "summary.md")
     tracking.end_run(state["search_run_id"], "FINISHED")
     print("\n" + summary)

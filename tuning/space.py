@@ -72,8 +72,8 @@ class Param:
 class SearchSettings:
     num_samples: int = 20  # trials per machine type
     max_concurrent: int = 2  # trials at once; Tune does not reserve the workers' resources, so cap it here
-    metric: str = "val_loss"  # normal-only validation data; never the test split
-    mode: Literal["min", "max"] = "min"
+    metric: str = "val_proxy_auc"  # held-out normals vs proxy outliers (mimimi.scoring); never the test split
+    mode: Literal["min", "max"] = "max"
     seed: int = 0  # Optuna TPE sampler seed
     grace_period: int = 5  # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: int = 2

@@ -1,7 +1,8 @@
 """torch Datasets over an index table, reading features from the cache (never from wavs once cached).
 
-* ``TrainSegments``: random 64-frame complex STFT segments of normal training clips, with the
-  clip's machine-ID class; ``set_epoch`` reseeds so every epoch sees new segments, reproducibly.
+* ``TrainSegments``: 64-frame complex STFT segments of normal training clips, with the clip's machine-ID
+  class: every segment of every clip per epoch at a random offset (or a given number of random segments
+  per clip); ``set_epoch`` reseeds so every epoch sees new offsets, reproducibly.
 * ``ClipSegments``: every segment of each clip, for scoring whole clips.
 * ``TrainFrames`` / ``ClipFrames``: stacked log-mel frames for the DCASE autoencoder baseline.
 """
@@ -43,30 +44,51 @@ class ClipItem(NamedTuple):
 
 
 class TrainSegments(Dataset):
-    """``segments_per_clip`` random segments per clip each epoch -> ((1, F, T) complex64, class)."""
+    """Training segments -> ((1, F, T) complex64, class).
+
+    ``segments_per_clip`` 0: each epoch, a clip of ``frames`` STFT frames gives ``frames // T`` adjacent,
+    non-overlapping segments that start at a random offset in ``[0, frames - k T]``, so an epoch sees
+    (nearly) every frame once and the segment boundaries move from epoch to epoch. ``n`` > 0: ``n``
+    segments at independent random starts per clip (the paper's recipe with n = 1).
+    """
 
     def __init__(self, clips: pd.DataFrame, cache: FeatureCache, ids: dict[str, int],
-                 segments_per_clip: int = 1, seed: int = 0):
+                 segments_per_clip: int = 0, seed: int = 0):
         self.paths = clips.path.tolist()
         self.classes = _classes(clips, ids)
         self.cache = cache
         self.segments_per_clip = segments_per_clip
         self.seed = seed
         self.epoch = 0
+        seg = cache.cfg.segment_frames
+        self.frames = np.array([cache.get(p, "stft").shape[1] for p in self.paths], dtype=np.int64)  # (clips,)
+        per_clip = self.frames // seg if segments_per_clip == 0 else np.full(len(self.paths), segments_per_clip)
+        self.per_clip = np.maximum(per_clip, 1)  # a clip shorter than a segment is padded on load: one segment
+        self.first = np.concatenate([[0], np.cumsum(self.per_clip)])  # (clips + 1,) item index of each clip's first
 
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch (before the DataLoader starts its workers)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.paths) * self.segments_per_clip
+        return int(self.first[-1])
+
+    def item_classes(self) -> np.ndarray:
+        """(len,) the class of every item (for a class-balanced sampler)."""
+        return np.repeat(self.classes, self.per_clip)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        clip = i // self.segments_per_clip
+        clip = int(np.searchsorted(self.first, i, side="right")) - 1
+        j = i - int(self.first[clip])  # the j-th segment of this clip
         spec = self.cache.get(self.paths[clip], "stft")  # (F, frames), memory-mapped
-        seg = self.cache.cfg.segment_frames
-        rng = np.random.default_rng((self.seed, self.epoch, i))  # same item, same epoch -> same segment
-        start = int(rng.integers(0, spec.shape[1] - seg + 1))
+        seg, frames = self.cache.cfg.segment_frames, int(self.frames[clip])
+        if self.segments_per_clip == 0:
+            spare = max(frames - int(self.per_clip[clip]) * seg, 0)
+            offset = int(np.random.default_rng((self.seed, self.epoch, clip)).integers(0, spare + 1))
+            start = offset + j * seg  # same clip, same epoch -> one offset for all its segments
+        else:
+            rng = np.random.default_rng((self.seed, self.epoch, i))  # same item, same epoch -> same segment
+            start = int(rng.integers(0, max(frames - seg, 0) + 1))
         return torch.from_numpy(np.array(spec[None, :, start:start + seg])), int(self.classes[clip])
 
 

@@ -12,7 +12,7 @@ from .complex import (
     complex_conv2d,
     split_stacked,
 )
-from .network import ComplexNet, ComplexNetConfig, Logits, conv_padding, forward_flops, num_parameters
+from .network import ComplexNet, ComplexNetConfig, Embedded, Logits, backbone_freq, conv_padding, forward_flops, num_parameters
 
 __all__ = [
     "AEConfig",
@@ -25,7 +25,9 @@ __all__ = [
     "ComplexPReLU",
     "ComplexToStacked",
     "DenseAE",
+    "Embedded",
     "Logits",
+    "backbone_freq",
     "Reconstruction",
     "SquaredMagnitude",
     "StackedToComplex",

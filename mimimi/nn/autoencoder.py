@@ -44,9 +44,10 @@ class AEConfig:
 
 
 class Reconstruction(NamedTuple):
-    """The autoencoder's output: ``x_hat`` has the input's shape."""
+    """The autoencoder's output: ``x_hat`` has the input's shape; ``z`` is the bottleneck code (..., bottleneck)."""
 
     x_hat: Tensor
+    z: Tensor
 
 
 def _dense(i: int, o: int) -> nn.Sequential:
@@ -70,8 +71,9 @@ class DenseAE(nn.Module):
         if x.shape[-1] != self.cfg.input_dim:
             raise ValueError(f"expected last dim {self.cfg.input_dim}, got shape {tuple(x.shape)}")
         flat = x.reshape(-1, x.shape[-1])  # (..., D) -> (N, D)
-        x_hat = self.decoder(self.encoder(flat))  # (N, D) -> (N, 8) -> (N, D)
-        return Reconstruction(x_hat=x_hat.reshape(x.shape))
+        z = self.encoder(flat)  # (N, D) -> (N, 8)
+        x_hat = self.decoder(z)  # (N, 8) -> (N, D)
+        return Reconstruction(x_hat=x_hat.reshape(x.shape), z=z.reshape(*x.shape[:-1], z.shape[-1]))
 
 
 def reconstruction_error(x: Tensor, x_hat: Tensor) -> Tensor:

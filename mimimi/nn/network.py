@@ -62,16 +62,18 @@ Linear(4, n_ids) classifier after each pooled head (-60).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .complex import CONV_IMPLS, AttentionBlock, ComplexBlock, ComplexToStacked, ConvImpl, SquaredMagnitude
 
-__all__ = ["ComplexNet", "ComplexNetConfig", "Logits", "conv_padding", "forward_flops", "num_parameters"]
+__all__ = ["ComplexNet", "ComplexNetConfig", "Embedded", "Logits", "backbone_freq", "conv_padding", "forward_flops", "num_parameters"]
 
 Pair = tuple[int, int]
 
@@ -97,6 +99,12 @@ class ComplexNetConfig:
     conv_impl: Literal["block", "textbook", "gauss", "auto"] = "block"
     padding: Literal["same", "none"] = "same"  # "same": (k-1)//2 per side; "none": Table I literally
     input: Literal["complex", "magnitude"] = "complex"  # "magnitude": the backbone fed |STFT| (phase dropped)
+    # fused head: "gap" (Table I: global average pooling of n_ids maps) or "arcface" (cosine classifier on a
+    # learned embedding_dim projection of the backbone embedding; its margin lives in the loss, train.arcface_*)
+    head: Literal["gap", "arcface"] = "gap"
+    n_freq: int = 513  # input frequency bins (n_fft // 2 + 1; training sets it): fixes the embedding size
+    embedding_dim: int = 128  # arcface only: size of the projected, L2-normalised embedding
+    arcface_scale: float = 30.0  # arcface only: logits = scale * cos(embedding, class centre)
 
     def __post_init__(self) -> None:
         if self.n_ids < 2:
@@ -115,22 +123,33 @@ class ComplexNetConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if min(self.channels) < 1 or (self.att_channels is not None and self.att_channels < 1):
             raise ValueError("channel counts must be positive")
+        if self.embedding_dim < 1 or self.arcface_scale <= 0:
+            raise ValueError("embedding_dim and arcface_scale must be positive")
         for name, allowed in (
             ("gate", ("sigmoid", "softmax")),
             ("conv_impl", CONV_IMPLS),
             ("padding", ("same", "none")),
             ("input", ("complex", "magnitude")),
+            ("head", ("gap", "arcface")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 class Logits(NamedTuple):
-    """Unnormalised class scores, each (B, n_ids). ``total`` (fused branch) is used at inference."""
+    """Unnormalised class scores, each (B, n_ids). ``total`` (fused branch) is used at inference; with the
+    ``arcface`` head it is ``arcface_scale * cos`` (no margin: the margin is a training loss)."""
 
     magnitude: Tensor
     complex: Tensor
     total: Tensor
+
+
+class Embedded(NamedTuple):
+    """``ComplexNet.embed_and_classify``: the logits and the embedding the anomaly scorers use."""
+
+    logits: Logits
+    embedding: Tensor  # (B, D) real: see ComplexNet.embedding_dim
 
 
 def conv_padding(kernel: Pair, rule: str) -> Pair:
@@ -180,6 +199,10 @@ class ComplexNet(nn.Module):
             gate=cfg.gate,
         )
         self.total_conv = nn.Conv2d(2 * n, n, kernel_size=1)
+        if cfg.head == "arcface":
+            backbone = cfg.channels[-1] * backbone_freq(cfg)
+            self.projection = nn.Sequential(nn.Linear(backbone, cfg.embedding_dim), nn.BatchNorm1d(cfg.embedding_dim))
+            self.centres = nn.Parameter(torch.randn(n, cfg.embedding_dim) / math.sqrt(cfg.embedding_dim))
 
     def set_conv_impl(self, impl: ConvImpl) -> None:
         """Switch every complex convolution's kernel (parameters unchanged). Does not edit ``cfg``."""
@@ -204,14 +227,44 @@ class ComplexNet(nn.Module):
         return h
 
     def forward(self, x: Tensor) -> Logits:
+        return self.embed_and_classify(x).logits
+
+    def embed_and_classify(self, x: Tensor) -> Embedded:
+        """Logits and the embedding of each segment, in one pass.
+
+        The embedding is the backbone's output magnitude averaged over time: ``|z|`` of block 5,
+        (B, C, F, T) -> mean over T -> (B, C * F) (45 x 17 = 765 values for Table I). It is the last
+        representation every head shares, before it is squeezed to n_ids channels; magnitude because the
+        phase of z at a random segment offset carries no identity; time-averaged because a segment's start
+        is arbitrary while the frequency position of a machine's harmonics is what identifies it. With the
+        ``arcface`` head the embedding is instead the L2-normalised projection the cosine classifier sees.
+        """
         h = self.stem(x)
         for block in self.blocks:
             h = block(h)  # (B, 2C, F, T) stacked -> (B, 2C', F/sF, T/sT)
-        f_m = self.magnitude_conv(self.squared_magnitude(h))  # (B, C, F, T) real -> (B, n, F', T')
+        mag2 = self.squared_magnitude(h)  # (B, C, F, T) real |z|^2: complex becomes real
+        f_m = self.magnitude_conv(mag2)  # (B, C, F, T) real -> (B, n, F', T')
         f_c = self.complex_conv(h)  # (B, 2C, F, T) real -> (B, n, F', T')
         f_t = torch.cat([f_c, f_m], dim=1)  # (B, 2n, F', T')
         t = self.total_conv(self.attention(f_t))  # (B, 2n, F', T') -> (B, n, F', T')
-        return Logits(magnitude=f_m.mean(dim=(2, 3)), complex=f_c.mean(dim=(2, 3)), total=t.mean(dim=(2, 3)))
+        emb = (mag2 + 1e-12).sqrt().mean(dim=3).flatten(1)  # (B, C, F, T) -> (B, C * F)
+        total = t.mean(dim=(2, 3))
+        if self.cfg.head == "arcface":
+            emb = F.normalize(self.projection(emb), dim=1)  # (B, embedding_dim), unit length
+            total = self.cfg.arcface_scale * emb @ F.normalize(self.centres, dim=1).T  # (B, n) = s cos
+        return Embedded(Logits(magnitude=f_m.mean(dim=(2, 3)), complex=f_c.mean(dim=(2, 3)), total=total), emb)
+
+
+def backbone_freq(cfg: ComplexNetConfig) -> int:
+    """Frequency rows after block 5 for ``cfg.n_freq`` input bins (17 for Table I's 513).
+
+    >>> backbone_freq(ComplexNetConfig()), backbone_freq(ComplexNetConfig(n_freq=129))
+    (17, 5)
+    """
+    f = cfg.n_freq
+    for k, s in zip(cfg.kernels, cfg.strides):
+        f = (f + 2 * conv_padding(k, cfg.padding)[0] - k[0]) // s[0] + 1
+    return f
 
 
 def num_parameters(module: nn.Module, trainable_only: bool = True) -> int:

@@ -1,0 +1,215 @@
+"""The model kinds, one object each: what features a kind reads, how it is built and trained, and what it
+outputs per segment. Training, evaluation, scoring and the search ask the kind instead of testing names.
+
+* ``complex``: the paper's complex network on 64-frame complex STFT segments, trained to tell machine IDs
+  apart; native score ``ce`` (cross-entropy against the clip's own ID).
+* ``magnitude``: the same backbone fed |STFT| (phase dropped), native score ``ce``.
+* ``ae``: the DCASE 2020 baseline autoencoder on 5 stacked log-mel frames; native score ``recon``.
+* ``stats-knn``: no training. A clip is the mean and standard deviation over time of its log-mel
+  spectrogram (2 x n_mels values); the embedding scorers (kNN by default) compare it with the training
+  normals of its ID. The trivial baseline every results table shows beside the trained model.
+
+Every kind gives, per segment, an embedding (``SegmentOutputs.embedding``) for the ``knn``,
+``mahalanobis`` and ``gmm`` scorers of ``mimimi.scoring``: for the networks the time-averaged magnitude of
+the backbone's last block (``ComplexNet.embed_and_classify`` says why), for the autoencoder its bottleneck
+code, for ``stats-knn`` the statistics themselves.
+
+>>> get("complex").feature, get("ae").native, get("stats-knn").trainable
+('stft', 'recon', False)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from mimimi.config import Config
+from mimimi.data.dataset import ClipFrames, ClipItem, ClipSegments, TrainFrames, TrainSegments
+from mimimi.features import FeatureCache, Kind
+from mimimi.nn import ComplexNet, DenseAE
+
+
+class SegmentOutputs(NamedTuple):
+    """What a model says about the S segments (or frame vectors) of one clip."""
+
+    loss: Tensor  # (S,) the training loss of each segment against the clip's ID (validation loss)
+    native: Tensor | None  # (S,) the kind's own anomaly score (ce, recon); None for stats-knn
+    embedding: Tensor  # (S, D) real
+    log_probs: Tensor | None  # (S, n_ids) ID log-probabilities of a classifier, else None
+
+
+class LogMelStats(nn.Module):
+    """Parameter-free: (S, n_mels, T) log-mel -> (S, 2 * n_mels) mean and standard deviation over time."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x.mean(dim=-1), x.std(dim=-1, unbiased=False)], dim=-1)
+
+
+class ClipLogMel(ClipSegments):
+    """One item per clip: its whole log-mel spectrogram as a single (1, n_mels, T) 'segment'."""
+
+    def __getitem__(self, i: int) -> ClipItem:
+        logmel = np.array(self.cache.get(self.paths[i], "logmel"), dtype=np.float32)  # (n_mels, T), a copy
+        return ClipItem(torch.from_numpy(logmel[None]), int(self.classes[i]), int(self.labels[i]), i)
+
+
+def arcface_loss(cos_logits: Tensor, target: Tensor, scale: float, margin: float, reduction: str = "mean") -> Tensor:
+    """ArcFace (additive angular margin) cross-entropy for ``cos_logits = scale * cos`` (B, n).
+
+    ``target`` is class indices (B,) or soft targets (B, n) from mixup: the loss is then the target-weighted
+    sum over classes c of the cross-entropy with the margin applied at c (Σ_c y_c · CE_c), which equals the
+    usual ArcFace loss for a one-hot target.
+    """
+    n = cos_logits.shape[1]
+    if target.ndim == 1:
+        target = F.one_hot(target, n).to(cos_logits.dtype)
+    cos = (cos_logits.float() / scale).clamp(-1 + 1e-6, 1 - 1e-6)  # (B, n)
+    with_margin = scale * torch.cos(torch.acos(cos) + margin)  # (B, n): the logit of c when c is the target
+    eye = torch.eye(n, dtype=torch.bool, device=cos.device)
+    logits = torch.where(eye, with_margin[:, None, :], scale * cos[:, None, :])  # (B, c, n): margin at c only
+    ce = -logits.log_softmax(dim=2).diagonal(dim1=1, dim2=2)  # (B, n): CE_c
+    per_item = (target.float() * ce).sum(1)  # (B,)
+    return per_item.mean() if reduction == "mean" else per_item
+
+
+class ModelKind:
+    """One model kind. Subclasses fill in the class attributes and the methods."""
+
+    name: str
+    feature: Kind  # what the feature cache stores for it
+    trainable: bool = True
+    classifier: bool = False  # trained to tell machine IDs apart: needs two or more IDs
+    native: str | None = None  # its own anomaly score: "ce", "recon" or None
+
+    def resolve(self, cfg: Config, ids: dict[str, int]) -> Config:
+        """The config as it runs: network sizes follow the data."""
+        return cfg
+
+    def build(self, cfg: Config, n_ids: int) -> nn.Module:
+        raise NotImplementedError
+
+    def train_dataset(self, cfg: Config, clips: pd.DataFrame, cache: FeatureCache, ids: dict[str, int]) -> Dataset:
+        raise NotImplementedError(f"{self.name} is not trained")
+
+    def train_classes(self, dataset: Dataset) -> np.ndarray | None:
+        """The class of every training item (for the balanced sampler); None: the kind has no classes."""
+        return None
+
+    def clip_dataset(self, cfg: Config, clips: pd.DataFrame, cache: FeatureCache, ids: dict[str, int]) -> Dataset:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch, cfg: Config) -> tuple[Tensor, int]:
+        """(mean training loss of a batch, batch size); ``batch`` as the train loader yields it, augmented."""
+        raise NotImplementedError(f"{self.name} is not trained")
+
+    def segment_outputs(self, model: nn.Module, x: Tensor, targets: Tensor, cfg: Config) -> SegmentOutputs:
+        """``x``: (S, ...) segments; ``targets``: (S,) the class index of each segment's clip."""
+        raise NotImplementedError
+
+
+class Classifier(ModelKind):
+    """``complex`` and ``magnitude``: the ID classifier of the paper."""
+
+    feature, classifier, native = "stft", True, "ce"
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def resolve(self, cfg: Config, ids: dict[str, int]) -> Config:
+        net = dataclasses.replace(cfg.model.net, n_ids=len(ids), input=self.name,
+                                  n_freq=cfg.features.n_fft // 2 + 1)
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, net=net))
+
+    def build(self, cfg: Config, n_ids: int) -> nn.Module:
+        return ComplexNet(dataclasses.replace(cfg.model.net, n_ids=n_ids, input=self.name))
+
+    def train_dataset(self, cfg, clips, cache, ids):
+        return TrainSegments(clips, cache, ids, cfg.train.segments_per_clip, seed=cfg.train.seed)
+
+    def train_classes(self, dataset: TrainSegments) -> np.ndarray:
+        return dataset.item_classes()
+
+    def clip_dataset(self, cfg, clips, cache, ids):
+        return ClipSegments(clips, cache, ids)
+
+    def _loss(self, logits, target: Tensor, cfg: Config, reduction: str = "mean") -> Tensor:
+        """Weighted cross-entropy of the three heads; the fused head with the ArcFace margin when it is one."""
+        w, net = cfg.train.loss_weights, cfg.model.net
+        terms = [w[0] * F.cross_entropy(logits.magnitude.float(), target, reduction=reduction),
+                 w[1] * F.cross_entropy(logits.complex.float(), target, reduction=reduction)]
+        fused = (arcface_loss(logits.total, target, net.arcface_scale, cfg.train.arcface_margin, reduction)
+                 if net.head == "arcface" else F.cross_entropy(logits.total.float(), target, reduction=reduction))
+        return sum(t for t, wi in zip(terms + [w[2] * fused], w) if wi)
+
+    def loss(self, model, batch, cfg):
+        x, y = batch  # (B, 1, F, T) complex, (B, n_ids) soft targets
+        return self._loss(model(x), y, cfg), len(x)
+
+    def segment_outputs(self, model, x, targets, cfg):
+        emb = model.embed_and_classify(x)
+        logits = emb.logits
+        target = targets
+        total = logits.total.float()
+        return SegmentOutputs(loss=self._loss(logits, target, cfg, reduction="none"), native=F.cross_entropy(total, target, reduction="none"),
+                              embedding=emb.embedding.float(), log_probs=total.log_softmax(1))
+
+
+class Autoencoder(ModelKind):
+    name, feature, native = "ae", "logmel", "recon"
+
+    def resolve(self, cfg, ids):
+        ae = dataclasses.replace(cfg.model.ae, n_mels=cfg.features.n_mels)
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ae=ae))
+
+    def build(self, cfg, n_ids):
+        return DenseAE(dataclasses.replace(cfg.model.ae, n_mels=cfg.features.n_mels))
+
+    def train_dataset(self, cfg, clips, cache, ids):
+        return TrainFrames(clips, cache, cfg.model.ae.n_stack)
+
+    def clip_dataset(self, cfg, clips, cache, ids):
+        return ClipFrames(clips, cache, ids, cfg.model.ae.n_stack)
+
+    def loss(self, model, batch, cfg):
+        return F.mse_loss(model(batch).x_hat.float(), batch), len(batch)
+
+    def segment_outputs(self, model, x, targets, cfg):
+        out = model(x)
+        err = (out.x_hat.float() - x).pow(2).mean(1)  # (V,) per stacked frame vector
+        return SegmentOutputs(loss=err, native=err, embedding=out.z.float(), log_probs=None)
+
+
+class Stats(ModelKind):
+    name, feature, trainable = "stats-knn", "logmel", False
+
+    def build(self, cfg, n_ids):
+        return LogMelStats()
+
+    def clip_dataset(self, cfg, clips, cache, ids):
+        return ClipLogMel(clips, cache, ids)
+
+    def segment_outputs(self, model, x, targets, cfg):
+        emb = model(x)
+        return SegmentOutputs(loss=torch.zeros(len(x)), native=None, embedding=emb, log_probs=None)
+
+
+KINDS: dict[str, ModelKind] = {k.name: k for k in (Classifier("complex"), Classifier("magnitude"), Autoencoder(),
+                                                    Stats())}
+
+
+def get(name: str) -> ModelKind:
+    if name not in KINDS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def of(cfg: Config) -> ModelKind:
+    """The kind of ``cfg.model.name``."""
+    return get(cfg.model.name)
+
