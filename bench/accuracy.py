@@ -1,0 +1,273 @@
+"""The accuracy report: ``python -m bench.accuracy [--quick] [--out ACCURACY.md]`` (``make accuracy``).
+
+For each synthetic set (``SETS``) and seed, the set is generated with that seed, the default model
+(``complex``, default recipe, ``--epochs``) is trained per machine type with that seed, and
+``mimimi.evaluate`` scores the test split with every scorer of the model beside the training-free
+``stats-knn`` baseline. The report gives mean ± std over the seeds of the mean per-ID AUC / pAUC per
+machine type, and per ID on the fails-like-real set (where cross-entropy inverts for the majority ID).
+The real-format sample clips (``../shared/data/real-samples``, test clips only, about 2 + 2 per ID) get the
+only training-free check they allow: ``stats-knn`` with each normal scored leave-one-out.
+
+These are synthetic AUCs and a handful of real clips: not real-data accuracy. ``--quick`` runs every step
+at toy sizes (a smoke test, not a measurement).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mimimi import kinds, metrics, scoring
+from mimimi.config import load_config
+from mimimi.data import synth
+from mimimi.data.index import index_dataset
+from mimimi.evaluate import evaluate
+from mimimi.features import FeatureCache
+from mimimi.scorers import make_scorer
+from mimimi.train import fit
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_SAMPLES = Path(os.environ.get("MIMIMI_REAL_SAMPLES", REPO.parent / "shared" / "data" / "real-samples"))
+# generate() keywords per set; seeds and clip length come from the command line
+SETS = {
+    "synthetic": dict(machine_types=synth.MACHINE_TYPES, ids=synth.DEFAULT_IDS, n_train=12, n_test_normal=8,
+                      n_test_anomaly=8),
+    # FAILS_LIKE_REAL's imbalance (40/20/3/3) scaled to fit a 2-core budget, as in tests/test_fails_like_real.py
+    "fails-like-real": {**{k: v for k, v in synth.FAILS_LIKE_REAL.items() if k != "seconds"},
+                        "machine_types": ("fan",), "train_counts": {"00": 24, "02": 12, "04": 3, "06": 3},
+                        "n_test_normal": 8, "n_test_anomaly": 8},
+}
+QUICK = dict(seconds=2.0, epochs=1, seeds=[0], sets=("fails-like-real",), features={
+    "n_fft": 256, "hop_length": 128, "segment_frames": 32, "eval_hop_frames": 32, "n_mels": 64})
+
+
+def run_set(name: str, seed: int, work: Path, seconds: float, epochs: int, features: dict | None,
+            model: str) -> pd.DataFrame:
+    """Generate set ``name`` with ``seed``, train ``model`` per type, evaluate: the comparison rows + set, seed."""
+    root = work / f"{name}-{seed}"
+    spec = dict(SETS[name], seconds=seconds, seed=seed)
+    if name == "fails-like-real" and features:  # quick: fewer clips
+        spec.update(train_counts={"00": 8, "02": 4, "04": 2, "06": 2}, n_test_normal=3, n_test_anomaly=3)
+    synth.generate(root, workers=2, **spec)
+    rows = []
+    for mtype in spec["machine_types"]:
+        cfg = load_config(overrides={
+            "data": {"root": str(root), "cache_dir": str(work / "cache")},
+            "model": {"name": model}, **({"features": features} if features else {}),
+            "train": {"machine_type": mtype, "epochs": epochs, "seed": seed, "progress": False}})
+        t = time.perf_counter()
+        result = fit(cfg, work / "runs" / f"{name}-{seed}-{mtype}")
+        rep = evaluate(result.best_checkpoint, root, work / "eval" / f"{name}-{seed}-{mtype}", progress=False)
+        table = rep.comparison.assign(set=name, seed=seed, seconds=time.perf_counter() - t,
+                                      best_epoch=result.best_epoch, val_proxy_auc=result.best.get("val_proxy_auc"))
+        rows.append(table)
+        mean = table[table.machine_id == "mean"].set_index("key").auc
+        print(f"{name} seed {seed} {mtype}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in mean.items())
+              + f" ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    return pd.concat(rows, ignore_index=True)
+
+
+def real_samples(root: Path, cache_dir: Path) -> pd.DataFrame | None:
+    """``stats-knn`` on the real DCASE 2020 sample clips: per ID, each normal clip scored by kNN against the
+    ID's OTHER normals (leave-one-out), each anomalous clip against all of them; AUC per ID."""
+    dev = root / "dcase2020"
+    if not dev.is_dir():
+        return None
+    cfg = load_config(overrides={"model": {"name": "stats-knn"}})
+    kind = kinds.get("stats-knn")
+    clips = index_dataset(dev).clips
+    clips = clips[clips.label != "unknown"].reset_index(drop=True)
+    ids = {m: i for i, m in enumerate(sorted(set(clips.machine_id)))}
+    out = scoring.clip_outputs(kind.build(cfg, len(ids)), kind, cfg, clips, ids, FeatureCache(cache_dir, cfg.features))
+    rows = []
+    for (mtype, mid), g in clips.groupby(["machine_type", "machine_id"], sort=True):
+        normal = g.index[g.label == "normal"].to_numpy()
+        anomal = g.index[g.label == "anomaly"].to_numpy()
+        if len(normal) < 2 or not len(anomal):
+            continue
+        s_norm = [make_scorer("knn", k=1).fit(out.embedding[np.setdiff1d(normal, [i])]).score(out.embedding[[i]])[0]
+                  for i in normal]
+        s_anom = make_scorer("knn", k=1).fit(out.embedding[normal]).score(out.embedding[anomal])
+        y = np.r_[np.zeros(len(normal)), np.ones(len(anomal))]
+        rows.append(dict(machine_type=mtype, machine_id=mid, n_normal=len(normal), n_anomaly=len(anomal),
+                         auc=metrics.auc(y, np.r_[s_norm, s_anom])))
+    return pd.DataFrame(rows)
+
+
+def objective_study(work: Path, n_trials: int, seconds: float, features: dict | None, machine_type: str = "slider",
+                    seed: int = 0) -> pd.DataFrame:
+    """How well each leak-free validation number ranks trials by test AUC: ``n_trials`` configs drawn at
+    random (learning rate, epochs, mixup, head, sampler) trained on one synthetic type; per trial the best
+    ``val_proxy_auc`` (and per proxy family), the best ``val_loss``, and the test mean per-ID AUC of the
+    delivered (best) checkpoint under the default scorer."""
+    root = work / f"objective-{machine_type}"
+    synth.generate(root, [machine_type], synth.DEFAULT_IDS, n_train=12, n_test_normal=8, n_test_anomaly=8,
+                   seconds=seconds, seed=seed, workers=2)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_trials):
+        params = {"lr": float(10 ** rng.uniform(-4.0, -2.3)), "epochs": int(rng.integers(1, 5)),
+                  "mixup_prob": float(rng.choice([0.0, 0.5])), "head": str(rng.choice(["gap", "arcface"])),
+                  "sampler": str(rng.choice(["uniform", "balanced"]))}
+        cfg = load_config(overrides={
+            "data": {"root": str(root), "cache_dir": str(work / "cache")}, **({"features": features} if features else {}),
+            "model": {"net": {"head": params["head"]}}, "augment": {"mixup_prob": params["mixup_prob"]},
+            "train": {"machine_type": machine_type, "epochs": params["epochs"], "lr": params["lr"], "seed": i,
+                      "sampler": params["sampler"], "progress": False}})
+        result = fit(cfg, work / "objective-runs" / str(i))
+        rep = evaluate(result.best_checkpoint, root, work / "objective-eval" / str(i), progress=False, baseline=False)
+        fam = {k: max(h.get(k, np.nan) for h in result.history) for k in result.history[0] if k.startswith("val_proxy_auc")}
+        rows.append({"trial": i, **params, **fam, "val_loss": min(h["val_loss"] for h in result.history),
+                     "test_auc": float(rep.per_type.mean_auc.iloc[0])})
+        print(f"objective trial {i}: val_proxy_auc {fam['val_proxy_auc']:.3f}, test AUC {rows[-1]['test_auc']:.3f}",
+              file=sys.stderr)
+    return pd.DataFrame(rows)
+
+
+def objective_markdown(trials: pd.DataFrame) -> str:
+    from scipy.stats import spearmanr
+
+    lines = ["| validation number (no test clip) | Spearman ρ with test AUC |", "|---|---|"]
+    cols = [c for c in trials.columns if c.startswith("val_proxy_auc")] + ["val_loss"]
+    for c in cols:
+        sign = -1.0 if c == "val_loss" else 1.0  # a lower loss should mean a better trial
+        rho = spearmanr(sign * trials[c], trials.test_auc).statistic
+        lines.append(f"| `{c}`" + (" (negated)" if c == "val_loss" else "") + f" | {rho:+.2f} |")
+    table = "\n".join(lines)
+    return f"{table}\n\n<details><summary>the trials</summary>\n\n```\n{trials.round(4).to_string(index=False)}\n```\n</details>"
+
+
+def _pm(values: pd.Series) -> str:
+    v = 100 * values.dropna()
+    if v.empty:
+        return "—"
+    return f"{v.mean():.1f} ± {v.std(ddof=0):.1f}" if len(v) > 1 else f"{v.mean():.1f}"
+
+
+def summary_tables(rows: pd.DataFrame) -> dict[str, str]:
+    """Per set: scorer rows, machine-type columns (mean per-ID AUC, mean ± std over seeds), then the mean."""
+    out = {}
+    for name, g in rows.groupby("set", sort=False):
+        means = g[g.machine_id == "mean"]
+        types = sorted(set(means.machine_type))
+        lines = ["| scorer | " + " | ".join(types) + " | mean over types | pAUC, mean over types |",
+                 "|---|" + "---|" * (len(types) + 2)]
+        for key, s in means.groupby("key", sort=False):
+            per_seed = s.groupby("seed")
+            lines.append(f"| {s.scorer.iloc[0]} | " + " | ".join(_pm(s[s.machine_type == t].auc) for t in types)
+                         + f" | {_pm(per_seed.auc.mean())} | {_pm(per_seed.pauc.mean())} |")
+        out[name] = "\n".join(lines)
+    return out
+
+
+def per_id_table(rows: pd.DataFrame, name: str) -> str:
+    g = rows[(rows.set == name) & (rows.machine_id != "mean")]
+    ids = sorted(set(g.machine_id))
+    lines = ["| scorer | " + " | ".join(f"{t} ID {i}" for t, i in
+                                        sorted(set(zip(g.machine_type, g.machine_id)))) + " |",
+             "|---|" + "---|" * len(set(zip(g.machine_type, g.machine_id)))]
+    for key, s in g.groupby("key", sort=False):
+        lines.append(f"| {s.scorer.iloc[0]} | " + " | ".join(
+            _pm(s[(s.machine_type == t) & (s.machine_id == i)].auc) for t, i in
+            sorted(set(zip(g.machine_type, g.machine_id)))) + " |")
+    del ids
+    return "\n".join(lines)
+
+
+def markdown(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict,
+             trials: pd.DataFrame | None = None) -> str:
+    tables = summary_tables(rows)
+    parts = [
+        "# MIMIMI accuracy report",
+        f"Written by `make accuracy` (`python -m bench.accuracy`) on {settings['date']}, {settings['machine']}, "
+        f"in {settings['minutes']:.0f} minutes. **Synthetic data and a handful of real clips: these are not "
+        "real-data accuracy figures.** On real MIMII recordings the ranking of scorers is what issue 11 "
+        "measured (kNN on embeddings 0.81, cross-entropy 0.44, `stats-knn` 0.895 mean per-ID AUC on fans).",
+        f"Model: `complex`, the default config and recipe (every segment per epoch, kNN scorer, best epoch by "
+        f"`val_proxy_auc`), {settings['epochs']} epochs, seeds {settings['seeds']} (the seed generates the set "
+        f"and seeds training); {settings['seconds']:g} s clips"
+        + (f"; features {settings['features']}" if settings['features'] else "") + ". Every row comes from "
+        "`mimimi.evaluate` (AUC in %, mean over machine IDs, then mean ± std over seeds).",
+    ]
+    if "synthetic" in tables:
+        parts += ["## Synthetic (the embedded default's generator: 4 types × 4 IDs)", tables["synthetic"]]
+    if "fails-like-real" in tables:
+        parts += ["## Fails like real (`--preset fails-like-real`: imbalanced IDs, off-manifold anomalies, 0 dB)",
+                  tables["fails-like-real"], "Per machine ID (ID 00 has the most training clips):",
+                  per_id_table(rows, "fails-like-real")]
+    if real is not None and len(real):
+        lines = ["| machine type | ID | normal | anomalous | AUC |", "|---|---|---|---|---|"]
+        lines += [f"| {r.machine_type} | {r.machine_id} | {r.n_normal} | {r.n_anomaly} | {100 * r.auc:.1f} |"
+                  for r in real.itertuples()]
+        parts += ["## Real-format sample clips (`stats-knn`, leave-one-out)",
+                  f"The {int(real.n_normal.sum() + real.n_anomaly.sum())} real DCASE 2020 test clips with two or more "
+                  "normals per ID; each normal is scored against its ID's other normal(s), so one or two references: "
+                  f"a check that the real formats score sensibly, not an accuracy. Mean AUC {100 * real.auc.mean():.1f}.",
+                  "\n".join(lines)]
+    if trials is not None and len(trials) >= 3:
+        parts += ["## Does the leak-free objective rank trials like test AUC?",
+                  f"{len(trials)} trials with random settings (learning rate, epochs, mixup, head, sampler) on the "
+                  f"synthetic {settings['objective_type']} set, seed 0; test AUC = mean per-ID AUC of the delivered "
+                  "checkpoint with the default scorer. `val_proxy_auc` is the search's default metric; a family "
+                  "that ranks badly (ρ near 0 or negative) is a candidate to drop from `validation.proxy_kinds`.",
+                  objective_markdown(trials)]
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(REPO / "ACCURACY.md"))
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated (default: 0,1,2)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="synthetic clip length (default: 3)")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
+    ap.add_argument("--quick", action="store_true", help="toy sizes: a smoke test, not a measurement")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--objective-trials", type=int, default=10, help="trials of the objective study (0: skip)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        ap.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    sets = [s for s in args.sets.split(",") if s]
+    if bad := [s for s in sets if s not in SETS]:
+        ap.error(f"unknown set(s) {bad}; choose from {list(SETS)}")
+    features = None
+    if args.quick:
+        seeds, sets, features = QUICK["seeds"], list(QUICK["sets"]), QUICK["features"]
+        args.seconds, args.epochs = QUICK["seconds"], QUICK["epochs"]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mimimi-accuracy-") as d:
+        work = Path(d)
+        rows = pd.concat([run_set(name, seed, work, args.seconds, args.epochs, features, "complex")
+                          for name in sets for seed in seeds], ignore_index=True)
+        real = real_samples(REAL_SAMPLES, work / "cache")
+        n_obj = 3 if args.quick else args.objective_trials
+        trials = objective_study(work, n_obj, args.seconds, features) if n_obj else None
+    settings = dict(date=datetime.date.today().isoformat(), machine=f"{platform.machine()}, "
+                    f"{torch.get_num_threads()} torch threads", minutes=(time.perf_counter() - start) / 60,
+                    epochs=args.epochs, seeds=seeds, seconds=args.seconds, features=features, objective_type="slider")
+    out = Path(args.out)
+    out.write_text(markdown(rows, real, settings, trials))
+    out.with_suffix(".json").write_text(json.dumps(
+        {"settings": settings, "rows": json.loads(rows.to_json(orient="records")),
+         "real_samples": None if real is None else json.loads(real.to_json(orient="records")),
+         "objective_trials": None if trials is None else json.loads(trials.to_json(orient="records"))}, indent=1))
+    print(f"wrote {out} and {out.with_suffix('.json').name}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""``python -m bench.accuracy --quick``: the accuracy report runs end to end and writes every section.
+Structure only: the figures of a toy run mean nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_accuracy_report_has_every_section(tmp_path):
+    out = tmp_path / "ACCURACY.md"
+    proc = subprocess.run([sys.executable, "-m", "bench.accuracy", "--quick", "--threads", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = out.read_text()
+    assert md.startswith("# MIMIMI accuracy report") and "not real-data accuracy" in md
+    assert "## Fails like real" in md and "complex / ce" in md and "stats-knn (baseline, no training)" in md
+    assert "## Does the leak-free objective rank trials like test AUC?" in md and "`val_proxy_auc`" in md
+    data = json.loads(out.with_suffix(".json").read_text())
+    keys = {r["key"] for r in data["rows"]}
+    assert {"ce", "knn", "mahalanobis", "gmm", "knn-stats", "stats-knn"} <= keys
+    assert len(data["objective_trials"]) == 3
+
+
+def test_bad_arguments_are_one_line_errors():
+    proc = subprocess.run([sys.executable, "-m", "bench.accuracy", "--sets", "nope"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown set(s) ['nope']" in proc.stderr
