@@ -193,7 +193,7 @@ def markdown(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict,
         f"in {settings['minutes']:.0f} minutes. **Synthetic data and a handful of real clips: these are not "
         "real-data accuracy figures.** On real MIMII recordings the ranking of scorers is what issue 11 "
         "measured (kNN on embeddings 0.81, cross-entropy 0.44, `stats-knn` 0.895 mean per-ID AUC on fans).",
-        f"Model: `complex`, the default config and recipe (every segment per epoch, kNN scorer, best epoch by "
+        f"Model: `complex`, the default config and recipe (every segment per epoch, `knn-stats` scorer, best epoch by "
         f"`val_proxy_auc`), {settings['epochs']} epochs, seeds {settings['seeds']} (the seed generates the set "
         f"and seeds training); {settings['seconds']:g} s clips"
         + (f"; features {settings['features']}" if settings['features'] else "") + ". Every row comes from "
