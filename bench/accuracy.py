@@ -171,16 +171,13 @@ def summary_tables(rows: pd.DataFrame) -> dict[str, str]:
 
 
 def per_id_table(rows: pd.DataFrame, name: str) -> str:
+    """Scorer rows, (machine type, ID) columns: AUC mean ± std over seeds."""
     g = rows[(rows.set == name) & (rows.machine_id != "mean")]
-    ids = sorted(set(g.machine_id))
-    lines = ["| scorer | " + " | ".join(f"{t} ID {i}" for t, i in
-                                        sorted(set(zip(g.machine_type, g.machine_id)))) + " |",
-             "|---|" + "---|" * len(set(zip(g.machine_type, g.machine_id)))]
-    for key, s in g.groupby("key", sort=False):
+    cols = sorted(set(zip(g.machine_type, g.machine_id)))
+    lines = ["| scorer | " + " | ".join(f"{t} ID {i}" for t, i in cols) + " |", "|---|" + "---|" * len(cols)]
+    for _, s in g.groupby("key", sort=False):
         lines.append(f"| {s.scorer.iloc[0]} | " + " | ".join(
-            _pm(s[(s.machine_type == t) & (s.machine_id == i)].auc) for t, i in
-            sorted(set(zip(g.machine_type, g.machine_id)))) + " |")
-    del ids
+            _pm(s[(s.machine_type == t) & (s.machine_id == i)].auc) for t, i in cols) + " |")
     return "\n".join(lines)
 
 

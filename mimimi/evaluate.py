@@ -4,13 +4,13 @@ their arithmetic mean per type, for every scorer of the model side by side and f
 
 A clip's anomaly score comes from one of the scorers of ``mimimi.scoring``: the model's native score
 (``ce``: the cross-entropy of the fused head against the clip's own ID, aggregated over its segments;
-``recon`` for the autoencoder) or ``knn`` / ``mahalanobis`` / ``gmm`` on the clip's embedding, fitted on
-the normal training clips of its ID. The report's main tables and per-clip CSVs use ``--scorer`` (default:
-the model's, ``knn``); ``scorers.md`` / ``scorers.csv`` compare all of them. Decisions use the thresholds
+``recon`` for the autoencoder), ``knn`` / ``mahalanobis`` / ``gmm`` on the clip's embedding, fitted on
+the normal training clips of its ID, or ``knn-stats`` (``knn`` plus kNN on log-mel statistics). The
+report's main tables and per-clip CSVs use ``--scorer`` (default: the model's, ``knn-stats``); ``scorers.md`` / ``scorers.csv`` compare all of them. Decisions use the thresholds
 stored with the model (fitted on normal training data only); without stored thresholds (an old
 checkpoint), Youden's J on the test scores, reported as optimistic (chosen on test).
 
-    python -m mimimi.evaluate --checkpoint PATH --data-root DIR --out DIR [--scorer knn] [--aggregate mean|max]
+    python -m mimimi.evaluate --checkpoint PATH --data-root DIR --out DIR [--scorer gmm] [--aggregate mean|max]
     python -m mimimi.evaluate --run-id RUN_ID [--data-root DIR] [--tracking-uri URI]
 """
 from __future__ import annotations
@@ -96,15 +96,17 @@ def baseline_scores(cfg: Config, data_root: str | Path, machine_type: str, test:
 
 def comparison(scores: pd.DataFrame, columns: dict[str, tuple[str, str]], max_fpr: float = 0.1) -> pd.DataFrame:
     """``columns``: key -> (label, score column). One row per (key, machine ID) and a ``mean`` row per key
-    (the mean over the IDs that have both classes): AUC and pAUC."""
+    (``metrics.per_type_table``'s mean over the IDs that have both classes): AUC and pAUC."""
     rows = []
     for key, (label, col) in columns.items():
-        per_id = metrics.per_id_table(scores.assign(score=scores[col]), max_fpr)
+        scored = scores.assign(score=scores[col])
+        per_id = metrics.per_id_table(scored, max_fpr)
         for r in per_id.itertuples():
             rows.append(dict(key=key, scorer=label, machine_type=r.machine_type, machine_id=r.machine_id,
                              auc=r.auc, pauc=r.pauc))
-        rows.append(dict(key=key, scorer=label, machine_type=per_id.machine_type.iloc[0], machine_id="mean",
-                         auc=per_id.auc.mean(), pauc=per_id.pauc.mean()))
+        for r in metrics.per_type_table(scored, max_fpr, per_id=per_id).itertuples():
+            rows.append(dict(key=key, scorer=label, machine_type=r.machine_type, machine_id="mean",
+                             auc=r.mean_auc, pauc=r.mean_pauc))
     return pd.DataFrame(rows)
 
 
@@ -146,6 +148,7 @@ def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path,
         thresholds = {(mtype, m): (np.nan if t is None else t) for m, t in fitted.thresholds[scorer].items()}
     rep = report.write_report(scores, out_dir, thresholds=thresholds, threshold_source="normal-only" if fitted else None)
     table = comparison(scores, columns)
+    table["default"] = table.key == (fitted.default if fitted else kinds.of(cfg).native)  # the main report's
     table.to_csv(Path(out_dir) / "scorers.csv", index=False)
     md = comparison_markdown(table)
     note = (f"Every scorer of the model, and the training-free `{BASELINE}` baseline, on the {mtype} test split: "
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="report folder (--checkpoint); with --run-id the report goes to MLflow")
     ap.add_argument("--tracking-uri", default=None, help="MLflow store of --run-id (default: sqlite under mlruns/)")
     ap.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="segment scores -> clip score")
-    ap.add_argument("--scorer", default=None, help="ce, recon, knn, mahalanobis or gmm (default: the model's, knn); "
+    ap.add_argument("--scorer", default=None, help="ce, recon, knn, mahalanobis, gmm or knn-stats (default: the "
+                                                   "model's, knn-stats); "
                                                    "every scorer is reported side by side")
     ap.add_argument("--cache-dir", default=None, help="default: the checkpoint config's data.cache_dir")
     ap.add_argument("--device", default="cpu")

@@ -87,6 +87,11 @@ class ModelKind:
     classifier: bool = False  # trained to tell machine IDs apart: needs two or more IDs
     native: str | None = None  # its own anomaly score: "ce", "recon" or None
 
+    @property
+    def features(self) -> tuple[Kind, ...]:
+        """Every feature kind its scoring reads: its own, and log-mel for ``knn-stats`` when it is trained."""
+        return tuple(dict.fromkeys((self.feature, "logmel") if self.trainable else (self.feature,)))
+
     def resolve(self, cfg: Config, ids: dict[str, int]) -> Config:
         """The config as it runs: network sizes follow the data."""
         return cfg

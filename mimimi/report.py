@@ -199,7 +199,8 @@ class Report:
     results_md: Path
     metrics_json: Path
     files: list[Path] = field(default_factory=list)
-    comparison: pd.DataFrame | None = None  # mimimi.evaluate: key, scorer, machine_type, machine_id|"mean", auc, pauc
+    comparison: pd.DataFrame | None = None  # mimimi.evaluate: key, scorer, machine_type, machine_id|"mean", auc,
+    #                                            pauc, default (the scorer of the main report)
 
     def flat_metrics(self) -> dict[str, float]:
         """``{"<type>/<metric>": value}`` plus ``mean/<metric>`` across types, e.g. for a tracker."""

@@ -7,7 +7,7 @@
 PATH is a wav file or a folder (searched recursively for ``*.wav``). Files of any channel count and
 sample rate are decoded as for training (``mimimi.features.decode``). The machine ID comes from the file
 name (``..._id_02_...``) or an ``id_02`` folder, or from ``--machine-id``. ``--scorer`` picks the anomaly
-score (``mimimi.scoring``: ``knn`` by default, ``ce``, ``mahalanobis``, ``gmm``, ``recon``). A clip is
+score (``mimimi.scoring``: ``knn-stats`` by default, ``knn``, ``ce``, ``mahalanobis``, ``gmm``, ``recon``). A clip is
 ``anomaly`` when its score is >= the threshold stored with the model for that scorer and machine ID
 (fitted to normal training clips only, never to test data), else ``normal``; no decision where the model
 has no threshold for that ID.
@@ -111,7 +111,7 @@ def thresholds_for(loaded: Loaded, scorer: str | None, logged: Thresholds | None
     """The per-ID thresholds to decide with: the checkpoint's for ``scorer`` (normal-only), else ``logged``
     (a model logged before checkpoints carried them, native score only). Unknown scorers raise ScoreError."""
     if loaded.scoring is None:
-        if scorer not in (None, "", "default") and scorer != loaded.cfg.model.name and scorer not in ("ce", "recon"):
+        if scorer not in (None, "", "default", kinds.of(loaded.cfg).native):
             raise ScoreError(f"scorer {scorer!r}: this model has no fitted scorers, only its native score")
         return dict(logged) if logged is not None else None
     try:
@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          "sqlite under mlruns/)")
     ap.add_argument("--format", choices=FORMATS, default="table")
     ap.add_argument("--output", default=None, help="write the output to this file instead of stdout")
-    ap.add_argument("--scorer", default=None, help="knn (default), ce, mahalanobis, gmm; recon for the autoencoder")
+    ap.add_argument("--scorer", default=None, help="knn-stats (default), knn, ce, mahalanobis, gmm; recon for the "
+                                                   "autoencoder")
     ap.add_argument("--aggregate", choices=AGGREGATES, default="mean", help="segment scores -> clip score")
     ap.add_argument("--batch-size", type=int, default=32, help="files decoded and scored at a time")
     ap.add_argument("--device", default="cpu")

@@ -41,7 +41,7 @@ from mimimi import metrics as M
 from mimimi.config import Config
 from mimimi.data import corrupt
 from mimimi.features import FeatureCache, compute, decode
-from mimimi.kinds import ModelKind
+from mimimi.kinds import LogMelStats, ModelKind
 from mimimi.scorers import IDScorers, ScorerError, cross_fitted_scores, fit_threshold
 
 EMBEDDING_SCORERS = ("knn", "mahalanobis", "gmm")
@@ -136,8 +136,11 @@ def _batches(ds, batch_segments: int) -> Iterator[list]:
 @torch.no_grad()
 def clip_outputs(model: nn.Module, kind: ModelKind, cfg: Config, clips: pd.DataFrame, ids: Mapping[str, int],
                  features, aggregate: str = "mean", device: str | torch.device = "cpu",
-                 progress: bool = False, batch_segments: int = 1) -> ClipOutputs:
+                 progress: bool = False, batch_segments: int = 1, stats: np.ndarray | None = None) -> ClipOutputs:
     """Run ``model`` over every segment of every clip; ``features`` is a FeatureCache or ``Features``.
+
+    ``stats``: the clips' ``log_mel_stats`` when the caller has them (they do not depend on the model);
+    otherwise a trained kind's are read from the log-mel features.
 
     ``batch_segments`` > 1 runs the segments of several clips in one forward pass (validation during
     training does); 1, the default, runs each clip alone, so that a clip's outputs never depend on which
@@ -171,18 +174,20 @@ def clip_outputs(model: nn.Module, kind: ModelKind, cfg: Config, clips: pd.DataF
     bar.close()
     model.train(was_training)
     dim = embs[0].shape[0] if n else 0
-    stats = None
-    if kind.trainable:  # the clip's log-mel statistics, for knn-stats
-        stats = np.stack([clip_stats(features.get(p, "logmel")) for p in ds.paths]) if n else np.empty((0, 0))
+    if stats is None and kind.trainable:  # the clip's log-mel statistics, for knn-stats
+        stats = log_mel_stats(features, ds.paths)
     return ClipOutputs(clips.reset_index(drop=True), native, loss, n_seg,
                        np.stack(embs) if n else np.empty((0, dim)),
                        np.stack(logp) if n and logp[0] is not None else None, preds, stats)
 
 
-def clip_stats(logmel: np.ndarray) -> np.ndarray:
-    """(n_mels, T) log-mel -> (2 n_mels,) float64 mean and standard deviation over time (``stats-knn``'s)."""
-    x = np.asarray(logmel, dtype=np.float64)
-    return np.concatenate([x.mean(axis=1), x.std(axis=1)])
+def log_mel_stats(features, paths: Sequence[str]) -> np.ndarray:
+    """(n, 2 n_mels) float64: each clip's log-mel mean and standard deviation over time, as ``stats-knn``
+    computes them (``kinds.LogMelStats``)."""
+    stats = LogMelStats()
+    rows = [stats(torch.from_numpy(np.asarray(features.get(p, "logmel"), dtype=np.float64))[None])[0].numpy()
+            for p in paths]
+    return np.stack(rows) if rows else np.empty((0, 0))
 
 
 class FusedKNN:
@@ -425,8 +430,9 @@ def with_scores(outputs: ClipOutputs, scoring: Scoring, names: Sequence[str] | N
                 default: str | None = None) -> pd.DataFrame:
     """The clips with ``score`` (scorer ``default``), ``score_<name>`` for each of ``names`` and ``pred_id``."""
     out = outputs.clips.copy()
-    out["score"] = scoring.score(default, outputs)
     for n in names or ():
         out[f"score_{n}"] = scoring.score(n, outputs)
+    main = scoring.check(default)
+    out["score"] = out[f"score_{main}"] if f"score_{main}" in out else scoring.score(main, outputs)
     out["pred_id"] = outputs.pred_id
     return out

@@ -145,20 +145,25 @@ class Validation:
         self.scorer = scoring.resolve_scorer(kind, cfg.scoring.scorer)
         proxies = scoring.make_proxies(cfg, kind, val_clips, others, cache) if len(val_clips) else None
         self.proxy_rows = proxies.clips if proxies is not None else pd.DataFrame(columns=["path", "owner", "family"])
-        first = next(iter(ids))
+        first = next(iter(ids))  # another type's clip has no ID here: any known one (proxy_auc scores it per ID)
         self.proxy_clips = pd.DataFrame({"path": self.proxy_rows.path,
                                          "machine_id": self.proxy_rows.owner.fillna(first).astype(str),
                                          "label": "anomaly"})
         self.proxy_features = scoring.Features(cache, proxies.features if proxies is not None else {})
+        # the log-mel statistics do not change with the model: read them once, not every epoch
+        self.stats = self.proxy_stats = None
+        if kind.trainable:
+            self.stats = scoring.log_mel_stats(cache, self.clips.path)
+            self.proxy_stats = scoring.log_mel_stats(self.proxy_features, self.proxy_clips.path)
 
     def __call__(self, model, device) -> tuple[dict[str, float], scoring.ClipOutputs]:
         cfg, kind = self.cfg, self.kind
         with _autocast(device, cfg.train.amp):
             batch = {"batch_segments": cfg.train.batch_size}  # several clips per forward pass: faster
             out = scoring.clip_outputs(model, kind, cfg, self.clips, self.ids, self.cache, cfg.scoring.aggregate,
-                                       device, **batch)
+                                       device, stats=self.stats, **batch)
             proxies = scoring.clip_outputs(model, kind, cfg, self.proxy_clips, self.ids, self.proxy_features,
-                                           cfg.scoring.aggregate, device, **batch)
+                                           cfg.scoring.aggregate, device, stats=self.proxy_stats, **batch)
         train, val = out.select(~self.is_val), out.select(self.is_val)
         metrics = {}
         if len(val.clips):
@@ -209,8 +214,7 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
         raise TrainError(f"no validation clips: train.val_fraction={t.val_fraction} with {len(clips)} training clips")
     others = _other_types(cfg) if cfg.validation.other_types else clips.iloc[:0]
     cache = FeatureCache(cfg.data.cache_dir, cfg.features)
-    features = tuple(dict.fromkeys([kind.feature] + (["logmel"] if kind.trainable else [])))  # + knn-stats
-    cache.warm(pd.concat([clips.path, others.path]), kinds=features, progress=t.progress)
+    cache.warm(pd.concat([clips.path, others.path]), kinds=kind.features, progress=t.progress)
     validation = Validation(cfg, kind, train_clips, val_clips, others, cache, ids)
 
     device = _device(t.device)

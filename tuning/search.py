@@ -379,7 +379,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         _save_state(storage, name, state)
         # decode and transform every training clip once, here, instead of in every trial at once
         train = select(clips, machine_type=mtype, split="train")
-        FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=(kinds.of(base).feature,))
+        FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=kinds.of(base).features)
         out = search_type(mtype, scfg, base, storage=storage, name=name, resume=args.resume,
                           tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent,
                           use_gpu=use_gpu, data_root=data_root)
@@ -397,7 +397,7 @@ def baseline_markdown(outcomes: list[dict]) -> str:
     table = pd.concat([o["comparison"] for o in outcomes], ignore_index=True)
     means = table[table.machine_id == "mean"]
     keys = [k for k in dict.fromkeys(means.key) if k in ("knn", "ce", "recon", "stats-knn")]
-    default = next((r.key for r in means.itertuples() if "(default)" in r.scorer), keys[0])
+    default = means.loc[means["default"], "key"].iloc[0]
     keys = [default] + [k for k in keys if k != default]
     label = {k: ("tuned model, " + k + " (default)" if k == default else
                  "stats-knn (no training)" if k == "stats-knn" else "tuned model, " + k) for k in keys}
