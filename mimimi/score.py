@@ -37,9 +37,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from mimimi import kinds, tracking
+from mimimi import kinds
 from mimimi.checkpoint import CheckpointError, Loaded, load_checkpoint
 from mimimi.data.audio import AudioError
+from mimimi.data.index import machine_id_from_path, normalize_id
 from mimimi.evaluate import score_clips
 from mimimi.features import FeatureCache
 from mimimi.scoring import Features, ScoringError
@@ -96,7 +97,7 @@ CLI_ID_HINT = "give --machine-id, or a file name ..._id_XX_... or an id_XX folde
 def machine_id_of(key: str, given: Any, ids: Mapping[str, int], path: str | None = None,
                   hint: str = MODEL_ID_HINT) -> str:
     """The clip's machine ID: ``given`` ("02", "id_02", 2), else parsed from ``path``; one the model knows."""
-    mid = tracking._given_id(given) or (tracking.machine_id_from_path(path) if path else None)
+    mid = normalize_id(given) or (machine_id_from_path(path) if path else None)
     if mid is None:
         raise ScoreError(f"{key}: no machine ID ({hint})")
     if mid not in ids:
@@ -259,6 +260,8 @@ def score_paths(model: Model, paths: Sequence[str | Path], *, machine_id: str | 
 def load_model(model_uri: str | None = None, *, run_id: str | None = None) -> Model:
     """The model of a ``models:/`` or ``runs:/`` URI, or of an MLflow run (a search's parent run: its best
     model), with its stored thresholds. Raises ``TrackingError`` or ``CheckpointError`` (one line)."""
+    from mimimi import tracking  # the CLI's MLflow side; scoring itself never imports MLflow
+
     with tempfile.TemporaryDirectory(prefix="mimimi-model-") as d:
         resolved = tracking.resolve_model(model_uri, run_id=run_id, dst_dir=d)
         loaded = load_checkpoint(resolved.checkpoint)
@@ -333,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--batch-size must be >= 1, got {args.batch_size}")
     uri = args.model or (None if args.run_id else f"models:/mimimi-{args.machine_type}@champion")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr: errors and the summary only
+    from mimimi import tracking
 
     try:
         tracking.configure(args.tracking_uri)

@@ -1,5 +1,6 @@
-"""MLflow tracking, the only module that imports MLflow: the store, runs, params, metrics, artifacts,
-and the MLflow model of a checkpoint.
+"""MLflow tracking: the store, runs, params, metrics, artifacts, logged models and the registry.
+
+With ``mimimi.pyfunc`` (the logged model's Python side), the only module that imports MLflow.
 
 The store is a SQLite database with the artifact folders next to it: by default
 ``<repo>/mlruns/mlflow.db`` and ``<repo>/mlruns/artifacts/<experiment>/``. MLflow 3.17's plain file
@@ -10,17 +11,10 @@ tracking server chooses artifact locations itself.
 Runs are addressed by id through ``MlflowClient``. The fluent "active run" is never used or left
 behind, so a search driver can keep a parent run and many trial runs open at the same time.
 
-``log_model`` logs a pyfunc model (MLflow's "model from code", not a pickled object) that wraps the
-checkpoint file. A checkpoint with fitted scorers (every ``best.pt`` training writes) gives a model that
-takes rows of ``path`` or ``waveform`` (+ ``machine_id``) and answers ``score``, ``decision``,
-``threshold``, ``machine_id``, ``pred_id`` (``mimimi.score``), with the ``scorer`` and ``aggregate``
-params; its thresholds are the checkpoint's normal-only ones::
-
-    mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"path": [...]}), params={"scorer": "gmm"})
-
-An older checkpoint without scorers gives ``score`` (its native score) and ``pred_id`` only, or decisions
-with the ``thresholds`` passed to ``log_model``. ``resolve_model`` downloads a model to score with, and
-``update_champion`` moves the registry alias ``champion`` (``mimimi.champion``'s rule).
+``log_model`` logs a checkpoint as the run's pyfunc model (``mimimi.pyfunc``: MLflow's "model from
+code", not a pickled object), with the checkpoint's digest and the versions it was built with.
+``resolve_model`` downloads a model to score with, and ``update_champion`` moves the registry alias
+``champion`` (``mimimi.champion``'s rule).
 
 Metrics may be NaN (a diverged trial is information). MLflow's sqlite store keeps NaN, but clamps
 ±inf to ±1.797e308.
@@ -31,10 +25,6 @@ Metrics may be NaN (a diverged trial is information). MLflow's sqlite store keep
 ('sqlite:////data/mlruns/mlflow.db', 'http://head:5000')
 >>> flatten_params({"train": {"lr": 0.001, "loss_weights": (1.0, 1.0, 1.0)}, "seed": 0})
 {'train.lr': '0.001', 'train.loss_weights': '[1.0, 1.0, 1.0]', 'seed': '0'}
->>> machine_id_from_path("fan/test/anomaly_id_02_00000007.wav")
-'02'
->>> machine_id_from_path("6_dB_fan/fan/id_04/normal/00000001.wav"), machine_id_from_path("x.wav")
-('04', None)
 """
 from __future__ import annotations
 
@@ -51,7 +41,6 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -65,18 +54,14 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking.context.registry import resolve_tags
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from mlflow.types.schema import Array
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-import mimimi
-from mimimi import champion
-from mimimi.checkpoint import Loaded, load_checkpoint
+from mimimi import champion, pyfunc
+from mimimi.checkpoint import load_checkpoint
 from mimimi.config import to_dict
 
+MimimiModel = pyfunc.MimimiModel  # the code file of a model logged before mimimi.pyfunc imports it from here
 REPO_MLRUNS = Path(__file__).resolve().parents[1] / "mlruns"
 MODEL_NAME = "model"  # the logged model's name: runs:/<run_id>/model
 PARENT_TAG = "mlflow.parentRunId"
@@ -85,51 +70,9 @@ REGISTERED_TAG = "mimimi.registered_model"  # models:/<name>/<version>, when log
 BEST_MODEL_RUN_TAG = "mimimi.best_model_run_id"  # set on a search's parent run: the trial run with the best model
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
-# the model's interface; MLflow checks inputs against it (a missing "path" fails before predict runs)
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "path"), ColSpec("string", "machine_id", required=False)]),
-    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "pred_id")]),
-    params=ParamSchema([ParamSpec("aggregate", "string", "mean"),  # segment scores -> clip score: mean | max
-                        ParamSpec("scorer", "string", "default")]),  # mimimi.scoring: knn, ce, mahalanobis, ...
-)
-# --- mimimi.score: the interface of a model logged with thresholds (a search's best model). Every input
-# column is optional, so that a row gives a path OR a waveform; mimimi.score.score_frame checks each row.
-SCORING_SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "path", required=False),
-                   ColSpec(Array("double"), "waveform", required=False),  # mono samples at 16 kHz
-                   ColSpec("string", "machine_id", required=False)]),
-    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "decision", required=False),
-                    ColSpec("double", "threshold", required=False), ColSpec("string", "machine_id"),
-                    ColSpec("string", "pred_id", required=False)]),
-    params=ParamSchema([ParamSpec("aggregate", "string", "mean"), ParamSpec("scorer", "string", "default")]),
-)
-# --- end mimimi.score
-# the model-from-code file stored in the model folder; MLflow runs it on load
-_MODEL_CODE = '''"""MIMIMI pyfunc model: written by mimimi.tracking.log_model, run by MLflow on load."""
-import mlflow
-
-from mimimi.tracking import MimimiModel
-
-mlflow.models.set_model(MimimiModel())
-'''
-# what predict imports (mimimi itself is not on PyPI: install the project, e.g. pip install -e .)
-_REQUIREMENTS = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "soundfile", "scikit-learn", "matplotlib",
-                 "pyyaml", "tqdm")
-
-_ID_IN_NAME = re.compile(r"(?:^|_)id_(\d{2})(?=_|\.|$)")  # DCASE: normal_id_02_00000007.wav
-_ID_FOLDER = re.compile(r"^id_(\d{2})$")  # MIMII: <type>/id_02/normal/00000007.wav
-
 
 class TrackingError(ValueError):
     """A tracking call that cannot be done, in one line naming the run id or the tracking URI."""
-
-
-class ModelInputError(MlflowException, TrackingError):
-    """Model input the pyfunc model cannot score (mimimi.score): a ``TrackingError`` to Python callers,
-    an ``MlflowException`` to MLflow's scoring server, which answers it with HTTP 400 and the message."""
-
-    def __init__(self, message: str):
-        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 @dataclass(frozen=True)
@@ -467,80 +410,6 @@ def log_text(run_id: str, text: str, artifact_file: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # the MLflow model of a checkpoint
 
-def machine_id_from_path(path: str | Path) -> str | None:
-    """The ``XX`` of ``..._id_XX_...`` in the file name, else of the nearest ``id_XX`` folder (MIMII); or None."""
-    p = Path(path)
-    if m := _ID_IN_NAME.search(p.name):
-        return m[1]
-    for part in reversed(p.parent.parts):
-        if m := _ID_FOLDER.match(part):
-            return m[1]
-    return None
-
-
-def _given_id(value: Any) -> str | None:
-    """A machine_id cell: None/NaN/"" -> None; "id_02", 2, "2" -> "02"."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    s = str(value).strip().removeprefix("id_")
-    return (s.zfill(2) if s.isdigit() else s) or None
-
-
-def score_files(loaded: Loaded, model_input: pd.DataFrame, aggregate: str = "mean", scorer: str | None = None) -> pd.DataFrame:
-    """Score audio files with a loaded checkpoint: one row per input row, columns ``score`` and ``pred_id``.
-
-    Each file's machine ID comes from a ``machine_id`` cell, else from its path (``machine_id_from_path``).
-    Scores are ``mimimi.evaluate.score_clips``'s, computed with a feature cache in a temporary folder.
-    A row that cannot be scored raises ``ModelInputError`` (a ``TrackingError``) naming it.
-    """
-    return _score_frame(loaded, model_input, None, aggregate, scorer)
-
-
-def _score_frame(loaded: Loaded, model_input: pd.DataFrame, thresholds: dict | None, aggregate: str,
-                 scorer: str | None = None) -> pd.DataFrame:
-    # --- mimimi.score: the scoring code lives there (mlflow-free); imported here, as it imports this module
-    from mimimi.score import ScoreError, score_frame
-
-    try:
-        return score_frame(loaded, model_input, thresholds=thresholds, aggregate=aggregate, scorer=scorer)
-    except ScoreError as e:
-        raise ModelInputError(str(e)) from None
-
-
-def _read_thresholds(path: str | Path) -> dict[str, float | None]:
-    """The per-ID thresholds of a ``thresholds.json`` written by ``log_model``."""
-    try:
-        per_id = json.loads(Path(path).read_text())["per_id"]
-        return {str(k): None if v is None else float(v) for k, v in per_id.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise TrackingError(f"{path}: not a thresholds file written by mimimi ({e})") from None
-
-
-class MimimiModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc model: the checkpoint is the artifact ``checkpoint``, per-ID thresholds the optional artifact
-    ``thresholds``; scoring as ``mimimi.score.score_frame`` (with thresholds: ``score``, ``decision``, ...)."""
-
-    def load_context(self, context) -> None:
-        self.loaded = load_checkpoint(context.artifacts["checkpoint"])
-        path = context.artifacts.get("thresholds")
-        self.thresholds = _read_thresholds(path) if path else None
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        params = params or {}
-        return _score_frame(self.loaded, model_input, self.thresholds, params.get("aggregate", "mean"),
-                            params.get("scorer", "default"))
-
-
-def _pip_requirements() -> list[str]:
-    reqs = []
-    for dist in _REQUIREMENTS:
-        try:
-            reqs.append(f"{dist}=={importlib_metadata.version(dist).split('+')[0]}")  # no local tag (+cpu)
-        except importlib_metadata.PackageNotFoundError:
-            reqs.append(dist)
-    return reqs + [f"mimimi=={mimimi.__version__}"]
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -561,7 +430,7 @@ def log_model(run_id: str, checkpoint: str | Path, *, registered_name: str | Non
     ``thresholds`` (machine ID -> score threshold, None/NaN where there is none) are stored as
     ``artifacts/thresholds.json`` and in the metadata (``mimimi.thresholds``); such a model takes a
     ``path`` or a ``waveform`` per row and answers ``score``, ``decision``, ``threshold``, ``machine_id``,
-    ``pred_id`` (``SCORING_SIGNATURE``); without, ``SIGNATURE``.
+    ``pred_id`` (``mimimi.pyfunc.SCORING_SIGNATURE``); without, ``SIGNATURE``.
     """
     checkpoint = Path(checkpoint)
     loaded = load_checkpoint(checkpoint)
@@ -595,7 +464,7 @@ def log_model(run_id: str, checkpoint: str | Path, *, registered_name: str | Non
             artifacts[name] = tmp / f"{name}.json"
             artifacts[name].write_text(json.dumps(obj, indent=1))
         code = tmp / "mimimi_model.py"
-        code.write_text(_MODEL_CODE)
+        code.write_text(pyfunc.MODEL_CODE)
         with _errors(f"run {run_id}"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*An input example was not provided")  # paths: none to give
             # Created here, in the run's experiment: Model.log without an active run would put it in
@@ -606,8 +475,8 @@ def log_model(run_id: str, checkpoint: str | Path, *, registered_name: str | Non
             info = mlflow.models.Model.log(
                 artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
                 python_model=str(code), artifacts={k: str(v) for k, v in artifacts.items()},
-                signature=SIGNATURE if per_id is None else SCORING_SIGNATURE,
-                pip_requirements=_pip_requirements(), metadata={**extra, "mimimi": meta},
+                signature=pyfunc.SIGNATURE if per_id is None else pyfunc.SCORING_SIGNATURE,
+                pip_requirements=pyfunc.pip_requirements(), metadata={**extra, "mimimi": meta},
                 registered_model_name=registered_name)
     version = info.registered_model_version
     tags = {MODEL_URI_TAG: info.model_uri}
@@ -719,7 +588,7 @@ def resolve_model(model_uri: str | None = None, *, run_id: str | None = None,
     if not rel:
         raise TrackingError(f"model {model_uri} has no checkpoint artifact (not logged by mimimi?)")
     thr = arts.get("thresholds", {}).get("path")
-    return ResolvedModel(model_uri, local / rel, _read_thresholds(local / thr) if thr else None, version)
+    return ResolvedModel(model_uri, local / rel, pyfunc.read_thresholds(local / thr) if thr else None, version)
 
 
 def set_champion(name: str, version: int) -> None:

@@ -19,6 +19,8 @@ from scoring_helpers import (MODEL_NAME, NO_THRESHOLD_ID, log_search_model, tiny
 
 from mimimi import champion, score
 from mimimi import tracking as T
+from mimimi.data.index import machine_id_from_path
+from mimimi.pyfunc import ModelInputError
 
 
 
@@ -189,7 +191,7 @@ def test_waveform_input_equals_path_input(model, real_samples):
     paths = [str(c) for c in clips] + [str(mimii)]
     waves = [sf.read(p, dtype="float32")[0] for p in paths]
     waves[-1] = waves[-1][:, 0]  # the loader's channel 0 of the 8-channel MIMII file
-    ids = [T.machine_id_from_path(p) for p in paths]
+    ids = [machine_id_from_path(p) for p in paths]
     by_path = pyfunc.predict(pd.DataFrame({"path": paths}))
     by_wave = pyfunc.predict(pd.DataFrame({"waveform": [w.tolist() for w in waves], "machine_id": ids}))
     np.testing.assert_array_equal(by_wave.score.to_numpy(), by_path.score.to_numpy())
@@ -213,9 +215,9 @@ def test_waveform_input_equals_path_input(model, real_samples):
             {"path": ["/nowhere/normal_id_00_00000001.wav"]}),
     }
     for message, frame in bad.items():
-        with pytest.raises(T.ModelInputError, match=message) as e:
+        with pytest.raises(ModelInputError, match=message) as e:
             pyfunc.predict(frame)
-        assert isinstance(e.value, MlflowException) and isinstance(e.value, T.TrackingError)
+        assert isinstance(e.value, MlflowException) and isinstance(e.value, score.ScoreError)
         assert e.value.get_http_status_code() == 400
 
 

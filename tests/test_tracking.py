@@ -16,6 +16,7 @@ import yaml
 from conftest import small_config
 
 from mimimi import tracking as T
+from mimimi.pyfunc import ModelInputError
 from mimimi.checkpoint import CheckpointError, load_checkpoint
 from mimimi.config import Config, merge
 from mimimi.evaluate import labelled_test_clips, score_clips
@@ -224,11 +225,11 @@ def test_model_input_machine_ids(checkpoints, synth_root, tmp_path):
 
     plain = tmp_path / "clip.wav"
     shutil.copy(src, plain)
-    with pytest.raises(T.TrackingError, match=r"clip\.wav: no machine ID"):
+    with pytest.raises(ModelInputError, match=r"clip\.wav: no machine ID"):
         model.predict(pd.DataFrame({"path": [str(plain)]}))
-    with pytest.raises(T.TrackingError, match=r"clip\.wav: machine ID '08' is not one the model was trained on"):
+    with pytest.raises(ModelInputError, match=r"clip\.wav: machine ID '08' is not one the model was trained on"):
         model.predict(pd.DataFrame({"path": [str(plain)], "machine_id": ["08"]}))
-    with pytest.raises(T.TrackingError, match="model input needs a 'path' column"):
+    with pytest.raises(ModelInputError, match="model input needs a 'path' column"):
         model.predict(pd.DataFrame({"machine_id": ["02"]}))  # neither a path nor a waveform
     T.end_run(run)
 

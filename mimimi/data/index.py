@@ -44,6 +44,7 @@ _DCASE_FILE = re.compile(r"^(?:(?P<label>normal|anomaly)_)?id_(?P<id>\d{2})_\d{8
 _MIMII_FILE = re.compile(r"^\d{8}\.wav$")
 _MIMII_ID = re.compile(r"^id_(?P<id>\d{2})$")
 _MIMII_SNR = re.compile(r"^(?P<snr>-?\d+)_dB_(?P<type>.+)$")
+_ID_IN_NAME = re.compile(r"(?:^|_)id_(\d{2})(?=_|\.|$)")  # any name: normal_id_02_00000007.wav, id_02.wav
 
 
 class DatasetError(ValueError):
@@ -158,6 +159,35 @@ def counts(clips: pd.DataFrame) -> pd.DataFrame:
                               values="path", aggfunc="count", fill_value=0)
     table.columns = [f"{s}/{l}" for s, l in table.columns]
     return table
+
+
+def machine_id_from_path(path: str | Path) -> str | None:
+    """The ``XX`` of ``..._id_XX_...`` in a file name, else of the nearest ``id_XX`` folder (MIMII); or None.
+
+    >>> machine_id_from_path("fan/test/anomaly_id_02_00000007.wav")
+    '02'
+    >>> machine_id_from_path("6_dB_fan/fan/id_04/normal/00000001.wav"), machine_id_from_path("x.wav")
+    ('04', None)
+    """
+    p = Path(path)
+    if m := _ID_IN_NAME.search(p.name):
+        return m[1]
+    for part in reversed(p.parent.parts):
+        if m := _MIMII_ID.match(part):
+            return m["id"]
+    return None
+
+
+def normalize_id(value) -> str | None:
+    """A machine ID as given by a user (``"id_02"``, ``2``, ``"2"``, ``"02"``) -> ``"02"``; None, NaN, "" -> None.
+
+    >>> normalize_id("id_02"), normalize_id(2), normalize_id(" 7 "), normalize_id(float("nan")), normalize_id("")
+    ('02', '02', '07', None, None)
+    """
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    s = str(value).strip().removeprefix("id_")
+    return (s.zfill(2) if s.isdigit() else s) or None
 
 
 def main(argv: list[str] | None = None) -> None:

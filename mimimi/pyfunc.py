@@ -1,0 +1,117 @@
+"""The MLflow pyfunc model of a MIMIMI checkpoint: its interface, and the Python that MLflow runs to load it.
+
+``mimimi.tracking.log_model`` writes the model folder: ``artifacts/checkpoint.pt`` (the checkpoint with
+its fitted scorers), optionally ``artifacts/thresholds.json``, and the model-from-code file ``MODEL_CODE``
+that builds a ``MimimiModel``. Scoring is ``mimimi.score.score_frame``'s, shared with the CLI.
+
+A checkpoint with fitted scorers (every ``best.pt`` training writes) gives a model that takes rows of
+``path`` or ``waveform`` (+ ``machine_id``) and answers ``score``, ``decision``, ``threshold``,
+``machine_id``, ``pred_id`` (``SCORING_SIGNATURE``), with the ``scorer`` and ``aggregate`` params; its
+thresholds are the checkpoint's normal-only ones::
+
+    mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"path": [...]}), params={"scorer": "gmm"})
+
+An older checkpoint without scorers gives ``score`` (its native score) and ``pred_id`` only
+(``SIGNATURE``), or decisions with the ``thresholds`` passed to ``log_model``.
+"""
+from __future__ import annotations
+
+import json
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import Array
+
+import mimimi
+from mimimi.checkpoint import CheckpointError, Loaded, load_checkpoint
+from mimimi.score import ScoreError, score_frame
+
+# a model logged without thresholds; MLflow checks inputs against it (a missing "path" fails before predict)
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "path"), ColSpec("string", "machine_id", required=False)]),
+    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "pred_id")]),
+    params=ParamSchema([ParamSpec("aggregate", "string", "mean"),  # segment scores -> clip score: mean | max
+                        ParamSpec("scorer", "string", "default")]),  # mimimi.scoring: knn-stats, ce, gmm, ...
+)
+# a model with thresholds (every checkpoint training writes). Every input column is optional, so that a row
+# gives a path OR a waveform; score_frame checks each row.
+SCORING_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "path", required=False),
+                   ColSpec(Array("double"), "waveform", required=False),  # mono samples at 16 kHz
+                   ColSpec("string", "machine_id", required=False)]),
+    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "decision", required=False),
+                    ColSpec("double", "threshold", required=False), ColSpec("string", "machine_id"),
+                    ColSpec("string", "pred_id", required=False)]),
+    params=ParamSchema([ParamSpec("aggregate", "string", "mean"), ParamSpec("scorer", "string", "default")]),
+)
+# the model-from-code file stored in the model folder; MLflow runs it on load. (Models logged before this
+# module existed import MimimiModel from mimimi.tracking, which re-exports it.)
+MODEL_CODE = '''"""MIMIMI pyfunc model: written by mimimi.tracking.log_model, run by MLflow on load."""
+import mlflow
+
+from mimimi.pyfunc import MimimiModel
+
+mlflow.models.set_model(MimimiModel())
+'''
+# what predict imports (mimimi itself is not on PyPI: install the project, e.g. pip install -e .)
+REQUIREMENTS = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "soundfile", "scikit-learn", "matplotlib",
+                "pyyaml", "tqdm")
+
+
+class ModelInputError(MlflowException, ScoreError):
+    """Model input the pyfunc model cannot score: a ``mimimi.score.ScoreError`` to Python callers, an
+    ``MlflowException`` to MLflow's scoring server, which answers it with HTTP 400 and the message."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def pip_requirements() -> list[str]:
+    """The installed versions of ``REQUIREMENTS`` and of mimimi, as pins for the model's environment."""
+    reqs = []
+    for dist in REQUIREMENTS:
+        try:
+            reqs.append(f"{dist}=={importlib_metadata.version(dist).split('+')[0]}")  # no local tag (+cpu)
+        except importlib_metadata.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs + [f"mimimi=={mimimi.__version__}"]
+
+
+def read_thresholds(path: str | Path) -> dict[str, float | None]:
+    """The per-ID thresholds of a ``thresholds.json`` written by ``log_model``."""
+    try:
+        per_id = json.loads(Path(path).read_text())["per_id"]
+        return {str(k): None if v is None else float(v) for k, v in per_id.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a thresholds file written by mimimi ({e})") from None
+
+
+def predict(loaded: Loaded, model_input: pd.DataFrame, thresholds: dict | None = None, aggregate: str = "mean",
+            scorer: str | None = None) -> pd.DataFrame:
+    """``score_frame`` with its errors as ``ModelInputError`` (one line naming the row or the file)."""
+    try:
+        return score_frame(loaded, model_input, thresholds=thresholds, aggregate=aggregate, scorer=scorer)
+    except ScoreError as e:
+        raise ModelInputError(str(e)) from None
+
+
+class MimimiModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc model: the checkpoint is the artifact ``checkpoint``, per-ID thresholds the optional artifact
+    ``thresholds`` (models logged before checkpoints carried them)."""
+
+    def load_context(self, context) -> None:
+        self.loaded = load_checkpoint(context.artifacts["checkpoint"])
+        path = context.artifacts.get("thresholds")
+        self.thresholds = read_thresholds(path) if path else None
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        params = params or {}
+        return predict(self.loaded, model_input, self.thresholds, params.get("aggregate", "mean"),
+                       params.get("scorer", "default"))
