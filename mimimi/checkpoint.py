@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
         cfg = merge(Config(), blob["config"])
-        model = build_model(cfg, len(blob["ids"]))
+        model = build_model(cfg, len(blob["meta"].get("classes") or blob["ids"]))  # train.classes=all: more
         model.load_state_dict(blob["state_dict"])
         fitted = Scoring.from_state(blob["scoring"]) if blob.get("scoring") is not None else None
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError,

@@ -67,7 +67,7 @@ class DataConfig:
 
     root: str = "data/synthetic"  # dataset root (DCASE or MIMII layout)
     cache_dir: str = "data/cache"  # feature cache; safe to delete
-    machine_types: tuple[str, ...] = ()  # empty: every type found under root
+    machine_types: tuple[str, ...] = ()  # the types train.classes=all pools; empty: every type under root
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,18 @@ class TrainConfig:
     patience: int = 20  # early stopping: epochs without a better train.monitor value
     val_fraction: float = 0.1  # of each ID's normal training clips, held out for validation
     segments_per_clip: int = 0  # segments per training clip per epoch: 0 = every segment (random offsets)
-    sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: each machine ID drawn equally often
+    sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: each class drawn equally often
+    # the classifier's classes: "type", the machine type's IDs (the paper); "all", every (machine type, ID)
+    # pair under data.root, or of data.machine_types when given (the 41-class setup of the DCASE 2020
+    # leaders). Validation, scorers and the checkpoint stay per type either way.
+    classes: Literal["type", "all"] = "type"
     arcface_margin: float = 0.5  # additive angular margin of the arcface head (model.net.head), radians
     monitor: Literal["val_loss", "val_proxy_auc"] = "val_proxy_auc"  # best checkpoint and early stopping
     loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # cross-entropy of the magnitude, complex, fused heads
     seed: int = 0
     num_workers: int = 0  # DataLoader workers; features come from the cache, so 0 is usually enough
     device: str = "auto"  # auto: cuda when available, else cpu
-    amp: bool = False  # bfloat16 autocast on CUDA
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # training steps (mimimi.precision); auto: bf16 where native
     progress: bool = True  # tqdm bars and per-epoch lines on stderr
 
     def __post_init__(self) -> None:
@@ -146,7 +150,8 @@ class ScoringConfig:
     ``ce`` is the paper's cross-entropy against the clip's own ID (classifiers), ``recon`` the autoencoder's
     reconstruction error; ``knn``, ``mahalanobis`` and ``gmm`` score the clip's embedding against its ID's
     training embeddings; ``knn-stats`` adds a kNN on the clip's log-mel statistics (trained kinds). Evaluation
-    reports all of them; ``scorer`` is what decisions and the search use (default: ``knn``).
+    reports all of them; ``scorer`` is what decisions and the search use (``default``: ``knn-stats`` for
+    trained kinds, ``knn`` for ``stats-knn``).
     """
 
     scorer: Literal["default", "ce", "recon", "knn", "mahalanobis", "gmm", "knn-stats"] = "default"  # mimimi.scoring
@@ -156,6 +161,7 @@ class ScoringConfig:
     aggregate: Literal["mean", "max"] = "mean"  # segment scores -> clip score (ce, recon)
     threshold_method: Literal["gamma", "empirical"] = "gamma"  # fitted to normal validation scores only
     threshold_quantile: float = 0.9  # of the normal scores: about 10 % of new normal clips flagged
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # the network's scoring passes (validation too)
 
     def __post_init__(self) -> None:
         if self.knn_k < 1 or self.gmm_components < 1:

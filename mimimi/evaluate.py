@@ -26,7 +26,7 @@ from torch import nn
 
 from mimimi import kinds, metrics, report, scoring
 from mimimi.checkpoint import CheckpointError, load_checkpoint
-from mimimi.config import Config
+from mimimi.config import Config, merge
 from mimimi.data.audio import AudioError
 from mimimi.data.index import DatasetError, index_dataset, select
 from mimimi.features import FeatureCache
@@ -123,12 +123,13 @@ def comparison_markdown(table: pd.DataFrame) -> str:
 
 def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path, aggregate: str = "mean",
              device: str = "cpu", cache_dir: str | None = None, progress: bool = True,
-             scorer: str | None = None, baseline: bool = True) -> report.Report:
+             scorer: str | None = None, baseline: bool = True, precision: str | None = None) -> report.Report:
     """Score the test split of the checkpoint's machine type with ``scorer`` (default: the model's) and
     write the full report to ``out_dir``, with every scorer and the ``stats-knn`` baseline side by side in
-    ``scorers.md`` / ``scorers.csv`` (and ``Report.comparison``)."""
+    ``scorers.md`` / ``scorers.csv`` (and ``Report.comparison``). ``precision`` overrides the checkpoint's
+    ``scoring.precision`` (``mimimi.precision``)."""
     loaded = load_checkpoint(checkpoint)
-    cfg = loaded.cfg
+    cfg = loaded.cfg if precision is None else merge(loaded.cfg, {"scoring": {"precision": precision}})
     mtype = loaded.meta["machine_type"]
     fitted = loaded.scoring
     if fitted is not None:
@@ -160,7 +161,8 @@ def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path,
 
 
 def evaluate_run(run_id: str, data_root: str | None = None, aggregate: str = "mean", device: str = "cpu",
-                 tracking_uri: str | None = None, scorer: str | None = None) -> tuple[report.Report, str]:
+                 tracking_uri: str | None = None, scorer: str | None = None,
+                 precision: str | None = None) -> tuple[report.Report, str]:
     """Re-check the model of an MLflow run (for a search's parent run, its best model) on the test split.
 
     Metrics, tables and plots go to a new evaluation run linked to the source run (tag
@@ -176,7 +178,8 @@ def evaluate_run(run_id: str, data_root: str | None = None, aggregate: str = "me
         ckpt = tracking.load_checkpoint_from_run(run_id, Path(d) / "model")
         loaded = load_checkpoint(ckpt)
         root = data_root or loaded.cfg.data.root
-        rep = evaluate(ckpt, root, Path(d) / "report", aggregate, device, progress=True, scorer=scorer)
+        rep = evaluate(ckpt, root, Path(d) / "report", aggregate, device, progress=True, scorer=scorer,
+                       precision=precision)
         eval_run = tracking.start_run(source.experiment_id, f"eval/{source.run_name}", tags={
             "mimimi.role": "evaluation", "mimimi.source_run_id": run_id,
             "mimimi.machine_type": loaded.meta["machine_type"], "mimimi.data_root": str(root)})
@@ -205,16 +208,18 @@ def main(argv: list[str] | None = None) -> None:
                                                    "every scorer is reported side by side")
     ap.add_argument("--cache-dir", default=None, help="default: the checkpoint config's data.cache_dir")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                    help="the network's precision (default: the model's scoring.precision)")
     args = ap.parse_args(argv)
     if args.checkpoint and not (args.data_root and args.out):
         ap.error("--checkpoint needs --data-root and --out")
     try:
         if args.run_id:
             rep, eval_run = evaluate_run(args.run_id, args.data_root, args.aggregate, args.device, args.tracking_uri,
-                                         args.scorer)
+                                         args.scorer, args.precision)
         else:
             rep = evaluate(args.checkpoint, args.data_root, args.out, args.aggregate, args.device, args.cache_dir,
-                           scorer=args.scorer)
+                           scorer=args.scorer, precision=args.precision)
     except (CheckpointError, DatasetError, AudioError, EvaluationError, TrackingError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(rep.markdown)

@@ -92,8 +92,8 @@ class ModelKind:
         """Every feature kind its scoring reads: its own, and log-mel for ``knn-stats`` when it is trained."""
         return tuple(dict.fromkeys((self.feature, "logmel") if self.trainable else (self.feature,)))
 
-    def resolve(self, cfg: Config, ids: dict[str, int]) -> Config:
-        """The config as it runs: network sizes follow the data."""
+    def resolve(self, cfg: Config, n_classes: int) -> Config:
+        """The config as it runs: network sizes follow the data (``n_classes``: the classifier's outputs)."""
         return cfg
 
     def build(self, cfg: Config, n_ids: int) -> nn.Module:
@@ -114,7 +114,8 @@ class ModelKind:
         raise NotImplementedError(f"{self.name} is not trained")
 
     def segment_outputs(self, model: nn.Module, x: Tensor, targets: Tensor, cfg: Config) -> SegmentOutputs:
-        """``x``: (S, ...) segments; ``targets``: (S,) the class index of each segment's clip."""
+        """``x``: (S, ...) segments; ``targets``: (S,) the class index of each segment's clip (its machine
+        ID's output; with ``train.classes: all`` one of every type's classes)."""
         raise NotImplementedError
 
 
@@ -126,8 +127,8 @@ class Classifier(ModelKind):
     def __init__(self, name: str):
         self.name = name
 
-    def resolve(self, cfg: Config, ids: dict[str, int]) -> Config:
-        net = dataclasses.replace(cfg.model.net, n_ids=len(ids), input=self.name,
+    def resolve(self, cfg: Config, n_classes: int) -> Config:
+        net = dataclasses.replace(cfg.model.net, n_ids=n_classes, input=self.name,
                                   n_freq=cfg.features.n_fft // 2 + 1)
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, net=net))
 
@@ -168,7 +169,7 @@ class Classifier(ModelKind):
 class Autoencoder(ModelKind):
     name, feature, native = "ae", "logmel", "recon"
 
-    def resolve(self, cfg, ids):
+    def resolve(self, cfg, n_classes):
         ae = dataclasses.replace(cfg.model.ae, n_mels=cfg.features.n_mels)
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ae=ae))
 

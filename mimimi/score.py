@@ -39,6 +39,7 @@ import pandas as pd
 
 from mimimi import kinds
 from mimimi.checkpoint import CheckpointError, Loaded, load_checkpoint
+from mimimi.config import merge
 from mimimi.data.audio import AudioError
 from mimimi.data.index import machine_id_from_path, normalize_id
 from mimimi.evaluate import score_clips
@@ -329,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aggregate", choices=AGGREGATES, default="mean", help="segment scores -> clip score")
     ap.add_argument("--batch-size", type=int, default=32, help="files decoded and scored at a time")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                    help="the network's precision (default: the model's scoring.precision)")
     args = ap.parse_args(argv)
     if not (args.model or args.run_id or args.machine_type):
         ap.error("give --model, --run-id or --machine-type")
@@ -341,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracking.configure(args.tracking_uri)
         model = load_model(uri, run_id=args.run_id)
+        if args.precision:
+            cfg = merge(model.loaded.cfg, {"scoring": {"precision": args.precision}})
+            model = model._replace(loaded=model.loaded._replace(cfg=cfg))
         mtype = model.loaded.meta.get("machine_type")
         if args.machine_type and mtype and args.machine_type != mtype:
             raise ScoreError(f"{model.uri} is a model of {mtype!r}, not of --machine-type {args.machine_type!r}")

@@ -38,6 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mimimi import metrics as M
+from mimimi import precision
 from mimimi.config import Config
 from mimimi.data import corrupt
 from mimimi.features import FeatureCache, compute, decode
@@ -107,7 +108,7 @@ class ClipOutputs:
     loss: np.ndarray  # (n,) training loss, mean over segments
     n_segments: np.ndarray  # (n,)
     embedding: np.ndarray  # (n, D) float64: mean of the segment embeddings
-    log_probs: np.ndarray | None  # (n, n_ids) mean segment ID log-probabilities (classifiers)
+    log_probs: np.ndarray | None  # (n, n_classes) mean segment class log-probabilities (classifiers)
     pred_id: list  # predicted machine ID per clip (None without a classifier)
     stats: np.ndarray | None = None  # (n, 2 n_mels) log-mel mean + std of the clip (trained kinds: knn-stats)
 
@@ -147,7 +148,8 @@ def clip_outputs(model: nn.Module, kind: ModelKind, cfg: Config, clips: pd.DataF
     other clips were scored with it (a batched convolution may round differently)."""
     was_training = model.training
     model.eval().to(device)
-    inv = {i: m for m, i in ids.items()}
+    own = sorted(ids.items(), key=lambda kv: kv[1])  # the pred_id is the likeliest of the clips' type's IDs
+    own_names, own_classes = [m for m, _ in own], [i for _, i in own]
     ds = kind.clip_dataset(cfg, clips, features, dict(ids))
     n = len(ds)
     native = np.empty(n) if kind.native else None
@@ -156,7 +158,8 @@ def clip_outputs(model: nn.Module, kind: ModelKind, cfg: Config, clips: pd.DataF
     for batch in _batches(ds, batch_segments):
         x = torch.cat([item.x for item in batch]).to(device)
         targets = torch.cat([torch.full((len(item.x),), item.machine_id) for item in batch]).to(device)
-        out = kind.segment_outputs(model, x, targets, cfg)
+        with precision.autocast(cfg.scoring.precision, device):
+            out = kind.segment_outputs(model, x, targets, cfg)  # its outputs in fp32 (kinds casts them)
         start = 0
         for item in batch:
             part = slice(start, start + len(item.x))
@@ -169,7 +172,7 @@ def clip_outputs(model: nn.Module, kind: ModelKind, cfg: Config, clips: pd.DataF
             embs[i] = out.embedding[part].double().mean(0).cpu().numpy()
             if out.log_probs is not None:
                 logp[i] = out.log_probs[part].double().mean(0).cpu().numpy()
-                preds[i] = inv[int(np.argmax(logp[i]))]
+                preds[i] = own_names[int(np.argmax(logp[i][own_classes]))]
         bar.update(len(batch))
     bar.close()
     model.train(was_training)
@@ -384,7 +387,7 @@ def make_proxies(cfg: Config, kind: ModelKind, val: pd.DataFrame, others: pd.Dat
 
 
 def proxy_auc(cfg: Config, kind: ModelKind, scorer: str, train: ClipOutputs, val: ClipOutputs,
-              proxies: ClipOutputs, proxy_rows: pd.DataFrame) -> dict[str, float]:
+              proxies: ClipOutputs, proxy_rows: pd.DataFrame, ids: Mapping[str, int]) -> dict[str, float]:
     """``val_proxy_auc``: per machine ID, the AUC of its held-out normals against its proxy outliers (its own
     corruptions and the other types' normals), under ``scorer`` fitted on the training split only; the mean
     over IDs, and ``val_proxy_auc/<family>`` the same per proxy family. NaN where no ID has both."""
@@ -402,7 +405,7 @@ def proxy_auc(cfg: Config, kind: ModelKind, scorer: str, train: ClipOutputs, val
         if emb_scorer is not None:
             return emb_scorer.score(mid, outputs.embedding[rows])
         if scorer == "ce":  # cross-entropy against ``mid`` from the mean log-probabilities
-            return -outputs.log_probs[rows, sorted(set(train.clips.machine_id)).index(mid)]
+            return -outputs.log_probs[rows, ids[mid]]
         return outputs.native[rows]
 
     per_family: dict[str, list[float]] = {}

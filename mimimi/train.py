@@ -6,7 +6,11 @@ Train worker. A held-out part of the normal training clips (``train.val_fraction
 validation set: early stopping and the best checkpoint are chosen on it, never on test data.
 
     python -m mimimi.train --data-root DIR --machine-type fan [--model complex|magnitude|ae|stats-knn] \\
-        [--config configs/base.yaml] --out DIR
+        [--classes type|all] [--config configs/base.yaml] --out DIR
+
+``train.classes: all`` trains the classifier over every (machine type, ID) pair under the root (the 41-class
+setup of the DCASE 2020 leaders) and still validates, fits scorers and writes the checkpoint for
+``--machine-type``: its IDs keep their own outputs among all the classes.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from mimimi import augment, kinds, scoring
+from mimimi import augment, kinds, precision, scoring
 from mimimi.checkpoint import save_checkpoint
 from mimimi.config import Config, ConfigError, load_config, merge, to_dict
 from mimimi.data.audio import AudioError
@@ -63,11 +67,12 @@ def split_train_val(clips: pd.DataFrame, fraction: float, seed: int) -> tuple[pd
             pd.concat(val).sort_values("path", ignore_index=True))
 
 
-def training_clips(cfg: Config) -> pd.DataFrame:
+def training_clips(cfg: Config, clips: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The normal training clips of ``train.machine_type`` in ``clips`` (default: the index of ``data.root``)."""
     mtype = cfg.train.machine_type
     if not mtype:
         raise TrainError("train.machine_type is not set (use --machine-type)")
-    clips = index_dataset(cfg.data.root).clips
+    clips = index_dataset(cfg.data.root).clips if clips is None else clips
     if mtype not in set(clips.machine_type):
         raise TrainError(f"{cfg.data.root}: no clips of machine type {mtype!r} (found {sorted(set(clips.machine_type))})")
     train = select(clips, machine_type=mtype, split="train", label="normal")
@@ -76,9 +81,40 @@ def training_clips(cfg: Config) -> pd.DataFrame:
     return train
 
 
-def resolve(cfg: Config, ids: dict[str, int]) -> Config:
-    """The config as it runs: the network's input and output size follow the model kind and the data."""
-    return kinds.of(cfg).resolve(cfg, ids)
+class Classes(NamedTuple):
+    """What the classifier is trained to tell apart (``train.classes``).
+
+    ``names``: the network's output classes in order, ``"<type>/<ID>"`` (``"fan/02"``); ``ids``: the trained
+    type's machine IDs -> their class index (what the checkpoint, the scorers and ``mimimi.score`` use);
+    ``pool``: the normal training clips of every class but the trained type's, with ``machine_id`` set to the
+    class name (empty with ``classes: type``).
+    """
+
+    names: list[str]
+    ids: dict[str, int]
+    pool: pd.DataFrame
+
+
+def class_map(cfg: Config, clips: pd.DataFrame, index: pd.DataFrame, held_out: pd.DataFrame) -> Classes:
+    """``train.classes``: the type's IDs (``type``), or every (machine type, ID) of ``data.machine_types``
+    (default: every type in ``index``) with ``held_out`` (the other types' proxy clips) kept out (``all``)."""
+    mtype = cfg.train.machine_type
+    if cfg.train.classes == "type":
+        ids = id_map(clips)
+        return Classes([f"{mtype}/{m}" for m in ids], ids, clips.iloc[:0])
+    types = list(cfg.data.machine_types) or sorted(set(index.machine_type))
+    missing = sorted(set(types) - set(index.machine_type))
+    if missing:
+        raise TrainError(f"{cfg.data.root}: data.machine_types {missing} not found (found {sorted(set(index.machine_type))})")
+    if mtype not in types:
+        raise TrainError(f"train.classes=all: the trained type {mtype!r} is not among data.machine_types {types}")
+    pool = select(index, split="train", label="normal")
+    pool = pool[pool.machine_type.isin(types) & (pool.machine_type != mtype) & ~pool.path.isin(held_out.path)]
+    pool = pool.assign(machine_id=pool.machine_type + "/" + pool.machine_id)
+    names = sorted(set(pool.machine_id) | {f"{mtype}/{m}" for m in clips.machine_id})
+    index_of = {n: i for i, n in enumerate(names)}
+    ids = {m: index_of[f"{mtype}/{m}"] for m in sorted(set(clips.machine_id))}
+    return Classes(names, ids, pool.reset_index(drop=True))
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -105,10 +141,6 @@ def _augment(x: torch.Tensor, y: torch.Tensor, n_ids: int, cfg: Config, g: torch
     return augment.dirichlet_mixup(x, y, n_ids, a.mixup_prob, a.mixup_alpha, a.mixup_k, g)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
-
-
 def _train_epoch(model, loader, opt, cfg: Config, kind: kinds.ModelKind, n_ids: int, device, g, desc: str) -> float:
     model.train()
     total, n = 0.0, 0
@@ -118,8 +150,8 @@ def _train_epoch(model, loader, opt, cfg: Config, kind: kinds.ModelKind, n_ids: 
             batch = (x.to(device), y.to(device))
         else:
             batch = batch.to(device)  # (B, n_stack * n_mels)
-        with _autocast(device, cfg.train.amp):
-            loss, size = kind.loss(model, batch, cfg)
+        with precision.autocast(cfg.train.precision, device):
+            loss, size = kind.loss(model, batch, cfg)  # the loss itself in fp32 (kinds casts the logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -158,12 +190,11 @@ class Validation:
 
     def __call__(self, model, device) -> tuple[dict[str, float], scoring.ClipOutputs]:
         cfg, kind = self.cfg, self.kind
-        with _autocast(device, cfg.train.amp):
-            batch = {"batch_segments": cfg.train.batch_size}  # several clips per forward pass: faster
-            out = scoring.clip_outputs(model, kind, cfg, self.clips, self.ids, self.cache, cfg.scoring.aggregate,
-                                       device, stats=self.stats, **batch)
-            proxies = scoring.clip_outputs(model, kind, cfg, self.proxy_clips, self.ids, self.proxy_features,
-                                           cfg.scoring.aggregate, device, stats=self.proxy_stats, **batch)
+        batch = {"batch_segments": cfg.train.batch_size}  # several clips per forward pass: faster
+        out = scoring.clip_outputs(model, kind, cfg, self.clips, self.ids, self.cache, cfg.scoring.aggregate,
+                                   device, stats=self.stats, **batch)
+        proxies = scoring.clip_outputs(model, kind, cfg, self.proxy_clips, self.ids, self.proxy_features,
+                                       cfg.scoring.aggregate, device, stats=self.proxy_stats, **batch)
         train, val = out.select(~self.is_val), out.select(self.is_val)
         metrics = {}
         if len(val.clips):
@@ -171,7 +202,7 @@ class Validation:
                 metrics["val_loss"] = float(np.average(val.loss, weights=val.n_segments))
             if kind.classifier:
                 metrics["val_acc"] = float(np.mean(np.array(val.pred_id) == val.clips.machine_id.to_numpy()))
-            metrics.update(scoring.proxy_auc(cfg, kind, self.scorer, train, val, proxies, self.proxy_rows))
+            metrics.update(scoring.proxy_auc(cfg, kind, self.scorer, train, val, proxies, self.proxy_rows, self.ids))
         return metrics, out
 
 
@@ -203,24 +234,29 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
     t = cfg.train
     g = _seed_everything(t.seed)
     kind = kinds.of(cfg)
-    clips = training_clips(cfg)
-    ids = id_map(clips)
-    if kind.classifier and len(ids) < 2:
+    if t.classes == "all" and not kind.classifier:
+        raise TrainError(f"train.classes=all needs a classifier; the {kind.name} model has no classes")
+    index = index_dataset(cfg.data.root).clips
+    clips = training_clips(cfg, index)
+    others = other_type_proxies(cfg, index)
+    classes = class_map(cfg, clips, index, others)
+    ids = classes.ids
+    if kind.classifier and len(classes.names) < 2:
         raise TrainError(f"machine type {t.machine_type!r} has one machine ID ({list(ids)}): "
-                         "the self-supervised classifier needs at least two")
-    cfg = resolve(cfg, ids)
+                         "the self-supervised classifier needs at least two (or train.classes=all)")
+    cfg = kinds.of(cfg).resolve(cfg, len(classes.names))
     train_clips, val_clips = split_train_val(clips, t.val_fraction, t.seed)
     if val_clips.empty and kind.trainable:
         raise TrainError(f"no validation clips: train.val_fraction={t.val_fraction} with {len(clips)} training clips")
-    others = _other_types(cfg) if cfg.validation.other_types else clips.iloc[:0]
     cache = FeatureCache(cfg.data.cache_dir, cfg.features)
-    cache.warm(pd.concat([clips.path, others.path]), kinds=kind.features, progress=t.progress)
+    cache.warm(pd.concat([clips.path, others.path, classes.pool.path]), kinds=kind.features, progress=t.progress)
     validation = Validation(cfg, kind, train_clips, val_clips, others, cache, ids)
 
     device = _device(t.device)
-    model = dist.prepare_model(kind.build(cfg, len(ids)).to(device))
+    model = dist.prepare_model(kind.build(cfg, len(classes.names)).to(device))
     core = getattr(model, "module", model)  # what a checkpoint holds (DDP wraps the model)
-    meta = dict(machine_type=t.machine_type, n_train_clips=len(train_clips), n_val_clips=len(val_clips))
+    meta = dict(machine_type=t.machine_type, n_train_clips=len(train_clips), n_val_clips=len(val_clips),
+                classes=classes.names)
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
         (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
@@ -238,8 +274,11 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
             on_epoch({**metrics, **_best_keys(metrics)}, best_path if dist.is_main else None)
         return TrainResult(best_path, last_path, 0, metrics, [metrics])
 
-    train_ds = kind.train_dataset(cfg, train_clips, cache, ids)
-    sampler = make_sampler(cfg, kind, train_ds, len(ids))
+    class_of = {n: i for i, n in enumerate(classes.names)}
+    named = train_clips.assign(machine_id=t.machine_type + "/" + train_clips.machine_id)  # ID -> class name
+    train_ds = kind.train_dataset(cfg, pd.concat([named, classes.pool], ignore_index=True), cache, class_of)
+    n_classes = len(classes.names)
+    sampler = make_sampler(cfg, kind, train_ds, n_classes)
     loader = dist.prepare_loader(DataLoader(
         train_ds, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=t.num_workers,
         generator=torch.Generator().manual_seed(t.seed), drop_last=len(train_ds) > t.batch_size))
@@ -253,7 +292,7 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
         if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler
             loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
-        train_loss = _train_epoch(model, loader, opt, cfg, kind, len(ids), device, g, f"epoch {epoch}")
+        train_loss = _train_epoch(model, loader, opt, cfg, kind, n_classes, device, g, f"epoch {epoch}")
         val_metrics, out = validation(core, device)
         metrics = {"epoch": epoch, "train_loss": train_loss, **val_metrics,
                    "epoch_seconds": time.perf_counter() - start}
@@ -300,11 +339,18 @@ def _best_keys(best: dict) -> dict[str, float]:
     return {f"best_{k}": best[k] for k in ("val_loss", "val_proxy_auc") if k in best}
 
 
-def _other_types(cfg: Config) -> pd.DataFrame:
-    """Normal training clips of the other machine types under the data root (proxy outliers)."""
-    clips = index_dataset(cfg.data.root).clips
-    others = select(clips, split="train", label="normal")
-    return others[others.machine_type != cfg.train.machine_type].reset_index(drop=True)
+def other_type_proxies(cfg: Config, index: pd.DataFrame) -> pd.DataFrame:
+    """The proxy outliers from other machine types: up to ``validation.other_types`` normal training clips
+    of each (the first in path order). With ``train.classes: all`` they are kept out of training."""
+    n = cfg.validation.other_types
+    others = select(index, split="train", label="normal")
+    others = others[others.machine_type != cfg.train.machine_type]
+    if cfg.data.machine_types:
+        others = others[others.machine_type.isin(cfg.data.machine_types)]
+    if not n:
+        return others.iloc[:0]
+    return (others.sort_values("path").groupby("machine_type", sort=True).head(n)
+            .sort_values(["machine_type", "path"]).reset_index(drop=True))
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> TrainResult:
@@ -325,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", action="append", default=[], help="YAML overrides, applied in order")
     ap.add_argument("--out", required=True, help="output folder: checkpoints, config, evaluation report")
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--classes", choices=["type", "all"], default=None,
+                    help="train.classes: the type's machine IDs, or every (type, ID) under the root")
     ap.add_argument("--no-eval", action="store_true", help="skip the final evaluation on the test split")
     args = ap.parse_args(argv)
     overrides: dict[str, Any] = {"data": {"root": args.data_root}, "train": {"machine_type": args.machine_type}}
@@ -332,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides["model"] = {"name": args.model}
     if args.epochs is not None:
         overrides["train"]["epochs"] = args.epochs
+    if args.classes is not None:
+        overrides["train"]["classes"] = args.classes
     try:
         cfg = load_config(*args.config, overrides=overrides)
         result = fit(cfg, args.out)

@@ -26,6 +26,8 @@ def test_quick_accuracy_report_has_every_section(tmp_path):
     keys = {r["key"] for r in data["rows"]}
     assert {"ce", "knn", "mahalanobis", "gmm", "knn-stats", "stats-knn"} <= keys
     assert len(data["objective_trials"]) == 3
+    assert "## The training recipe, one option at a time" in md and "| classes all |" in md
+    assert {r["recipe"] for r in data["recipes"]} == {"default", "head arcface", "sampler balanced", "classes all"}
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -21,7 +21,7 @@ def test_base_yaml_equals_the_defaults():
     ({"train": {"epochz": 3}}, "unknown key 'train.epochz'"),
     ({"train": {"lr": "fast"}}, "train.lr must be float"),
     ({"train": {"epochs": 2.5}}, "train.epochs must be int"),
-    ({"train": {"amp": 1}}, "train.amp must be bool"),
+    ({"train": {"precision": "fp16"}}, "train.precision must be one of"),
     ({"model": {"name": "resnet"}}, "model.name must be one of"),
     ({"augment": {"mixup_prob": 1.5}}, "augment.mixup_prob must be in [0, 1]"),
     ({"model": {"net": {"n_ids": 1}}}, "model.net: n_ids must be >= 2"),

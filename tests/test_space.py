@@ -18,6 +18,11 @@ def test_base_and_per_type_overrides():
             "augment.shift_prob", "train.batch_size"} <= set(base.space)
     smoke = load_search_config("valve", [SEARCH_CONFIGS / "smoke.yaml"])
     assert smoke.search.num_samples == 2 and smoke.config["train"]["epochs"] == 2
+    # the recipe is searched; the small searches leave the costly classes=all out
+    assert {"train.sampler", "model.net.head", "train.arcface_margin", "train.classes"} <= set(base.space)
+    assert base.space["train.classes"].values == ("type", "all")
+    embedded = load_search_config("fan", [SEARCH_CONFIGS / "embedded.yaml"])
+    assert "train.classes" not in smoke.space and "train.classes" not in embedded.space
 
 
 @pytest.mark.parametrize("raw, message", [

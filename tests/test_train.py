@@ -114,3 +114,81 @@ def test_errors_are_one_line(synth_root, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mimimi.evaluate", "--checkpoint", str(bad), "--data-root",
                         str(synth_root), "--out", str(tmp_path / "e")], capture_output=True, text=True)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "bad.pt" in r.stderr
+
+
+def _index(rows):
+    import pandas as pd
+
+    return pd.DataFrame([{"path": f"{t}/train/normal_id_{m}_{k:08d}.wav", "machine_type": t, "machine_id": m,
+                          "split": "train", "label": "normal"} for t, m, n in rows for k in range(n)])
+
+
+def test_class_map_type_and_all():
+    from mimimi.train import class_map, other_type_proxies, training_clips
+
+    index = _index([("fan", "00", 3), ("fan", "02", 2), ("pump", "00", 4), ("valve", "04", 2)])
+    cfg = merge(small_config("/data", "/cache"), {"train": {"machine_type": "pump"}, "validation": {"other_types": 1}})
+    clips = training_clips(cfg, index)
+    held = other_type_proxies(cfg, index)
+    assert held.path.tolist() == ["fan/train/normal_id_00_00000000.wav", "valve/train/normal_id_04_00000000.wav"]
+    own = class_map(cfg, clips, index, held)
+    assert own.names == ["pump/00"] and own.ids == {"00": 0} and own.pool.empty
+
+    every = class_map(merge(cfg, {"train": {"classes": "all"}}), clips, index, held)
+    assert every.names == ["fan/00", "fan/02", "pump/00", "valve/04"]
+    assert every.ids == {"00": 2}  # the trained type's ID -> its output among all classes
+    assert every.pool.machine_id.value_counts().to_dict() == {"fan/00": 2, "fan/02": 2, "valve/04": 1}
+    assert set(every.pool.path).isdisjoint(held.path) and "pump" not in set(every.pool.machine_type)
+
+    two = merge(cfg, {"train": {"classes": "all"}, "data": {"machine_types": ["pump", "valve"]}})
+    assert class_map(two, clips, index, other_type_proxies(two, index)).names == ["pump/00", "valve/04"]
+    with pytest.raises(TrainError, match=r"data.machine_types \['slider'\] not found"):
+        class_map(merge(two, {"data": {"machine_types": ["slider", "pump"]}}), clips, index, held)
+    with pytest.raises(TrainError, match="'pump' is not among data.machine_types"):
+        class_map(merge(two, {"data": {"machine_types": ["fan", "valve"]}}), clips, index, held)
+
+
+@pytest.fixture(scope="module")
+def two_types(tmp_path_factory):
+    """valve with IDs 00/02 and pump with the single ID 00: the pump trains only with train.classes=all."""
+    from mimimi.data.synth import generate
+
+    root = tmp_path_factory.mktemp("two-types")
+    generate(root, ["valve"], ["00", "02"], n_train=8, n_test_normal=3, n_test_anomaly=3, seconds=3.0, seed=1)
+    generate(root, ["pump"], ["00"], n_train=8, n_test_normal=3, n_test_anomaly=3, seconds=3.0, seed=2)
+    return root
+
+
+def test_one_classifier_over_every_type_and_id(two_types, tmp_path):
+    cfg = merge(small_config(two_types, tmp_path / "cache", epochs=1),
+                {"train": {"machine_type": "pump", "classes": "all", "sampler": "balanced"},
+                 "validation": {"other_types": 2}})
+    with pytest.raises(TrainError, match="one machine ID"):  # alone, the pump's one ID gives no classifier
+        fit(merge(cfg, {"train": {"classes": "type"}}), tmp_path / "alone")
+    result = fit(cfg, tmp_path / "run")
+    loaded = load_checkpoint(result.best_checkpoint)
+    assert loaded.meta["classes"] == ["pump/00", "valve/00", "valve/02"] and loaded.ids == {"00": 0}
+    assert loaded.cfg.model.net.n_ids == 3 and loaded.model(torch.zeros(2, 1, 129, 32, dtype=torch.cfloat)).total.shape == (2, 3)
+    assert loaded.meta["n_train_clips"] + loaded.meta["n_val_clips"] == 8  # the pump's own clips; valve's are the pool
+    assert "val_proxy_auc/other_types" in result.best  # valve clips held out of training serve as proxies
+    rep = evaluate(result.best_checkpoint, two_types, tmp_path / "eval", progress=False)
+    assert rep.per_id.machine_id.tolist() == ["00"] and rep.per_id.auc.between(0, 1).all()
+    with pytest.raises(TrainError, match="needs a classifier"):
+        fit(merge(cfg, {"model": {"name": "ae"}}), tmp_path / "ae")
+
+
+def test_bf16_training_and_scoring(synth_root, tmp_path):
+    from scipy.stats import spearmanr
+
+    cfg = merge(small_config(synth_root, tmp_path / "cache", epochs=1),
+                {"train": {"precision": "bf16"}, "scoring": {"precision": "bf16"}})
+    result = fit(cfg, tmp_path / "run")
+    assert all(np.isfinite(result.best[k]) for k in ("val_loss", "val_proxy_auc"))
+    loaded = load_checkpoint(result.best_checkpoint)
+    assert loaded.cfg.scoring.precision == "bf16"
+    test = select(index_dataset(synth_root).clips, split="test")
+    cache = FeatureCache(cfg.data.cache_dir, loaded.cfg.features)
+    low = score_clips(loaded.model, loaded.cfg, test, loaded.ids, cache, fitted=loaded.scoring, scorer="knn")
+    fp32 = merge(loaded.cfg, {"scoring": {"precision": "fp32"}})
+    ref = score_clips(loaded.model, fp32, test, loaded.ids, cache, fitted=loaded.scoring, scorer="knn")
+    assert spearmanr(low.score, ref.score).statistic > 0.95  # the same ranking of clips, near enough
