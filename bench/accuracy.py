@@ -175,6 +175,65 @@ def recipe_study(work: Path, seeds: list[int], seconds: float, epochs: int, feat
     return pd.DataFrame(rows)
 
 
+def precision_study(work: Path, seeds: list[int], seconds: float, epochs: int, features: dict | None) -> pd.DataFrame:
+    """The default model trained and scored in fp32 and in bf16 (``train.precision`` and ``scoring.precision``)
+    per machine type of the synthetic set, same seed, same data: one row per (seed, type, ID, precision) with
+    the test AUC of every scorer, and the training run's seconds."""
+    rows = []
+    for seed in seeds:
+        root = work / f"precision-{seed}"
+        spec = dict(SETS["synthetic"], seconds=seconds, seed=seed)
+        if features:  # quick: fewer clips
+            spec.update(n_train=6, n_test_normal=3, n_test_anomaly=3, machine_types=("valve",))
+        synth.generate(root, workers=2, **spec)
+        for mtype in spec["machine_types"]:
+            for prec in ("fp32", "bf16"):
+                cfg = load_config(overrides={
+                    "data": {"root": str(root), "cache_dir": str(work / "cache")}, **({"features": features} if features else {}),
+                    "train": {"machine_type": mtype, "epochs": epochs, "seed": seed, "progress": False, "precision": prec},
+                    "scoring": {"precision": prec}})
+                tag = f"precision-{seed}-{mtype}-{prec}"
+                t = time.perf_counter()
+                result = fit(cfg, work / "runs" / tag)
+                train_s = time.perf_counter() - t
+                rep = evaluate(result.best_checkpoint, root, work / "eval" / tag, progress=False, baseline=False)
+                per_id = rep.comparison[rep.comparison.machine_id != "mean"]
+                rows += [{"seed": seed, "machine_type": mtype, "machine_id": r.machine_id, "precision": prec,
+                          "scorer": r.key, "default": bool(r.default), "auc": r.auc, "train_seconds": train_s}
+                         for r in per_id.itertuples()]
+                print(f"precision {prec} seed {seed} {mtype}: {train_s:.0f} s", file=sys.stderr)
+    return pd.DataFrame(rows)
+
+
+PRECISION_TITLE = "## bf16 against fp32"
+PRECISION_TOLERANCE = 0.02  # per-ID AUC, mean over seeds
+
+
+def precision_section(study: pd.DataFrame, epochs: int) -> str:
+    """Per scorer: the largest and the mean |AUC(bf16) - AUC(fp32)| over (type, ID), each the mean over seeds."""
+    wide = study.pivot_table(index=["scorer", "machine_type", "machine_id", "seed"], columns="precision", values="auc")
+    wide["diff"] = wide.bf16 - wide.fp32
+    per_id = wide.groupby(level=["scorer", "machine_type", "machine_id"])["diff"].mean()  # mean over seeds
+    default = study.loc[study["default"], "scorer"].iloc[0]
+    lines = ["| scorer | largest per-ID \\|ΔAUC\\| (mean over seeds) | mean per-ID ΔAUC | within "
+             f"{PRECISION_TOLERANCE:g} |", "|---|---|---|---|"]
+    for scorer, d in per_id.groupby(level="scorer", sort=False):
+        worst = float(d.abs().max())
+        lines.append(f"| {scorer}{' (default)' if scorer == default else ''} | {worst:.3f} | {float(d.mean()):+.3f} "
+                     f"| {'yes' if worst <= PRECISION_TOLERANCE else '**no**'} |")
+    t = study.drop_duplicates(["seed", "machine_type", "precision"]).groupby("precision").train_seconds.sum()
+    seeds = sorted(set(study.seed))
+    return "\n\n".join([
+        PRECISION_TITLE,
+        f"The default model trained and scored in bf16 (`train.precision: bf16`, `scoring.precision: bf16`) and in "
+        f"fp32, same data and seeds {seeds}, {epochs} training epochs, per machine type of the synthetic set; ΔAUC = "
+        f"AUC(bf16) − AUC(fp32) per machine ID, averaged over the seeds. Training time, all runs: fp32 "
+        f"{t.get('fp32', float('nan')):.0f} s, bf16 {t.get('bf16', float('nan')):.0f} s ({torch.get_num_threads()} "
+        f"torch threads). `python -m bench.accuracy --only precision --precision-seeds {','.join(map(str, seeds))} "
+        f"--threads {torch.get_num_threads()}` reruns this section alone.",
+        "\n".join(lines)])
+
+
 def recipe_markdown(study: pd.DataFrame) -> str:
     types = sorted(set(study.machine_type))
     lines = ["| recipe | " + " | ".join(types) + " | mean over types (default scorer) | mean over types (`knn`) "
@@ -235,7 +294,8 @@ def per_id_table(rows: pd.DataFrame, name: str) -> str:
 
 
 def markdown(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict,
-             trials: pd.DataFrame | None = None, recipes: pd.DataFrame | None = None) -> str:
+             trials: pd.DataFrame | None = None, recipes: pd.DataFrame | None = None,
+             precisions: pd.DataFrame | None = None) -> str:
     tables = summary_tables(rows)
     parts = [
         "# MIMIMI accuracy report",
@@ -272,15 +332,39 @@ def markdown(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict,
                   "that ranks badly (ρ near 0 or negative) is a candidate to drop from `validation.proxy_kinds`.",
                   objective_markdown(trials)]
     if recipes is not None and len(recipes):
-        parts += ["## The training recipe, one option at a time",
-                  f"Each option changed alone from the default recipe (`gap` head, `uniform` sampler, `classes: type`), "
-                  f"trained per machine type of the synthetic set with seeds {sorted(set(recipes.seed))}, {settings['epochs']} "
-                  "epochs; mean per-ID test AUC in %. `classes all` trains one classifier over every (type, ID) under "
-                  "the root (16 classes here, 41 on DCASE 2020) for each type's checkpoint. The defaults follow this "
-                  "table where it separates the options by more than their spread; where it does not, the "
-                  "default stays the paper's.",
-                  recipe_markdown(recipes)]
+        parts.append(recipe_section(recipes, settings["epochs"]))
+    if precisions is not None and len(precisions):
+        parts.append(precision_section(precisions, settings["epochs"]))
     return "\n\n".join(parts) + "\n"
+
+
+RECIPE_TITLE = "## The training recipe, one option at a time"
+
+
+def recipe_section(recipes: pd.DataFrame, epochs: int) -> str:
+    return "\n\n".join([
+        RECIPE_TITLE,
+        f"Each option changed alone from the default recipe (`gap` head, `uniform` sampler, `classes: type`), "
+        f"trained per machine type of the synthetic set with seeds {sorted(set(recipes.seed))}, {epochs} epochs; "
+        "mean per-ID test AUC in % (± std over seeds where there are several). `classes all` trains one classifier "
+        "over every (type, ID) under the root (16 classes here, 41 on DCASE 2020) for each type's checkpoint. "
+        "The defaults follow this table where it separates the options by more than their spread; where it "
+        "does not, the default stays the paper's. "
+        f"`python -m bench.accuracy --only recipes --recipe-seeds {','.join(map(str, sorted(set(recipes.seed))))} "
+        f"--threads {torch.get_num_threads()}` reruns this section alone.",
+        recipe_markdown(recipes)])
+
+
+def replace_section(md: str, title: str, section: str) -> str:
+    """``md`` with the section that starts at the line ``title`` (up to the next ``## ``) replaced by
+    ``section``, or with ``section`` appended when there is none."""
+    lines = md.rstrip("\n").split("\n")
+    if title not in lines:
+        return md.rstrip("\n") + "\n\n" + section + "\n"
+    start = lines.index(title)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rest = lines[end:]
+    return "\n".join(lines[:start] + section.split("\n") + ([""] + rest if rest else [])) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,15 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="toy sizes: a smoke test, not a measurement")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--objective-trials", type=int, default=10, help="trials of the objective study (0: skip)")
-    ap.add_argument("--recipe-seeds", default="0", help="seeds of the recipe study, comma-separated ('': skip)")
-    ap.add_argument("--only", choices=["recipes"], default=None,
-                    help="run one study alone and write its JSON (ACCURACY.<study>.json) beside --out")
+    ap.add_argument("--recipe-seeds", default="0,1", help="seeds of the recipe study, comma-separated ('': skip)")
+    ap.add_argument("--precision-seeds", default="0,1,2", help="seeds of the bf16-vs-fp32 study ('': skip)")
+    ap.add_argument("--only", choices=["recipes", "precision"], default=None,
+                    help="run one study alone: its section of --out is replaced, its rows go to the JSON")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
         recipe_seeds = [int(s) for s in args.recipe_seeds.split(",") if s]
+        precision_seeds = [int(s) for s in args.precision_seeds.split(",") if s]
     except ValueError:
         ap.error(f"--seeds and --recipe-seeds must be comma-separated integers, got {args.seeds!r}, {args.recipe_seeds!r}")
     sets = [s for s in args.sets.split(",") if s]
@@ -312,19 +398,30 @@ def main(argv: list[str] | None = None) -> int:
         seeds, sets, features = QUICK["seeds"], list(QUICK["sets"]), QUICK["features"]
         args.seconds, args.epochs = QUICK["seconds"], QUICK["epochs"]
     if args.quick:
-        recipe_seeds = recipe_seeds[:1]
+        recipe_seeds, precision_seeds = recipe_seeds[:1], precision_seeds[:1]
     start = time.perf_counter()
-    if args.only == "recipes":
+    if args.only:
         with tempfile.TemporaryDirectory(prefix="mimimi-accuracy-") as d:
-            recipes = recipe_study(Path(d), recipe_seeds, args.seconds, args.epochs, features)
-        out = Path(args.out).with_suffix(".recipes.json")
-        out.write_text(json.dumps(json.loads(recipes.to_json(orient="records")), indent=1))
-        print(recipe_markdown(recipes))
-        print(f"wrote {out}", file=sys.stderr)
+            if args.only == "recipes":
+                study = recipe_study(Path(d), recipe_seeds, args.seconds, args.epochs, features)
+                title, section = RECIPE_TITLE, recipe_section(study, args.epochs)
+            else:
+                study = precision_study(Path(d), precision_seeds, args.seconds, args.epochs, features)
+                title, section = PRECISION_TITLE, precision_section(study, args.epochs)
+        out = Path(args.out)
+        out.write_text(replace_section(out.read_text() if out.is_file() else "# MIMIMI accuracy report\n", title,
+                                       section))
+        data = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+        data[args.only] = json.loads(study.to_json(orient="records"))
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+        print(section)
+        print(f"updated {out} and {out.with_suffix('.json').name}", file=sys.stderr)
         return 0
     with tempfile.TemporaryDirectory(prefix="mimimi-accuracy-") as d:
         work = Path(d)
         recipes = recipe_study(work, recipe_seeds, args.seconds, args.epochs, features) if recipe_seeds else None
+        precisions = (precision_study(work, precision_seeds, args.seconds, args.epochs, features)
+                      if precision_seeds else None)
         rows = pd.concat([run_set(name, seed, work, args.seconds, args.epochs, features, "complex")
                           for name in sets for seed in seeds], ignore_index=True)
         real = real_samples(REAL_SAMPLES, work / "cache")
@@ -334,12 +431,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{torch.get_num_threads()} torch threads", minutes=(time.perf_counter() - start) / 60,
                     epochs=args.epochs, seeds=seeds, seconds=args.seconds, features=features, objective_type="slider")
     out = Path(args.out)
-    out.write_text(markdown(rows, real, settings, trials, recipes))
+    out.write_text(markdown(rows, real, settings, trials, recipes, precisions))
     out.with_suffix(".json").write_text(json.dumps(
         {"settings": settings, "rows": json.loads(rows.to_json(orient="records")),
          "real_samples": None if real is None else json.loads(real.to_json(orient="records")),
          "objective_trials": None if trials is None else json.loads(trials.to_json(orient="records")),
-         "recipes": None if recipes is None else json.loads(recipes.to_json(orient="records"))}, indent=1))
+         "recipes": None if recipes is None else json.loads(recipes.to_json(orient="records")),
+         "precision": None if precisions is None else json.loads(precisions.to_json(orient="records"))}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.json').name}", file=sys.stderr)
     return 0
 

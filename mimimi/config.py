@@ -43,6 +43,9 @@ class FeatureConfig:
     normalize: Literal["clip", "none"] = "clip"  # "clip": real and imag parts to zero mean, unit std per clip
     segment_frames: int = 64  # network input is (1, n_freq, segment_frames)
     eval_hop_frames: int = 64  # hop between evaluation segments; the last one is aligned to the clip end
+    # how the feature cache stores the complex STFT: complex64, or float16 (real, imaginary) pairs at half the
+    # disk (read back as complex64; about 3 significant digits, mimimi.features)
+    stft_cache_dtype: Literal["complex64", "float16"] = "complex64"
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "segment_frames", "eval_hop_frames"):

@@ -121,7 +121,30 @@ def cache_settings(cfg: FeatureConfig, kind: Kind) -> dict:
     """The settings that change what ``kind`` stores (a new segment hop need not recompute the STFT)."""
     keys = ["sample_rate", "channel", "n_fft", "hop_length"]
     keys += ["normalize"] if kind == "stft" else ["n_mels"]
+    if kind == "stft" and cfg.stft_cache_dtype != "complex64":  # complex64 entries keep their old key
+        keys.append("stft_cache_dtype")
     return {"kind": kind, **{k: getattr(cfg, k) for k in keys}, "min_samples": cfg.min_samples}
+
+
+def to_stored(features: np.ndarray, cfg: FeatureConfig, kind: Kind) -> np.ndarray:
+    """What the cache writes: the features, or with ``stft_cache_dtype: float16`` the STFT as a (2, F, T)
+    float16 array of its real and imaginary parts (half the bytes of complex64)."""
+    if kind != "stft" or cfg.stft_cache_dtype == "complex64":
+        return features
+    pairs = np.stack([features.real, features.imag])
+    if np.abs(pairs).max(initial=0.0) >= np.finfo(np.float16).max:
+        raise ValueError(f"STFT values up to {np.abs(pairs).max():.3g} overflow float16: "
+                         "use features.stft_cache_dtype: complex64 (or normalize: clip)")
+    return pairs.astype(np.float16)
+
+
+def from_stored(stored: np.ndarray, kind: Kind) -> np.ndarray:
+    """The inverse of ``to_stored``: float16 pairs -> complex64 (a new array); anything else as it is."""
+    if kind == "stft" and stored.dtype == np.float16:
+        out = np.empty(stored.shape[1:], np.complex64)
+        out.real, out.imag = stored[0], stored[1]
+        return out
+    return stored
 
 
 class FeatureCache:
@@ -149,11 +172,12 @@ class FeatureCache:
         return self.kind_dir(kind) / f"{hashlib.sha1(ident).hexdigest()}.npy"
 
     def get(self, path: str | Path, kind: Kind = "stft", mmap: bool = True) -> np.ndarray:
-        """The features of ``path``; decoded and stored on first use. Memory-mapped by default."""
+        """The features of ``path``; decoded and stored on first use. Memory-mapped by default (a float16
+        STFT entry is converted to complex64 on every read instead)."""
         entry = self.entry(path, kind)
         if not entry.exists():
             self._store(entry, compute(decode(path, self.cfg), self.cfg, kind), kind)
-        return np.load(entry, mmap_mode="r" if mmap else None)
+        return from_stored(np.load(entry, mmap_mode="r" if mmap else None), kind)
 
     def _store(self, entry: Path, features: np.ndarray, kind: Kind) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +187,7 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.save(f, features)
+                np.save(f, to_stored(features, self.cfg, kind))
             os.replace(tmp, entry)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -13,7 +13,8 @@ score (``mimimi.scoring``: ``knn-stats`` by default, ``knn``, ``ce``, ``mahalano
 has no threshold for that ID.
 
 A file that cannot be scored is reported on stderr (one line naming it), the others are still scored,
-and the exit status is 1; 2 when nothing can be scored (usage, or a model that cannot be loaded).
+and the exit status is 1; 2 when nothing can be scored (usage, a model that cannot be loaded, or no
+file that could be scored).
 
 The same scoring serves the MLflow pyfunc model (``score_frame``): one row per clip, a ``path`` or a
 ``waveform`` (mono samples at the model's sample rate, 16 kHz), and an optional ``machine_id``; the
@@ -373,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     used = fitted.check(args.scorer) if fitted is not None else kinds.of(model.loaded.cfg).native
     print(f"scored {len(result.scores)} file(s) with {model.uri}{version}, scorer {used}, {len(errors)} error(s)"
           f"{note}", file=sys.stderr)
+    if errors and result.scores.empty:
+        return 2  # nothing could be scored
     return 1 if errors else 0
 
 

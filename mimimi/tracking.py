@@ -638,8 +638,11 @@ def update_champion(name: str, version: int, metric: str, run_id: str) -> Champi
     if current is not None and current.run_id:
         try:
             previous = client.get_run(current.run_id).data.metrics.get(metric)
-        except MlflowException:  # the champion's run was deleted: no recorded figure
-            previous = None
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":  # any other failure: never promote blind
+                raise TrackingError(f"registered model {name!r}: cannot read the champion's run {current.run_id} "
+                                    f"({_first_line(e)}); the champion stays") from None
+            previous = None  # the champion's run was deleted for good: no recorded figure
     if current is not None and int(current.version) == int(version):
         decision = champion.Decision(False, f"version {version} is already the champion")
     else:

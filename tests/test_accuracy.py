@@ -28,6 +28,8 @@ def test_quick_accuracy_report_has_every_section(tmp_path):
     assert len(data["objective_trials"]) == 3
     assert "## The training recipe, one option at a time" in md and "| classes all |" in md
     assert {r["recipe"] for r in data["recipes"]} == {"default", "head arcface", "sampler balanced", "classes all"}
+    assert "## bf16 against fp32" in md and "knn-stats (default)" in md
+    assert {r["precision"] for r in data["precision"]} == {"fp32", "bf16"}
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -124,6 +124,29 @@ def test_cache_key_follows_file_identity_and_settings(tmp_path, monkeypatch):
     assert len(decode.calls) == 3
 
 
+def test_float16_stft_cache_is_half_the_size_and_close(tmp_path):
+    wav = write_wav(tmp_path / "a.wav", noise(10.0))
+    full = FeatureCache(tmp_path / "cache", FeatureConfig())
+    half = FeatureCache(tmp_path / "cache", FeatureConfig(stft_cache_dtype="float16"))
+    ref, low = np.array(full.get(wav)), half.get(wav)
+    assert half.entry(wav, "stft") != full.entry(wav, "stft")  # its own entries
+    assert low.dtype == np.complex64 and low.shape == ref.shape == (513, 313)
+    # float16 keeps 11 significant bits: each part within 2**-11 of its magnitude (+ subnormal floor)
+    for part in ("real", "imag"):
+        a, b = getattr(ref, part), getattr(low, part)
+        assert np.all(np.abs(a - b) <= 2.0 ** -11 * np.abs(a) + 1e-7)
+    assert np.abs(ref - low).max() / np.abs(ref).std() < 1e-2
+    sizes = [c.entry(wav, "stft").stat().st_size for c in (full, half)]
+    assert sizes[1] < 0.51 * sizes[0]  # 1.3 MB -> 0.64 MB for a 10 s clip
+    np.testing.assert_array_equal(half.get(wav, "logmel"), full.get(wav, "logmel"))  # log-mel unchanged
+
+
+def test_float16_stft_cache_refuses_values_it_cannot_hold():
+    loud = np.full((3, 4), 1e5 + 0j, np.complex64)
+    with pytest.raises(ValueError, match="overflow float16"):
+        features.to_stored(loud, FeatureConfig(stft_cache_dtype="float16"), "stft")
+
+
 def test_cache_propagates_decode_errors_and_stores_nothing(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"garbage" * 100)

@@ -133,6 +133,9 @@ def test_folders_are_searched_recursively_and_machine_id_can_be_given(model, rea
     assert len(records) == 3 and {r["machine_id"] for r in records} == {"02"}
     assert all(r["decision"] == expected_decision(r["score"], model["thresholds"]["02"]) for r in records)
 
+    code, out, err = cli(capsys, *args, str(tree / "nope.wav"), str(tree / "plain.wav"))  # nothing scorable
+    assert code == 2 and json.loads(out) == [] and err.count("error:") == 2, err
+
     code, out, err = cli(capsys, *args, "--machine-id", "08", str(tree))
     assert code == 2 and out == "" and err.strip().splitlines() == [
         "error: --machine-id: machine ID '08' is not one the model was trained on ['00', '02', '04', '06']"]
@@ -232,7 +235,7 @@ def test_champion_rule(candidate, current, has, promote):
     assert d.promote is promote and d.reason and "\n" not in d.reason
 
 
-def test_champion_alias_moves_only_when_the_test_pauc_beats_the_champions(model, tmp_path):
+def test_champion_alias_moves_only_when_the_test_pauc_beats_the_champions(model, tmp_path, monkeypatch):
     name, metric = "mimimi-valve-alias", "test/valve/mean_pauc"
     eid = T.ensure_experiment("champion")
     assert T.champion_version(name) is None
@@ -257,6 +260,22 @@ def test_champion_alias_moves_only_when_the_test_pauc_beats_the_champions(model,
     assert worse.tags["mimimi.champion.previous_version"] == "1"
     assert "does not beat" in worse.tags["mimimi.champion.reason"]
     assert (worse.metrics["champion/candidate"], worse.metrics["champion/previous"]) == (0.55, 0.6)
+
+    # a transient failure reading the champion's run is an error, never "no figure" (which would promote)
+    from mlflow import MlflowClient
+
+    real_get_run = MlflowClient.get_run
+
+    def flaky(self, run_id):  # the champion's run (version 4's) cannot be read just now
+        if run_id == runs[3].run_id:
+            raise MlflowException("server busy", error_code="TEMPORARILY_UNAVAILABLE")
+        return real_get_run(self, run_id)
+
+    monkeypatch.setattr(MlflowClient, "get_run", flaky)
+    with pytest.raises(T.TrackingError, match="cannot read the champion's run .*server busy.*the champion stays"):
+        T.update_champion(name, 3, metric, runs[2].run_id)
+    monkeypatch.undo()
+    assert T.champion_version(name) == 4
 
     again = T.update_champion(name, 4, metric, runs[3].run_id)  # the champion itself: nothing moves
     assert not again.promoted and again.version == 4 and "already the champion" in again.reason

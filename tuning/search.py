@@ -377,8 +377,10 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
             tags={"mimimi.role": "type-search", "mimimi.machine_type": mtype})
         state["types"][mtype] = {"parent_run_id": parent, "finished": False}
         _save_state(storage, name, state)
-        # decode and transform every training clip once, here, instead of in every trial at once
-        train = select(clips, machine_type=mtype, split="train")
+        # decode and transform every training clip once, here, instead of in every trial at once (of every
+        # type when a trial may train on all: train.classes=all, and the other types' proxy clips)
+        pooled = base.train.classes == "all" or "train.classes" in scfg.space
+        train = select(clips, machine_type=None if pooled else mtype, split="train")
         FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=kinds.of(base).features)
         out = search_type(mtype, scfg, base, storage=storage, name=name, resume=args.resume,
                           tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent,
