@@ -13,6 +13,11 @@ thresholds are the checkpoint's normal-only ones::
 
 An older checkpoint without scorers gives ``score`` (its native score) and ``pred_id`` only
 (``SIGNATURE``), or decisions with the ``thresholds`` passed to ``log_model``.
+
+Every answer has an ``error`` column: None for a scored row, else one line saying why that row could not
+be scored (its ``score`` NaN); the other rows are still scored, as ``mimimi.score`` scores the good files.
+A request with no row that can be scored, or none of the ``path`` / ``waveform`` columns, is an error
+(``ModelInputError``: HTTP 400 from the scoring server, with that line as its message).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from mlflow.types.schema import Array
+from mlflow.types.schema import AnyType
 
 import mimimi
 from mimimi.checkpoint import CheckpointError, Loaded, load_checkpoint
@@ -36,7 +41,8 @@ from mimimi.score import ScoreError, score_frame
 # a model logged without thresholds; MLflow checks inputs against it (a missing "path" fails before predict)
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "path"), ColSpec("string", "machine_id", required=False)]),
-    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "pred_id")]),
+    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "pred_id"),
+                    ColSpec("string", "error", required=False)]),
     params=ParamSchema([ParamSpec("aggregate", "string", "mean"),  # segment scores -> clip score: mean | max
                         ParamSpec("scorer", "string", "default")]),  # mimimi.scoring: knn-stats, ce, gmm, ...
 )
@@ -44,11 +50,13 @@ SIGNATURE = ModelSignature(
 # gives a path OR a waveform; score_frame checks each row.
 SCORING_SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "path", required=False),
-                   ColSpec(Array("double"), "waveform", required=False),  # mono samples at 16 kHz
+                   # mono samples at 16 kHz; Any, so that score_frame (not MLflow's schema check, whose
+                   # message dumps the frame) says what is wrong with a bad one
+                   ColSpec(AnyType(), "waveform", required=False),
                    ColSpec("string", "machine_id", required=False)]),
     outputs=Schema([ColSpec("double", "score"), ColSpec("string", "decision", required=False),
                     ColSpec("double", "threshold", required=False), ColSpec("string", "machine_id"),
-                    ColSpec("string", "pred_id", required=False)]),
+                    ColSpec("string", "pred_id", required=False), ColSpec("string", "error", required=False)]),
     params=ParamSchema([ParamSpec("aggregate", "string", "mean"), ParamSpec("scorer", "string", "default")]),
 )
 # the model-from-code file stored in the model folder; MLflow runs it on load. (Models logged before this
@@ -67,10 +75,24 @@ REQUIREMENTS = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "soundfile",
 
 class ModelInputError(MlflowException, ScoreError):
     """Model input the pyfunc model cannot score: a ``mimimi.score.ScoreError`` to Python callers, an
-    ``MlflowException`` to MLflow's scoring server, which answers it with HTTP 400 and the message."""
+    ``MlflowException`` to MLflow's scoring server, which answers it with HTTP 400 and the message.
+
+    The message stays the one line it was made with: MLflow 3.17's scoring server rewrites the message of
+    any ``MlflowException`` from ``predict`` to ``"Failed to predict data '<the whole input frame>'. Error:
+    ..."``, which would put a dump of the request (waveforms included) into every error answer.
+    """
 
     def __init__(self, message: str):
-        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        self._line = str(message).splitlines()[0] if str(message).strip() else str(message)
+        super().__init__(self._line, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._line
+
+    @message.setter
+    def message(self, value: str) -> None:  # what MlflowException.__init__ and the scoring server assign
+        pass
 
 
 def pip_requirements() -> list[str]:

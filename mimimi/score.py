@@ -41,7 +41,7 @@ import pandas as pd
 from mimimi import kinds
 from mimimi.checkpoint import CheckpointError, Loaded, load_checkpoint
 from mimimi.config import merge
-from mimimi.data.audio import AudioError
+from mimimi.data.audio import AudioError, check_length, extend
 from mimimi.data.index import machine_id_from_path, normalize_id
 from mimimi.evaluate import score_clips
 from mimimi.features import FeatureCache
@@ -51,8 +51,8 @@ ANOMALY, NORMAL = "anomaly", "normal"
 AGGREGATES = ("mean", "max")
 FORMATS = ("table", "csv", "json")
 COLUMNS = ["path", "machine_id", "score", "decision", "threshold", "pred_id"]  # the CLI's output
-MODEL_COLUMNS = ["score", "decision", "threshold", "machine_id", "pred_id"]  # the pyfunc's, with thresholds
-PLAIN_MODEL_COLUMNS = ["score", "pred_id"]  # the pyfunc's, for a model logged without thresholds
+MODEL_COLUMNS = ["score", "decision", "threshold", "machine_id", "pred_id"]  # the pyfunc's, with thresholds (+ error)
+PLAIN_MODEL_COLUMNS = ["score", "pred_id"]  # the pyfunc's, for a model logged without thresholds (+ error)
 
 Thresholds = Mapping[str, float | None]  # machine ID -> threshold (None: the ID had one test class)
 
@@ -134,9 +134,11 @@ def _waveform(key: str, value: Any, loaded: Loaded) -> np.ndarray:
                          f"{loaded.cfg.features.sample_rate} Hz)")
     if not np.isfinite(wave).all():
         raise ScoreError(f"{key}: the waveform contains NaN or infinite samples")
-    wave = wave.astype(np.float32)
-    n = loaded.cfg.features.min_samples
-    return np.pad(wave, (0, n - len(wave)), mode="wrap") if len(wave) < n else wave
+    f = loaded.cfg.features
+    try:
+        return extend(check_length(key, wave.astype(np.float32), f.min_samples, f.sample_rate), f.min_samples)
+    except AudioError as e:
+        raise ScoreError(str(e)) from None
 
 
 def _score(loaded: Loaded, keys: Sequence[str], ids: Sequence[str], features: Features,
@@ -176,42 +178,72 @@ def _cell(row: pd.Series, column: str) -> Any:
 
 def score_frame(loaded: Loaded, model_input: pd.DataFrame, *, thresholds: Thresholds | None = None,
                 aggregate: str = "mean", device: str = "cpu", scorer: str | None = None) -> pd.DataFrame:
-    """The pyfunc model's predict: one output row per input row, or ``ScoreError`` for the first bad row.
+    """The pyfunc model's predict: one output row per input row, in input order.
 
     Input columns: ``path`` (an audio file) or ``waveform`` (a list of mono samples at the model's sample
     rate) per row, and an optional ``machine_id`` (else parsed from the path). Output: ``MODEL_COLUMNS``
     with thresholds (the checkpoint's for ``scorer``, else ``thresholds``), else ``PLAIN_MODEL_COLUMNS``
-    (what a model without thresholds returns).
+    (what a model without thresholds returns), and ``error``: None for a scored row; for a row that
+    cannot be scored, one line naming it (and ``score`` NaN, no decision). Raises ``ScoreError`` for the
+    request itself (no ``path`` / ``waveform`` column, a bad ``scorer`` or ``aggregate``) and when not
+    one row could be scored.
     """
     if aggregate not in AGGREGATES:
         raise ScoreError(f"aggregate must be 'mean' or 'max', got {aggregate!r}")
     thresholds = thresholds_for(loaded, scorer, thresholds)
     if not {"path", "waveform"} & set(model_input.columns):
-        raise ScoreError("model input needs a 'path' column (audio files) or a 'waveform' column (mono samples "
-                         f"at {loaded.cfg.features.sample_rate} Hz), got columns {list(model_input.columns)}")
-    keys, ids, waves = [], [], {}
-    for i, (_, row) in enumerate(model_input.iterrows()):
-        path, wave = _cell(row, "path"), row.get("waveform")
-        has_wave = wave is not None and not (np.isscalar(wave) and pd.isna(wave))
-        if path is not None and has_wave:
-            raise ScoreError(f"row {i}: give a path or a waveform, not both")
-        if path is None and not has_wave:
-            raise ScoreError(f"row {i}: no path and no waveform")
-        key = str(path) if path is not None else f"<waveform {i}>"
-        ids.append(machine_id_of(key, _cell(row, "machine_id"), loaded.ids, None if has_wave else key))
-        if has_wave:
-            waves[key] = _waveform(key, wave, loaded)
-        elif not Path(key).is_file():
-            raise ScoreError(f"{key}: no such file")
-        keys.append(key)
-    columns = MODEL_COLUMNS if thresholds is not None else PLAIN_MODEL_COLUMNS
-    if not keys:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("score", "threshold") else object)
-                             for c in columns})
+        got = f"got columns {list(model_input.columns)}" if len(model_input.columns) else "got none of them"
+        raise ScoreError(f"model input needs a 'path' column (audio files) or a 'waveform' column (mono samples "
+                         f"at {loaded.cfg.features.sample_rate} Hz), {got}; columns other than path, waveform and "
+                         "machine_id are ignored")
+    columns = (MODEL_COLUMNS if thresholds is not None else PLAIN_MODEL_COLUMNS) + ["error"]
+    kind = kinds.of(loaded.cfg).feature
+    n = len(model_input)
+    errors: list[str | None] = [None] * n
+    given: list[str | None] = [None] * n
+    keys, ids, rows, waves = [], [], [], {}
     with tempfile.TemporaryDirectory(prefix="mimimi-features-") as tmp:
-        scored = _score(loaded, keys, ids, Features(FeatureCache(tmp, loaded.cfg.features), waves=waves), aggregate,
-                        device, scorer)
-    return _with_decisions(scored, thresholds)[columns].reset_index(drop=True)
+        cache = FeatureCache(tmp, loaded.cfg.features)
+        for i, (_, row) in enumerate(model_input.iterrows()):
+            path, wave = _cell(row, "path"), row.get("waveform")
+            has_wave = wave is not None and not (np.isscalar(wave) and pd.isna(wave))
+            key = str(path) if path is not None else f"<waveform {i}>"
+            try:
+                if path is not None and has_wave:
+                    raise ScoreError(f"row {i}: give a path or a waveform, not both")
+                if path is None and not has_wave:
+                    raise ScoreError(f"row {i}: no path and no waveform")
+                if not has_wave and not Path(key).is_file():
+                    raise ScoreError(f"{key}: no such file")
+                mid = machine_id_of(key, _cell(row, "machine_id"), loaded.ids, None if has_wave else key)
+                if has_wave:
+                    waves[key] = _waveform(key, wave, loaded)
+                else:
+                    cache.get(key, kind)  # decoded here, so that a bad file fails alone
+            except (ScoreError, AudioError) as e:
+                errors[i] = str(e).splitlines()[0]
+                given[i] = normalize_id(_cell(row, "machine_id"))
+                continue
+            except OSError as e:  # unreadable
+                errors[i] = f"{key}: {e.strerror or e}"
+                continue
+            keys.append(key)
+            ids.append(mid)
+            rows.append(i)
+        if n and not keys:
+            bad = [e for e in errors if e]
+            more = f" (and {len(bad) - 1} more row(s) that cannot be scored)" if len(bad) > 1 else ""
+            raise ScoreError(f"{bad[0]}{more}")
+        scored = (_score(loaded, keys, ids, Features(cache, waves=waves), aggregate, device, scorer) if keys
+                  else pd.DataFrame({"path": [], "machine_id": [], "score": [], "pred_id": []}))
+    scored = _with_decisions(scored, thresholds)
+    out = pd.DataFrame({"score": np.full(n, np.nan), "machine_id": pd.Series(given, dtype=object)})
+    for c in ("decision", "threshold", "pred_id"):
+        out[c] = pd.Series([None] * n, dtype=object)
+    for c in ("score", "machine_id", "decision", "threshold", "pred_id"):
+        out.loc[rows, c] = scored[c].to_numpy() if c == "score" else scored[c].tolist()
+    out["error"] = pd.Series(errors, dtype=object)
+    return out[columns].reset_index(drop=True)
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:

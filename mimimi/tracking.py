@@ -591,6 +591,15 @@ def resolve_model(model_uri: str | None = None, *, run_id: str | None = None,
     return ResolvedModel(model_uri, local / rel, pyfunc.read_thresholds(local / thr) if thr else None, version)
 
 
+def describe_version(name: str, version: int, description: str, tags: Mapping[str, Any]) -> None:
+    """Set the description and tags of version ``version`` of registered model ``name`` (the registry page)."""
+    with _errors(f"registered model {name!r} version {version}"):
+        client = _client()
+        client.update_model_version(name, str(version), description=description)
+        for k, v in tags.items():
+            client.set_model_version_tag(name, str(version), k, _truncate(_param_str(v), MAX_TAG_VAL_LENGTH))
+
+
 def set_champion(name: str, version: int) -> None:
     """Point the alias ``champion`` of registered model ``name`` at ``version``."""
     with _errors(f"registered model {name!r} version {version}"):

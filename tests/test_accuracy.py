@@ -29,7 +29,8 @@ def test_quick_accuracy_report_has_every_section(tmp_path):
     assert "## The training recipe, one option at a time" in md and "| classes all |" in md
     assert {r["recipe"] for r in data["recipes"]} == {"default", "head arcface", "sampler balanced", "classes all"}
     assert "## bf16 against fp32" in md and "knn-stats (default)" in md
-    assert {r["precision"] for r in data["precision"]} == {"fp32", "bf16"}
+    assert {r["precision"] for r in data["precision"]} == {"fp32", "bf16", "bf16 scoring"}
+    assert "| scoring only (fp32 weights) |" in md
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -50,10 +50,14 @@ def test_resampling_keeps_duration_and_pitch(tmp_path, sr):
 def test_short_clip_is_padded_by_repetition(tmp_path):
     x = noise(0.1)  # 1600 samples
     p = write_wav(tmp_path / "short.wav", x)
-    y = load_audio(p, min_samples=5000)
-    assert len(y) == 5000
+    y = load_audio(p, min_samples=3200)
+    assert len(y) == 3200
     np.testing.assert_allclose(y[1600:3200], y[:1600])
     assert len(load_audio(p, min_samples=100)) == 1600  # long enough: untouched
+    # repeated at most to double its length: shorter than half a segment is refused, not invented
+    with pytest.raises(AudioError, match=r"short\.wav: 1600 samples \(0\.1 s at 16000 Hz\) is too short: a clip "
+                                         r"needs at least 1601 samples"):
+        load_audio(p, min_samples=3202)
 
 
 def test_float_wav_with_nan_is_rejected(tmp_path):

@@ -79,7 +79,7 @@ def test_cli_table_csv_json_agree_with_the_pyfunc_model(model, real_samples, cap
     # the pyfunc model (what mlflow models serve runs) gives the same scores, thresholds and decisions
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/1")
     want = pyfunc.predict(pd.DataFrame({"path": [str(c) for c in clips]}))
-    assert list(want.columns) == score.MODEL_COLUMNS
+    assert list(want.columns) == score.MODEL_COLUMNS + ["error"] and want.error.isna().all()
     np.testing.assert_allclose(got.score, want.score, rtol=0, atol=1e-12)
     assert got.machine_id.tolist() == want.machine_id.tolist() and got.pred_id.tolist() == want.pred_id.tolist()
     decisions = [None if pd.isna(d) else d for d in got.decision]
@@ -201,22 +201,38 @@ def test_waveform_input_equals_path_input(model, real_samples):
     assert by_wave.decision.tolist() == by_path.decision.tolist()
     assert by_wave.machine_id.tolist() == ids and by_wave.pred_id.tolist() == by_path.pred_id.tolist()
 
-    # mixed rows; a short waveform is extended by repetition, as the loader extends a short file
-    mixed = pyfunc.predict(pd.DataFrame({"path": [paths[0], None], "waveform": [None, waves[1][:1000].tolist()],
+    # mixed rows; a short waveform is extended by repetition (up to doubling it), as the loader extends a file
+    mixed = pyfunc.predict(pd.DataFrame({"path": [paths[0], None], "waveform": [None, waves[1][:3000].tolist()],
                                          "machine_id": [None, ids[1]]}))
     assert mixed.score[0] == by_path.score[0] and math.isfinite(mixed.score[1])
     assert mixed.machine_id.tolist() == ids[:2]
 
-    bad = {
-        "needs a 'path' column": pd.DataFrame({"machine_id": ["00"]}),
+    # a bad row is answered in its own row; the others are still scored
+    rows = pyfunc.predict(pd.DataFrame({"path": [paths[0], None, "/nowhere/clip.wav", paths[1]],
+                                        "waveform": [None, [0.1, 0.2, 0.3], None, None],
+                                        "machine_id": [None, ids[1], None, None]}))
+    assert rows.error[0] is None and rows.error[3] is None
+    assert rows.score[0] == by_path.score[0] and rows.score[3] == by_path.score[1]
+    assert rows.error[1].startswith("<waveform 1>: 3 samples") and "too short" in rows.error[1]
+    assert rows.error[2] == "/nowhere/clip.wav: no such file"  # not "no machine ID": the file is missing
+    assert np.isnan(rows.score[1]) and rows.decision[1] is None and rows.machine_id[1] == ids[1]
+    assert rows.machine_id[2] is None and rows.pred_id[2] is None
+
+    bad = {  # nothing in the request can be scored: an error (HTTP 400 from the scoring server)
+        "needs a 'path' column .*got none of them; columns other than path, waveform and machine_id are ignored":
+            pd.DataFrame(index=[0]),
         "row 0: give a path or a waveform, not both": pd.DataFrame({"path": [paths[0]], "waveform": [[0.1] * 9]}),
         "<waveform 0>: no machine ID": pd.DataFrame({"waveform": [waves[0].tolist()]}),
         "<waveform 0>: the waveform contains NaN": pd.DataFrame({"waveform": [[0.1, float("nan")]],
                                                                  "machine_id": ["00"]}),
-        "row 1: no path and no waveform": pd.DataFrame({"path": [paths[0], None]}),
+        r"<waveform 0>: 3 samples .* too short: a clip needs at least 1984 samples": pd.DataFrame(
+            {"waveform": [[0.1, 0.2, 0.3]], "machine_id": ["00"]}),
+        r"row 0: no path and no waveform \(and 1 more row\(s\) that cannot be scored\)": pd.DataFrame(
+            {"path": [None, "/nowhere/x.wav"]}),
         "/nowhere/normal_id_00_00000001.wav: no such file": pd.DataFrame(
             {"path": ["/nowhere/normal_id_00_00000001.wav"]}),
     }
+
     for message, frame in bad.items():
         with pytest.raises(ModelInputError, match=message) as e:
             pyfunc.predict(frame)
@@ -271,10 +287,10 @@ def test_champion_alias_moves_only_when_the_test_pauc_beats_the_champions(model,
             raise MlflowException("server busy", error_code="TEMPORARILY_UNAVAILABLE")
         return real_get_run(self, run_id)
 
-    monkeypatch.setattr(MlflowClient, "get_run", flaky)
-    with pytest.raises(T.TrackingError, match="cannot read the champion's run .*server busy.*the champion stays"):
+    with monkeypatch.context() as m, \
+            pytest.raises(T.TrackingError, match="cannot read the champion's run .*server busy.*the champion stays"):
+        m.setattr(MlflowClient, "get_run", flaky)
         T.update_champion(name, 3, metric, runs[2].run_id)
-    monkeypatch.undo()
     assert T.champion_version(name) == 4
 
     again = T.update_champion(name, 4, metric, runs[3].run_id)  # the champion itself: nothing moves

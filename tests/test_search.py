@@ -49,6 +49,11 @@ def smoke(tmp_path_factory):
 def test_smoke_search_records_everything(smoke):
     tmp, cwd, r = smoke
     assert "| valve |" in r.stdout and "mlflow ui --backend-store-uri sqlite:///" in r.stdout
+    # quiet by default: a progress line per trial and the results, not Tune's tables or Ray's logs
+    assert "valve: 2 trials of up to 2 epochs" in r.stdout and "valve: trial 01 " in r.stdout
+    assert "2/2 trials" in r.stdout and "Trial status:" not in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and "(TrainController" not in r.stdout + r.stderr
+    assert len((r.stdout + r.stderr).splitlines()) < 60, r.stdout + r.stderr
     assert "python -m mimimi.evaluate --run-id" in r.stdout
     assert list(cwd.iterdir()) == []  # nothing written outside the storage path and the tracking store
     c = client(tmp)
@@ -68,11 +73,18 @@ def test_smoke_search_records_everything(smoke):
     assert {"scorers/stats-knn/mean/auc", "scorers/ce/mean/auc", "val/val_proxy_auc"} <= set(parent.data.metrics)
     assert {"test/valve/mean_auc", "test/valve/mean_pauc", "test/valve/pooled_auc"} <= set(parent.data.metrics)
     assert "best.train.lr" in parent.data.params and parent.info.status == "FINISHED"
+    # legible in the UI: the type first in run names, trials numbered, the space one artifact, not 50 params
+    assert parent.info.run_name == "valve · smoke"
+    assert sorted(t.info.run_name for t in trials) == ["valve · trial 01", "valve · trial 02"]
+    assert not [k for k in parent.data.params if k.startswith("space.")]
+    assert "search_space.json" in {a.path for a in c.list_artifacts(parent.info.run_id)}
     artifacts = {a.path for a in c.list_artifacts(parent.info.run_id, "evaluation")}
     assert "evaluation/results.md" in artifacts and "evaluation/anomaly_score_valve_id_00.csv" in artifacts
     assert "summary.md" in {a.path for a in c.list_artifacts(search.info.run_id)}
     (version,) = c.search_model_versions("name='mimimi-valve'")
     assert version.run_id == parent.info.run_id
+    assert "test mean per-ID AUC" in version.description and "knn-stats" in version.description
+    assert version.tags["mimimi.metric"] == "val_proxy_auc" and version.tags["mimimi.champion"] == "true"
 
 
 def test_evaluate_run_id_reproduces_the_parent_test_auc(smoke):

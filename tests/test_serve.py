@@ -139,9 +139,11 @@ def test_served_model_answers_like_mimimi_score(served, real_samples):
 @pytest.mark.parametrize("payload, message", [
     ({"dataframe_split": {"columns": ["machine_id"], "data": [["00"]]}}, "needs a 'path' column"),
     ({"dataframe_records": [{"path": "/nowhere/normal_id_00_00000000.wav"}]}, "no such file"),
-    ({"dataframe_records": [{"path": "/nowhere/clip.wav"}]}, "no machine ID"),
+    ({"dataframe_records": [{"path": "/nowhere/clip.wav"}]}, "/nowhere/clip.wav: no such file"),
+    ({"dataframe_records": [{"waveform": [0.0, 0.1, 0.2], "machine_id": "00"}]}, "is too short"),
+    ({"dataframe_split": {"columns": ["wav"], "data": [["x.wav"]]}}, "columns other than path, waveform"),
     ({"dataframe_records": [{"waveform": "not samples", "machine_id": "00"}]}, "waveform"),
-    ({"dataframe_records": [{"waveform": [0.0, 0.1], "machine_id": "09"}]}, "machine ID '09'"),
+    ({"dataframe_records": [{"waveform": [0.0] * 4000, "machine_id": "09"}]}, "machine ID '09'"),
     ({"columns": ["path"], "data": [["x.wav"]]}, "dataframe_split"),
     (b"{not json", "valid JSON"),
 ])
@@ -149,3 +151,16 @@ def test_malformed_request_gets_a_4xx_with_a_message(served, payload, message):
     status, body = post(served["url"], payload)
     assert 400 <= status < 500, (status, body)
     assert message in body.get("message", ""), body
+    if message not in ("valid JSON", "dataframe_split"):  # the model's answers (those two are MLflow's parser's)
+        assert "\n" not in body["message"].strip() and "Failed to predict" not in body["message"], body  # no dump
+
+
+def test_good_and_bad_rows_are_answered_row_by_row(served, real_samples):
+    good = str(valve_clips(real_samples)[0])
+    status, body = post(served["url"], {"dataframe_records": [{"path": good}, {"path": "/nowhere/clip.wav"},
+                                                              {"waveform": [0.1] * 3, "machine_id": "00"}]})
+    assert status == 200, body
+    first, missing, short = body["predictions"]
+    assert first["error"] is None and first["machine_id"] == "00" and first["decision"] in ("normal", "anomaly")
+    assert missing["error"] == "/nowhere/clip.wav: no such file" and missing["decision"] is None
+    assert "too short" in short["error"] and short["machine_id"] == "00"

@@ -179,7 +179,8 @@ def test_logged_model_scores_exactly_like_evaluate(name, checkpoints, synth_root
     model = mlflow.pyfunc.load_model(ref.model_uri)
     got = model.predict(pd.DataFrame({"path": clips.path, "machine_id": clips.machine_id}))
     # the checkpoint's default scorer (knn-stats) and its normal-only thresholds
-    assert list(got.columns) == ["score", "decision", "threshold", "machine_id", "pred_id"] and len(got) == len(clips)
+    assert list(got.columns) == ["score", "decision", "threshold", "machine_id", "pred_id", "error"]
+    assert len(got) == len(clips) and got.error.isna().all()
     np.testing.assert_array_equal(got.score.to_numpy(), expected.score.to_numpy())  # the same code path
     assert got.pred_id.tolist() == expected.pred_id.tolist()
     assert (got.pred_id.isna().all() if name == "ae" else got.pred_id.isin(loaded.ids).all())
@@ -194,7 +195,8 @@ def test_logged_model_scores_exactly_like_evaluate(name, checkpoints, synth_root
     assert meta["ids"] == loaded.ids and meta["model"] == name and meta["machine_type"] == "valve"
     assert meta["features"]["n_fft"] == 256 and info.metadata["trial"] == "t1"
     assert [c.name for c in info.signature.inputs.inputs] == ["path", "waveform", "machine_id"]
-    assert [c.name for c in info.signature.outputs.inputs] == ["score", "decision", "threshold", "machine_id", "pred_id"]
+    assert [c.name for c in info.signature.outputs.inputs] == ["score", "decision", "threshold", "machine_id", "pred_id",
+                                                           "error"]
     assert meta["default_scorer"] == "knn-stats" and meta["scorers"][-4:] == ["knn", "mahalanobis", "gmm", "knn-stats"]
     # another scorer through the params, as mimimi.score --scorer
     gmm = model.predict(pd.DataFrame({"path": clips.path}), params={"scorer": "gmm"})

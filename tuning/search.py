@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -107,7 +109,10 @@ def _fetch_checkpoint(path: str, storage_path: str, dst: Path) -> Path:
 class TrialRuns(tune.Callback):
     """Mirror every Tune trial as an MLflow child run: params, per-epoch metrics, final status, model."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, storage_path: str):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, storage_path: str,
+                 machine_type: str = "", metric: str = "val_proxy_auc", mode: str = "max", num_samples: int = 0):
+        self.machine_type = machine_type  # run names: "fan · trial 01" (the UI truncates long names)
+        self.progress = Progress(machine_type, metric, mode, num_samples)
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -125,8 +130,11 @@ class TrialRuns(tune.Callback):
     def _run(self, trial) -> str:
         if trial.trial_id not in self.runs:
             tracking.configure(self.tracking_uri)
-            run_id = tracking.start_run(self.experiment_id, str(trial), self.parent_run_id,
-                                        tags={"mimimi.role": "trial", "mimimi.trial_id": trial.trial_id})
+            number = len(self.runs) + 1  # in the order Tune starts them; kept across --resume (get_state)
+            run_id = tracking.start_run(self.experiment_id, f"{self.machine_type} · trial {number:02d}",
+                                        self.parent_run_id,
+                                        tags={"mimimi.role": "trial", "mimimi.trial_id": trial.trial_id,
+                                              "mimimi.trial_name": str(trial), "mimimi.machine_type": self.machine_type})
             tracking.log_params(run_id, trial.config)
             self.runs[trial.trial_id] = run_id
         return self.runs[trial.trial_id]
@@ -153,6 +161,7 @@ class TrialRuns(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run(trial)
         last = trial.last_result or {}
+        self.progress.settled(self._number(trial), "finished", last)
         tracking.set_tags(run_id, {"mimimi.epochs_run": str(last.get("training_iteration", 0))})
         ckpt = self.best_ckpt.get(trial.trial_id)
         if ckpt:
@@ -162,6 +171,35 @@ class TrialRuns(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tracking.end_run(self._run(trial), "FAILED")
+        self.progress.settled(self._number(trial), "FAILED", trial.last_result or {})
+
+    def _number(self, trial) -> int:
+        return list(self.runs).index(trial.trial_id) + 1 if trial.trial_id in self.runs else len(self.runs)
+
+
+class Progress:
+    """The console's view of a type's search: one line per settled trial (its metric, the best so far, how
+    many are done, an estimate of the time left). Tune's own tables and Ray's logs show with --verbose."""
+
+    def __init__(self, machine_type: str, metric: str, mode: str, total: int):
+        self.machine_type, self.metric, self.mode, self.total = machine_type, metric, mode, total
+        self.start, self.done, self.best = time.monotonic(), 0, None
+
+    def settled(self, number: int, status: str, result: dict) -> str:
+        self.done += 1
+        value = result.get(f"best_{self.metric}", result.get(self.metric))
+        if isinstance(value, (int, float)) and value == value:
+            better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+            self.best = value if better else self.best
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.total > self.done else 0.0
+        shown = f"{value:.3f}" if isinstance(value, (int, float)) and value == value else "—"
+        best = f"{self.best:.3f}" if self.best is not None else "—"
+        line = (f"{self.machine_type}: trial {number:02d} {status} after {result.get('training_iteration', 0)} "
+                f"epoch(s), {self.metric} {shown}; best {best}; {self.done}/{self.total or '?'} trials"
+                + (f", about {left / 60:.0f} min left" if left >= 60 else ", under a minute left" if left else ""))
+        print(line, flush=True)
+        return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +216,7 @@ def _best_trial(results, metric: str, mode: str):
 
 def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage: Path | str, name: str,
                 resume: bool, tracking_uri: str, experiment_id: str, parent_run_id: str,
-                use_gpu: bool, data_root: str) -> dict[str, Any]:
+                use_gpu: bool, data_root: str, verbose: bool = False) -> dict[str, Any]:
     """Run (or resume) the search of one machine type; evaluate its best checkpoint; log everything."""
     s, res = scfg.search, scfg.resources
     exp_root = f"{storage}/{name}"
@@ -201,8 +239,9 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
             run_config=tune.RunConfig(
                 name=machine_type, storage_path=exp_root,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                callbacks=[TrialRuns(tracking_uri, experiment_id, parent_run_id, exp_root)],
-                verbose=1),
+                callbacks=[TrialRuns(tracking_uri, experiment_id, parent_run_id, exp_root, machine_type, s.metric,
+                                     s.mode, s.num_samples)],
+                verbose=1 if verbose else 0),
         )
     results = tuner.fit()
     # the saved experiment state lists every trial, pending ones too (the returned grid may not)
@@ -224,8 +263,9 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
         eval_dir = Path(tempfile.mkdtemp(prefix=f"mimimi-eval-{machine_type}-"))
         try:
             report = evaluate(ckpt, data_root, eval_dir, progress=False)
-            tracking.log_params(parent_run_id, {"best": best_params, "space": {k: asdict(p) for k, p in scfg.space.items()},
-                                                "search": asdict(s), "resources": asdict(res)})
+            # the chosen values as params; the space itself is one artifact (as params it buried the rest)
+            tracking.log_params(parent_run_id, {"best": best_params, "search": asdict(s), "resources": asdict(res)})
+            tracking.log_dict(parent_run_id, {k: asdict(p) for k, p in scfg.space.items()}, "search_space.json")
             tracking.log_dict(parent_run_id, best_cfg, "best_config.json")
             tracking.log_metrics(parent_run_id, {f"test/{k}": v for k, v in report.flat_metrics().items()})
             tracking.log_metrics(parent_run_id, report.comparison_metrics())  # every scorer and stats-knn, on test
@@ -237,6 +277,16 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
             model = tracking.log_model(parent_run_id, ckpt, registered_name=f"mimimi-{machine_type}")
             champion = tracking.update_champion(f"mimimi-{machine_type}", model.version,
                                                 f"test/{machine_type}/mean_pauc", parent_run_id)
+            row = report.per_type.iloc[0]
+            scorer = report.comparison.loc[report.comparison["default"], "key"].iloc[0]
+            tracking.describe_version(
+                f"mimimi-{machine_type}", model.version,
+                f"{machine_type}: best of {len(results)} trials of search {name!r} by {s.metric} ({s.mode}); "
+                f"test mean per-ID AUC {100 * row.mean_auc:.2f} %, pAUC {100 * row.mean_pauc:.2f} % with the "
+                f"{scorer} scorer on {data_root}. Champion: {champion.reason}.",
+                {"mimimi.machine_type": machine_type, "mimimi.search": name, "mimimi.data_root": data_root,
+                 "mimimi.metric": s.metric, "mimimi.scorer": scorer, "mimimi.test_mean_auc": f"{row.mean_auc:.4f}",
+                 "mimimi.test_mean_pauc": f"{row.mean_pauc:.4f}", "mimimi.champion": str(champion.promoted).lower()})
             # --- end mimimi.score
             trial_runs = {r.tags.get("mimimi.trial_id"): r.run_id for r in tracking.child_runs(parent_run_id)}
             tracking.set_tags(parent_run_id, {"mimimi.best_trial": str(best.path).rsplit("/", 1)[-1],
@@ -295,6 +345,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", action="append", default=[], help="MIMIMI config YAML for every trial")
     ap.add_argument("--search-config", action="append", default=[], help="extra search YAML (after base and per-type)")
     ap.add_argument("--num-cpus", type=float, default=None, help="CPUs of a local Ray (default: all)")
+    ap.add_argument("--verbose", action="store_true", help="show Tune's trial tables and Ray's logs on the console")
     ap.add_argument("--use-gpu", action="store_true",
                     help="give every Train worker a GPU even while the cluster has none, so that an autoscaler "
                          "adds GPU nodes (default: GPUs only when the cluster has some at the start)")
@@ -302,6 +353,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    if not args.verbose:
+        for name in ("mlflow", "optuna"):  # "Creating initial MLflow database tables", "A new study created"
+            logging.getLogger(name).setLevel(logging.WARNING)
+        # Tune's new output engine prints its experiment box even when silent; the legacy one honours verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
     extra = list(args.search_config)
     search_configs = SEARCH_CONFIGS  # next to the installed package: `ray submit` copies this script alone
@@ -351,11 +407,18 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
                                          "smoke_test": args.smoke_test, "storage_path": storage})
     _save_state(storage, name, state)
 
+    # quiet unless --verbose: the workers' output and Ray's own messages stay in Ray's log files
+    quiet = {} if args.verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     if args.address:
-        ray.init(address=args.address)
+        ctx = ray.init(address=args.address, **quiet)
     elif not ray.is_initialized():
-        ray.init(num_cpus=args.num_cpus)
+        ctx = ray.init(num_cpus=args.num_cpus, **quiet)
+    else:
+        ctx = None
     use_gpu = args.use_gpu or ray.cluster_resources().get("GPU", 0) > 0
+    session = (getattr(ctx, "address_info", None) or {}).get("session_dir")
+    if session and not args.verbose:
+        print(f"Ray's logs: {session}/logs (--verbose shows them here)")
 
     outcomes = []
     for mtype in types:
@@ -373,7 +436,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
             print(f"{mtype}: finished before, skipped (parent run {done['parent_run_id']})")
             continue
         parent = done.get("parent_run_id") or tracking.start_run(
-            experiment_id, f"{name}/{mtype}", state["search_run_id"],
+            experiment_id, f"{mtype} · {name}", state["search_run_id"],  # the type first: the UI truncates
             tags={"mimimi.role": "type-search", "mimimi.machine_type": mtype})
         state["types"][mtype] = {"parent_run_id": parent, "finished": False}
         _save_state(storage, name, state)
@@ -382,9 +445,11 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         pooled = base.train.classes == "all" or "train.classes" in scfg.space
         train = select(clips, machine_type=None if pooled else mtype, split="train")
         FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=kinds.of(base).features)
+        print(f"{mtype}: {scfg.search.num_samples} trials of up to {base.train.epochs} epochs, "
+              f"{scfg.search.max_concurrent} at a time, selected on {scfg.search.metric}", flush=True)
         out = search_type(mtype, scfg, base, storage=storage, name=name, resume=args.resume,
                           tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent,
-                          use_gpu=use_gpu, data_root=data_root)
+                          use_gpu=use_gpu, data_root=data_root, verbose=args.verbose)
         state["types"][mtype]["finished"] = True
         _save_state(storage, name, state)
         outcomes.append(out)

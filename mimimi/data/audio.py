@@ -84,7 +84,9 @@ def load_audio(
 
     ``channel`` picks one channel of a multi-channel file, or ``"mean"`` averages them.
     A clip shorter than ``min_samples`` is extended by repeating it (machine sounds are
-    stationary; zero padding would add a silent region the model never saw in training).
+    stationary; zero padding would add a silent region the model never saw in training), but
+    only up to doubling it: a clip shorter than ``min_samples / 2`` is an ``AudioError``
+    (``check_length``), as repeating a few samples would invent the sound being scored.
     """
     data, sr = read_wav(path)
     n_ch = data.shape[1]
@@ -95,6 +97,21 @@ def load_audio(
     else:
         raise AudioError(f"{path}: channel {channel!r} requested but the file has {n_ch} channel(s)")
     wave = resample(np.ascontiguousarray(wave), sr, sample_rate)
+    return extend(check_length(str(path), wave, min_samples, sample_rate), min_samples)
+
+
+def check_length(name: str, wave: np.ndarray, min_samples: int, sample_rate: int) -> np.ndarray:
+    """``wave`` when it holds at least half of ``min_samples`` (one network segment), else ``AudioError``."""
+    need = (min_samples + 1) // 2
+    if len(wave) < need:
+        raise AudioError(f"{name}: {len(wave)} samples ({len(wave) / sample_rate:.3g} s at {sample_rate} Hz) is too "
+                         f"short: a clip needs at least {need} samples ({need / sample_rate:.3g} s), half a network "
+                         "segment")
+    return wave
+
+
+def extend(wave: np.ndarray, min_samples: int) -> np.ndarray:
+    """``wave`` repeated up to ``min_samples`` samples when it is shorter (see ``load_audio``)."""
     if len(wave) < min_samples:
         wave = np.pad(wave, (0, min_samples - len(wave)), mode="wrap")
     return wave
