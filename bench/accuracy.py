@@ -335,17 +335,27 @@ def markdown(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict,
                   f"a check that the real formats score sensibly, not an accuracy. Mean AUC {100 * real.auc.mean():.1f}.",
                   "\n".join(lines)]
     if trials is not None and len(trials) >= 3:
-        parts += ["## Does the leak-free objective rank trials like test AUC?",
-                  f"{len(trials)} trials with random settings (learning rate, epochs, mixup, head, sampler) on the "
-                  f"synthetic {settings['objective_type']} set, seed 0; test AUC = mean per-ID AUC of the delivered "
-                  "checkpoint with the default scorer. `val_proxy_auc` is the search's default metric; a family "
-                  "that ranks badly (ρ near 0 or negative) is a candidate to drop from `validation.proxy_kinds`.",
-                  objective_markdown(trials)]
+        parts.append(objective_section(trials, settings["objective_type"]))
     if recipes is not None and len(recipes):
         parts.append(recipe_section(recipes, settings["epochs"]))
     if precisions is not None and len(precisions):
         parts.append(precision_section(precisions, settings["epochs"]))
     return "\n\n".join(parts) + "\n"
+
+
+OBJECTIVE_TITLE = "## Does the leak-free objective rank trials like test AUC?"
+
+
+def objective_section(trials: pd.DataFrame, machine_type: str = "slider") -> str:
+    return "\n\n".join([
+        OBJECTIVE_TITLE,
+        f"{len(trials)} trials with random settings (learning rate, epochs, mixup, head, sampler) on the synthetic "
+        f"{machine_type} set, seed 0; test AUC = mean per-ID AUC of the delivered checkpoint with the default scorer. "
+        "`val_proxy_auc` is the search's default metric; a family that ranks badly (ρ near 0 or negative) is a "
+        "candidate to drop from `validation.proxy_kinds`. "
+        f"`python -m bench.accuracy --only objective --objective-trials {len(trials)} --threads "
+        f"{torch.get_num_threads()}` reruns this section alone.",
+        objective_markdown(trials)])
 
 
 RECIPE_TITLE = "## The training recipe, one option at a time"
@@ -386,10 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
     ap.add_argument("--quick", action="store_true", help="toy sizes: a smoke test, not a measurement")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--objective-trials", type=int, default=10, help="trials of the objective study (0: skip)")
+    ap.add_argument("--objective-trials", type=int, default=20, help="trials of the objective study (0: skip)")
     ap.add_argument("--recipe-seeds", default="0,1", help="seeds of the recipe study, comma-separated ('': skip)")
     ap.add_argument("--precision-seeds", default="0,1,2", help="seeds of the bf16-vs-fp32 study ('': skip)")
-    ap.add_argument("--only", choices=["recipes", "precision"], default=None,
+    ap.add_argument("--only", choices=["recipes", "precision", "objective"], default=None,
                     help="run one study alone: its section of --out is replaced, its rows go to the JSON")
     args = ap.parse_args(argv)
     if args.threads:
@@ -415,14 +425,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.only == "recipes":
                 study = recipe_study(Path(d), recipe_seeds, args.seconds, args.epochs, features)
                 title, section = RECIPE_TITLE, recipe_section(study, args.epochs)
-            else:
+            elif args.only == "precision":
                 study = precision_study(Path(d), precision_seeds, args.seconds, args.epochs, features)
                 title, section = PRECISION_TITLE, precision_section(study, args.epochs)
+            else:
+                study = objective_study(Path(d), 3 if args.quick else args.objective_trials, args.seconds, features)
+                title, section = OBJECTIVE_TITLE, objective_section(study)
         out = Path(args.out)
         out.write_text(replace_section(out.read_text() if out.is_file() else "# MIMIMI accuracy report\n", title,
                                        section))
         data = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
-        data[args.only] = json.loads(study.to_json(orient="records"))
+        key = {"objective": "objective_trials"}.get(args.only, args.only)
+        data[key] = json.loads(study.to_json(orient="records"))
         out.with_suffix(".json").write_text(json.dumps(data, indent=1))
         print(section)
         print(f"updated {out} and {out.with_suffix('.json').name}", file=sys.stderr)
