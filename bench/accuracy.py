@@ -51,6 +51,24 @@ QUICK = dict(seconds=2.0, epochs=1, seeds=[0], sets=("fails-like-real",), featur
     "n_fft": 256, "hop_length": 128, "segment_frames": 32, "eval_hop_frames": 32, "n_mels": 64})
 
 
+def study_config(root: Path, work: Path, features: dict | None, train: dict, **sections: dict):
+    """The config every study trains with: data under ``root``, one feature cache in ``work``, the quick
+    run's ``features`` when given, ``train`` settings (progress off) and any other ``sections``."""
+    return load_config(overrides={
+        "data": {"root": str(root), "cache_dir": str(work / "cache")}, **({"features": features} if features else {}),
+        "train": {**train, "progress": False}, **sections})
+
+
+def synthetic_set(root: Path, seed: int, seconds: float, quick_types: tuple[str, ...] | None) -> dict:
+    """Generate the synthetic set (``SETS["synthetic"]``) with ``seed`` into ``root``; with ``quick_types``
+    (a quick run) fewer clips of those types only. Returns the generator's keywords."""
+    spec = dict(SETS["synthetic"], seconds=seconds, seed=seed)
+    if quick_types:
+        spec.update(n_train=6, n_test_normal=3, n_test_anomaly=3, machine_types=quick_types)
+    synth.generate(root, workers=2, **spec)
+    return spec
+
+
 def run_set(name: str, seed: int, work: Path, seconds: float, epochs: int, features: dict | None,
             model: str) -> pd.DataFrame:
     """Generate set ``name`` with ``seed``, train ``model`` per type, evaluate: the comparison rows + set, seed."""
@@ -61,10 +79,8 @@ def run_set(name: str, seed: int, work: Path, seconds: float, epochs: int, featu
     synth.generate(root, workers=2, **spec)
     rows = []
     for mtype in spec["machine_types"]:
-        cfg = load_config(overrides={
-            "data": {"root": str(root), "cache_dir": str(work / "cache")},
-            "model": {"name": model}, **({"features": features} if features else {}),
-            "train": {"machine_type": mtype, "epochs": epochs, "seed": seed, "progress": False}})
+        cfg = study_config(root, work, features, {"machine_type": mtype, "epochs": epochs, "seed": seed},
+                           model={"name": model})
         t = time.perf_counter()
         result = fit(cfg, work / "runs" / f"{name}-{seed}-{mtype}")
         rep = evaluate(result.best_checkpoint, root, work / "eval" / f"{name}-{seed}-{mtype}", progress=False)
@@ -119,11 +135,9 @@ def objective_study(work: Path, n_trials: int, seconds: float, features: dict | 
         params = {"lr": float(10 ** rng.uniform(-4.0, -2.3)), "epochs": int(rng.integers(1, 5)),
                   "mixup_prob": float(rng.choice([0.0, 0.5])), "head": str(rng.choice(["gap", "arcface"])),
                   "sampler": str(rng.choice(["uniform", "balanced"]))}
-        cfg = load_config(overrides={
-            "data": {"root": str(root), "cache_dir": str(work / "cache")}, **({"features": features} if features else {}),
-            "model": {"net": {"head": params["head"]}}, "augment": {"mixup_prob": params["mixup_prob"]},
-            "train": {"machine_type": machine_type, "epochs": params["epochs"], "lr": params["lr"], "seed": i,
-                      "sampler": params["sampler"], "progress": False}})
+        cfg = study_config(root, work, features, {"machine_type": machine_type, "epochs": params["epochs"],
+                                                  "lr": params["lr"], "seed": i, "sampler": params["sampler"]},
+                           model={"net": {"head": params["head"]}}, augment={"mixup_prob": params["mixup_prob"]})
         result = fit(cfg, work / "objective-runs" / str(i))
         rep = evaluate(result.best_checkpoint, root, work / "objective-eval" / str(i), progress=False, baseline=False)
         fam = {k: max(h.get(k, np.nan) for h in result.history) for k in result.history[0] if k.startswith("val_proxy_auc")}
@@ -150,16 +164,11 @@ def recipe_study(work: Path, seeds: list[int], seconds: float, epochs: int, feat
     rows = []
     for seed in seeds:
         root = work / f"recipe-{seed}"
-        spec = dict(SETS["synthetic"], seconds=seconds, seed=seed)
-        if features:  # quick: fewer clips
-            spec.update(n_train=6, n_test_normal=3, n_test_anomaly=3, machine_types=("fan", "valve"))
-        synth.generate(root, workers=2, **spec)
+        spec = synthetic_set(root, seed, seconds, ("fan", "valve") if features else None)  # classes=all: 2 types
         for recipe, override in RECIPES.items():
             for mtype in spec["machine_types"]:
-                cfg = load_config(overrides={
-                    "data": {"root": str(root), "cache_dir": str(work / "cache")}, **({"features": features} if features else {}),
-                    "train": {"machine_type": mtype, "epochs": epochs, "seed": seed, "progress": False}})
-                cfg = merge(cfg, override)
+                cfg = merge(study_config(root, work, features, {"machine_type": mtype, "epochs": epochs, "seed": seed}),
+                            override)
                 t = time.perf_counter()
                 tag = f"recipe-{seed}-{recipe.replace(' ', '-')}-{mtype}"
                 result = fit(cfg, work / "runs" / tag)
@@ -182,16 +191,11 @@ def precision_study(work: Path, seeds: list[int], seconds: float, epochs: int, f
     rows = []
     for seed in seeds:
         root = work / f"precision-{seed}"
-        spec = dict(SETS["synthetic"], seconds=seconds, seed=seed)
-        if features:  # quick: fewer clips
-            spec.update(n_train=6, n_test_normal=3, n_test_anomaly=3, machine_types=("valve",))
-        synth.generate(root, workers=2, **spec)
+        spec = synthetic_set(root, seed, seconds, ("valve",) if features else None)
         for mtype in spec["machine_types"]:
             for prec in ("fp32", "bf16"):
-                cfg = load_config(overrides={
-                    "data": {"root": str(root), "cache_dir": str(work / "cache")}, **({"features": features} if features else {}),
-                    "train": {"machine_type": mtype, "epochs": epochs, "seed": seed, "progress": False, "precision": prec},
-                    "scoring": {"precision": prec}})
+                cfg = study_config(root, work, features, {"machine_type": mtype, "epochs": epochs, "seed": seed,
+                                                          "precision": prec}, scoring={"precision": prec})
                 tag = f"precision-{seed}-{mtype}-{prec}"
                 t = time.perf_counter()
                 result = fit(cfg, work / "runs" / tag)

@@ -153,6 +153,16 @@ def _score(loaded: Loaded, keys: Sequence[str], ids: Sequence[str], features: Fe
         raise ScoreError(f"{e.filename or 'a file'}: {e.strerror or e}") from None
 
 
+def _decode_alone(cache: FeatureCache, kind: str, path: str) -> None:
+    """Decode ``path`` into ``cache`` now, so that a bad file fails alone: ``ScoreError`` in one line naming it."""
+    try:
+        cache.get(path, kind)
+    except AudioError as e:
+        raise ScoreError(str(e).splitlines()[0]) from None
+    except OSError as e:  # vanished since it was listed, or unreadable
+        raise ScoreError(f"{path}: {e.strerror or e}") from None
+
+
 def _with_decisions(scored: pd.DataFrame, thresholds: Thresholds | None) -> pd.DataFrame:
     """``threshold``, ``decision`` and ``pred_id`` as object columns, None where missing (JSON null; pandas
     would turn None into NaN in a float or str column)."""
@@ -219,13 +229,10 @@ def score_frame(loaded: Loaded, model_input: pd.DataFrame, *, thresholds: Thresh
                 if has_wave:
                     waves[key] = _waveform(key, wave, loaded)
                 else:
-                    cache.get(key, kind)  # decoded here, so that a bad file fails alone
-            except (ScoreError, AudioError) as e:
+                    _decode_alone(cache, kind, key)
+            except ScoreError as e:
                 errors[i] = str(e).splitlines()[0]
                 given[i] = normalize_id(_cell(row, "machine_id"))
-                continue
-            except OSError as e:  # unreadable
-                errors[i] = f"{key}: {e.strerror or e}"
                 continue
             keys.append(key)
             ids.append(mid)
@@ -272,12 +279,9 @@ def score_paths(model: Model, paths: Sequence[str | Path], *, machine_id: str | 
             for p in batch:
                 try:
                     mid = machine_id_of(p, machine_id, loaded.ids, p, id_hint)
-                    cache.get(p, kind)
-                except (ScoreError, AudioError) as e:
+                    _decode_alone(cache, kind, p)
+                except ScoreError as e:
                     errors.append((p, str(e).splitlines()[0]))
-                    continue
-                except OSError as e:  # vanished since it was listed, or unreadable
-                    errors.append((p, f"{p}: {e.strerror or e}"))
                     continue
                 keys.append(p)
                 ids.append(mid)

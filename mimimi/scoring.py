@@ -367,7 +367,8 @@ class Proxies:
 
 def make_proxies(cfg: Config, kind: ModelKind, val: pd.DataFrame, others: pd.DataFrame, cache: FeatureCache) -> Proxies:
     """Corruptions (``mimimi.data.corrupt``) of up to ``validation.max_clips_per_id`` held-out normals per
-    ID, and up to ``validation.other_types`` normal training clips of each other machine type. No test clip."""
+    ID, and the other machine types' clips in ``others`` (``mimimi.train.other_type_proxies`` picks up to
+    ``validation.other_types`` of each). No test clip."""
     v = cfg.validation
     rows, feats = [], {}
     for mid, g in val.groupby("machine_id", sort=True):
@@ -379,10 +380,8 @@ def make_proxies(cfg: Config, kind: ModelKind, val: pd.DataFrame, others: pd.Dat
                                       sample_rate=cfg.features.sample_rate)
                 feats[key] = {k: compute(bad, cfg.features, k) for k in {kind.feature, "logmel"}}
                 rows.append({"path": key, "owner": mid, "family": kname})
-    if v.other_types:
-        for _, g in others.groupby("machine_type", sort=True):
-            rows += [{"path": p, "owner": None, "family": "other_types"}
-                     for p in g.sort_values("path").path.head(v.other_types)]
+    for _, g in others.groupby("machine_type", sort=True):
+        rows += [{"path": p, "owner": None, "family": "other_types"} for p in g.sort_values("path").path]
     return Proxies(pd.DataFrame(rows, columns=["path", "owner", "family"]), feats)
 
 
