@@ -314,7 +314,7 @@ def markdown(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict,
     parts = [
         "# MIMIMI accuracy report",
         f"Written by `make accuracy` (`python -m bench.accuracy`) on {settings['date']}, {settings['machine']}, "
-        f"in {settings['minutes']:.0f} minutes. **Synthetic data and a handful of real clips: these are not "
+        f"in {settings['minutes']:.0f} minutes{settings.get('scope', '')}. **Synthetic data and a handful of real clips: these are not "
         "real-data accuracy figures.** On real MIMII recordings the ranking of scorers is what issue 11 "
         "measured (kNN on embeddings 0.81, cross-entropy 0.44, `stats-knn` 0.895 mean per-ID AUC on fans).",
         f"Model: `complex`, the default config and recipe (every segment per epoch, `knn-stats` scorer, best epoch by "
@@ -403,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objective-trials", type=int, default=20, help="trials of the objective study (0: skip)")
     ap.add_argument("--recipe-seeds", default="0,1", help="seeds of the recipe study, comma-separated ('': skip)")
     ap.add_argument("--precision-seeds", default="0,1,2", help="seeds of the bf16-vs-fp32 study ('': skip)")
-    ap.add_argument("--only", choices=["recipes", "precision", "objective"], default=None,
-                    help="run one study alone: its section of --out is replaced, its rows go to the JSON")
+    ap.add_argument("--only", choices=["main", "recipes", "precision", "objective"], default=None,
+                    help="run one part alone: its section(s) of --out are replaced, its rows go to the JSON "
+                         "(main: the synthetic, fails-like-real and real-sample tables; the studies are kept)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -424,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         recipe_seeds, precision_seeds = recipe_seeds[:1], precision_seeds[:1]
     start = time.perf_counter()
+    if args.only == "main":
+        return _main_tables(args, seeds, sets, features, start)
     if args.only:
         with tempfile.TemporaryDirectory(prefix="mimimi-accuracy-") as d:
             if args.only == "recipes":
@@ -467,6 +470,35 @@ def main(argv: list[str] | None = None) -> int:
          "recipes": None if recipes is None else json.loads(recipes.to_json(orient="records")),
          "precision": None if precisions is None else json.loads(precisions.to_json(orient="records"))}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.json').name}", file=sys.stderr)
+    return 0
+
+
+def _main_tables(args, seeds: list[int], sets: list[str], features, start: float) -> int:
+    """``--only main``: retrain the main tables; the studies' sections and rows stay as they are."""
+    out = Path(args.out)
+    json_path = out.with_suffix(".json")
+    data = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    with tempfile.TemporaryDirectory(prefix="mimimi-accuracy-") as d:
+        work = Path(d)
+        rows = pd.concat([run_set(name, seed, work, args.seconds, args.epochs, features, "complex")
+                          for name in sets for seed in seeds], ignore_index=True)
+        real = real_samples(REAL_SAMPLES, work / "cache")
+    settings = dict(date=datetime.date.today().isoformat(), machine=f"{platform.machine()}, "
+                    f"{torch.get_num_threads()} torch threads", minutes=(time.perf_counter() - start) / 60,
+                    epochs=args.epochs, seeds=seeds, seconds=args.seconds, features=features,
+                    objective_type=data.get("settings", {}).get("objective_type", "slider"),
+                    scope=" (`--only main`: the main tables; each study below names the command that wrote it)")
+    text = markdown(rows, real, settings).rstrip("\n") + "\n"
+    if out.is_file():  # the studies' sections as they were written, each by its own command
+        old = out.read_text()
+        starts = [i for i in (old.find(t) for t in (OBJECTIVE_TITLE, RECIPE_TITLE, PRECISION_TITLE)) if i >= 0]
+        if starts:
+            text += "\n" + old[min(starts):]
+    out.write_text(text)
+    data.update(settings=settings, rows=json.loads(rows.to_json(orient="records")),
+                real_samples=None if real is None else json.loads(real.to_json(orient="records")))
+    json_path.write_text(json.dumps(data, indent=1))
+    print(f"updated the main tables of {out} and {json_path.name}", file=sys.stderr)
     return 0
 
 

@@ -37,12 +37,12 @@ seed        859,366     3.09 G        (its padding is (k-1)//2 too)
 ==========  ==========  ============  ===================================
 
 The table's FLOPs are those of ``conv_impl="block"`` and ``"textbook"`` (four real multiplications
-per complex one). ``conv_impl="auto"`` runs each complex convolution with the kernel and memory
+per complex one). ``conv_impl="auto"`` (the default) runs each complex convolution with the kernel and memory
 layout measured fastest for its shape and device (``complex.auto_conv_impl``; on CPU:
 channels_last throughout, the block form for block 1's single input channel, Gauss's
 three-multiplication form for blocks 2-5): same parameters, same outputs up to rounding, and
 ``forward_flops`` counts what runs, 3/4 of the table's for the Gauss layers. Its speed against
-the textbook form is in BENCHMARKS.md (``python -m bench.run``).
+an independent four-convolution network is in BENCHMARKS.md (``python -m bench.run``).
 
 Padding does not change the parameter count; "same" reproduces the seed's 3.09 GFLOP and
 keeps three time steps (and 17 frequency rows) at the end of the backbone, where "none"
@@ -96,7 +96,7 @@ class ComplexNetConfig:
     gate: Literal["sigmoid", "softmax"] = "sigmoid"  # attention gate: Fig. 3's sigma, or the seed's softmax
     # complex conv kernel, same parameters and maths: "block" | "textbook" | "gauss" | "auto" (fastest
     # measured per layer and device, complex.auto_conv_impl: on CPU channels_last, Gauss from 8 channels)
-    conv_impl: Literal["block", "textbook", "gauss", "auto"] = "block"
+    conv_impl: Literal["block", "textbook", "gauss", "auto"] = "auto"
     padding: Literal["same", "none"] = "same"  # "same": (k-1)//2 per side; "none": Table I literally
     input: Literal["complex", "magnitude"] = "complex"  # "magnitude": the backbone fed |STFT| (phase dropped)
     # fused head: "gap" (Table I: global average pooling of n_ids maps) or "arcface" (cosine classifier on a
