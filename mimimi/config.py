@@ -107,6 +107,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers; features come from the cache, so 0 is usually enough
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # training steps (mimimi.precision); auto: bf16 where native
+    # torch.compile of the training steps (mimimi.train.compile_decision): "auto" compiles on CPU when the run's
+    # planned work repays the compile time several times over (BENCHMARKS.md measures both), never on CUDA yet
+    compile: Union[bool, Literal["auto"]] = "auto"
     progress: bool = True  # tqdm bars and per-epoch lines on stderr
 
     def __post_init__(self) -> None:
@@ -119,6 +122,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.segments_per_clip < 0:
             raise ConfigError(f"train.segments_per_clip must be >= 0 (0: every segment), got {self.segments_per_clip}")
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):
+            raise ConfigError(f"train.compile must be true, false or auto, got {self.compile!r}")
         if not 0 <= self.arcface_margin < 1.5:
             raise ConfigError(f"train.arcface_margin must be in [0, 1.5) radians, got {self.arcface_margin}")
 

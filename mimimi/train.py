@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -122,6 +124,45 @@ def _seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+# train.compile: auto compiles on CPU when the planned work is at least this many batches of the default
+# shape (32 x 1 x 513 x 64). Measured (BENCHMARKS.md, torch.compile rows): compiling the training step costs
+# about 45 s on 2 cores and saves about 40 % of a 1.8 s step, so it pays for itself after ~60 such steps;
+# 300 repays it about five times over, which leaves room for slower compilers and smaller savings.
+COMPILE_MIN_BATCHES = 300
+DEFAULT_BATCH_WORK = 32 * 513 * 64  # segments x frequency bins x frames of one default batch
+
+
+def compile_decision(mode: bool | str, device: torch.device, planned_steps: int, batch_work: int) -> tuple[bool, str]:
+    """``train.compile`` resolved for this run: (compile?, why). ``batch_work`` = batch x F x T.
+
+    ``auto`` compiles on CPU when ``planned_steps`` batches of ``batch_work`` add up to at least
+    ``COMPILE_MIN_BATCHES`` default batches and a C++ compiler is there (TorchInductor needs one); on
+    CUDA it stays off until the GPU benchmark has measured it. ``True`` compiles or fails with one line.
+
+    >>> compile_decision("auto", torch.device("cpu"), 10, DEFAULT_BATCH_WORK)[0]
+    False
+    >>> compile_decision(False, torch.device("cpu"), 10**6, DEFAULT_BATCH_WORK)
+    (False, 'train.compile: false')
+    """
+    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
+    if mode is True:
+        if device.type == "cpu" and compiler is None:
+            raise TrainError("train.compile: true needs a C++ compiler on the PATH (TorchInductor's CPU backend); "
+                             "install g++ or set train.compile: false")
+        return True, "train.compile: true"
+    if mode is False:
+        return False, "train.compile: false"
+    if device.type != "cpu":
+        return False, f"train.compile: auto, off on {device.type} (not measured there yet)"
+    work = planned_steps * batch_work / DEFAULT_BATCH_WORK
+    if work < COMPILE_MIN_BATCHES:
+        return False, (f"train.compile: auto, off: {planned_steps} planned steps ({work:.0f} default-sized batches; "
+                       f"compiling pays from {COMPILE_MIN_BATCHES})")
+    if compiler is None:
+        return False, "train.compile: auto, off: no C++ compiler on the PATH"
+    return True, f"train.compile: auto, on: {planned_steps} planned steps ({work:.0f} default-sized batches)"
 
 
 def _device(name: str) -> torch.device:
@@ -229,6 +270,7 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
     epoch, with the path of the new best checkpoint when this epoch improved, else None (Ray reports
     through it).
     """
+    fit_start = time.perf_counter()
     dist = distributed or Distributed()
     out_dir = Path(out_dir)
     t = cfg.train
@@ -266,7 +308,8 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
         start = time.perf_counter()
         metrics, out = validation(core, device)
         fitted = scoring.fit_scoring(cfg, kind, out, np.ones(len(out.clips), bool))
-        metrics = {"epoch": 0, **metrics, "epoch_seconds": time.perf_counter() - start}
+        metrics = {"epoch": 0, **metrics, "epoch_seconds": time.perf_counter() - start,
+                   "setup_seconds": start - fit_start}
         if dist.is_main:
             for path in (best_path, last_path):
                 save_checkpoint(path, core, cfg, ids, scoring=fitted, epoch=0, val=metrics, **meta)
@@ -283,6 +326,16 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
         train_ds, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=t.num_workers,
         generator=torch.Generator().manual_seed(t.seed), drop_last=len(train_ds) > t.batch_size))
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    step_model = model  # what the training steps call; validation and checkpoints use the module itself
+    if kind.classifier:
+        f = cfg.features
+        compiled, why = compile_decision(t.compile, device, t.epochs * len(loader),
+                                         t.batch_size * (f.n_fft // 2 + 1) * f.segment_frames)
+        if compiled:
+            step_model = torch.compile(model)
+        if t.progress:
+            print(why, file=sys.stderr)
+    setup_seconds = time.perf_counter() - fit_start
 
     best, best_epoch, history, bad_epochs = None, -1, [], 0
     monitor = t.monitor
@@ -292,10 +345,10 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
         if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler
             loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
-        train_loss = _train_epoch(model, loader, opt, cfg, kind, n_classes, device, g, f"epoch {epoch}")
+        train_loss = _train_epoch(step_model, loader, opt, cfg, kind, n_classes, device, g, f"epoch {epoch}")
         val_metrics, out = validation(core, device)
         metrics = {"epoch": epoch, "train_loss": train_loss, **val_metrics,
-                   "epoch_seconds": time.perf_counter() - start}
+                   "epoch_seconds": time.perf_counter() - start, "setup_seconds": setup_seconds}
         history.append(metrics)
         if monitor == "val_proxy_auc" and not math.isfinite(metrics.get("val_proxy_auc", math.nan)):
             monitor = "val_loss"  # no ID has both held-out normals and proxies: fall back, for the whole run

@@ -192,3 +192,45 @@ def test_bf16_training_and_scoring(synth_root, tmp_path):
     fp32 = merge(loaded.cfg, {"scoring": {"precision": "fp32"}})
     ref = score_clips(loaded.model, fp32, test, loaded.ids, cache, fitted=loaded.scoring, scorer="knn")
     assert spearmanr(low.score, ref.score).statistic > 0.95  # the same ranking of clips, near enough
+
+
+def test_compile_decision(monkeypatch):
+    from mimimi import train as T
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    big = T.COMPILE_MIN_BATCHES
+    monkeypatch.setattr(T.shutil, "which", lambda name: "/usr/bin/c++")
+    assert T.compile_decision("auto", cpu, big, T.DEFAULT_BATCH_WORK)[0] is True
+    assert T.compile_decision("auto", cpu, big - 1, T.DEFAULT_BATCH_WORK)[0] is False
+    # work, not steps: the smoke features' batches are 16 x smaller, so 16 x the steps are needed
+    assert T.compile_decision("auto", cpu, 4 * big, T.DEFAULT_BATCH_WORK // 16)[0] is False
+    assert T.compile_decision("auto", cuda, 10 * big, T.DEFAULT_BATCH_WORK)[0] is False
+    assert T.compile_decision(False, cpu, 10 * big, T.DEFAULT_BATCH_WORK)[0] is False
+    assert T.compile_decision(True, cpu, 1, T.DEFAULT_BATCH_WORK)[0] is True
+    monkeypatch.setattr(T.shutil, "which", lambda name: None)
+    compiled, why = T.compile_decision("auto", cpu, 10 * big, T.DEFAULT_BATCH_WORK)
+    assert compiled is False and "no C++ compiler" in why
+    with pytest.raises(TrainError, match="needs a C.. compiler"):
+        T.compile_decision(True, cpu, 1, T.DEFAULT_BATCH_WORK)
+
+
+def test_compile_setting_is_checked():
+    from mimimi.config import ConfigError, load_config
+
+    assert load_config(overrides={"train": {"compile": False}}).train.compile is False
+    with pytest.raises(ConfigError, match="train.compile"):
+        load_config(overrides={"train": {"compile": "sometimes"}})
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(synth_root, tmp_path):
+    """train.compile: true trains the same model as eager (up to rounding) and saves a plain checkpoint."""
+    eager = fit(small_config(synth_root, tmp_path / "cache", epochs=1, compile=False), tmp_path / "eager")
+    compiled = fit(small_config(synth_root, tmp_path / "cache", epochs=1, compile=True), tmp_path / "compiled")
+    a, b = eager.history[0], compiled.history[0]
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
+    # looser after the epoch: the convolution biases before batch norm get rounding-noise gradients, which
+    # Adam scales up to full steps, so the two runs' biases (and running means) drift apart by ~lr per step
+    assert b["val_loss"] == pytest.approx(a["val_loss"], rel=0.05)
+    ea, ca = load_checkpoint(eager.best_checkpoint), load_checkpoint(compiled.best_checkpoint)
+    assert list(ca.model.state_dict()) == list(ea.model.state_dict())  # no torch.compile wrapper in the keys

@@ -74,12 +74,13 @@ def run_trial(params: dict, *, base: dict, resources: dict, use_gpu: bool, stora
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    started = time.time()  # the worker reports how long its group took to start (bench.ray_overhead)
     res = Resources(**resources)
     cfg = trial_config(merge(Config(), base), params)
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg},
+        train_loop_config={"config": cfg, "trial_started": started},
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
             name=f"train-{tune.get_context().get_trial_name()}",

@@ -1,7 +1,9 @@
 """The training-loop adapter: ``mimimi.train.fit`` inside a Ray Train worker.
 
-Every epoch each worker calls ``ray.train.report`` with the validation metrics and the id of the Ray
-node it runs on (``node_id``: which machine trained the trial, on a multi-node cluster); rank 0
+Every epoch each worker calls ``ray.train.report`` with the validation metrics, the id of the Ray
+node it runs on (``node_id``: which machine trained the trial, on a multi-node cluster) and
+``worker_start_s`` (from the trial function's start to this worker running: the TorchTrainer, its
+controller and the worker process, as ``bench.ray_overhead`` breaks a trial's fixed cost down); rank 0
 attaches the checkpoint when the epoch improved the validation loss, so the Train run's latest
 checkpoint is always its best one.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import ray.train
@@ -32,6 +35,7 @@ def _maybe_inject_fault() -> None:
 
 def train_worker(config: dict) -> None:
     """Ray Train ``train_loop_per_worker``: ``config["config"]`` is the trial's MIMIMI config tree."""
+    worker_start_s = time.time() - config.get("trial_started", time.time())  # trial start -> this worker runs
     _maybe_inject_fault()
     cfg: Config = merge(Config(), config["config"])
     ctx = ray.train.get_context()
@@ -46,7 +50,7 @@ def train_worker(config: dict) -> None:
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict, best: Path | None) -> None:
-        metrics = {**metrics, "node_id": node_id}
+        metrics = {**metrics, "node_id": node_id, "worker_start_s": worker_start_s}
         if best is None:
             ray.train.report(metrics)
             return
