@@ -10,7 +10,7 @@ UV     := .venv-tools/bin/uv
 # the lock's platform: CI, the cluster image (rayproject/ray:2.60.0-py311-gpu) and the dev machines
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: demo test test-fast bench accuracy lock venv clean
+.PHONY: demo test test-fast bench bench-gpu accuracy lock venv clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	@$(PYTHON) -c 'import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64" and sys.platform == "linux"; sys.exit(0 if ok else "$(LOCK) is for CPython 3.11 on Linux x86_64; elsewhere install from pyproject: pip install -e \".[test]\"")'
@@ -33,6 +33,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# on a machine with a CUDA GPU: the network rows, torch.compile, scoring and a --use-gpu smoke search,
+# merged into BENCHMARKS.md as its "## GPU" section (under 5 minutes)
+bench-gpu: $(STAMP)
+	$(PY) -m bench.gpu --merge BENCHMARKS.md
 
 # model x scorer on the synthetic sets (3 seeds) and the real sample clips -> ACCURACY.md
 accuracy: $(STAMP)
