@@ -108,7 +108,7 @@ def _step_fns(net: torch.nn.Module, prec: str, x: torch.Tensor, y: torch.Tensor,
     """(inference, training step) of ``net`` at ``prec``: the training step is forward, the three heads'
     cross-entropies in fp32 (as mimimi.kinds computes them), backward, Adam."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    runner = step_net or net
+    runner = step_net if step_net is not None else net
 
     def infer() -> Any:
         net.eval()

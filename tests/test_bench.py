@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,8 @@ def test_gpu_script_on_cpu(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "gpu.json").read_text())
     assert list(res["networks"]["rows"]) == ["reference/fp32", "default/fp32", "default/bf16"]
-    assert "speedup" in res["compile"] or "error" in res["compile"]
+    # a compile failure is reported, not raised, by the GPU script; here, with a compiler, there is none
+    assert ("speedup" in res["compile"]) == (shutil.which("c++") is not None), res["compile"]
     text = md.read_text()
     assert text.count("## GPU") == 1 and "old figures" not in text and "## Run log" in text
     assert (tmp_path / "GPU.md").read_text().strip() in text
