@@ -2,8 +2,9 @@
 
 - ``networks``: training step and inference of the independent 4-convolution reference
   (``bench.reference``) and of MIMIMI's default network in fp32 and bf16, interleaved, same input;
-- ``compiled_step``: ``torch.compile`` of the default network's training step (compile time, step time,
-  the steps after which it has paid for itself: ``train.compile: auto`` rests on it);
+- ``compiled``: ``torch.compile`` of the default network in fp32 and bf16 (compile time with a cold and a
+  warm cache, training step and inference, the steps after which it has paid for itself:
+  ``train.compile: auto`` rests on it);
 - ``training_step_rss``: peak resident memory of a training step, in a fresh process per variant;
 - ``layers``: each complex convolution alone in every kernel and layout (``--layers``);
 - ``feature_path``: decode + STFT, and cached segments through the training DataLoader;
@@ -160,25 +161,70 @@ def networks(device: torch.device, sizes: Sizes, peak_gflops: float) -> dict[str
     return {"input_shape": list(shape), "rows": rows, "default_layers": layers, "_fns": fns}
 
 
-def compiled_step(device: torch.device, sizes: Sizes, eager_step_s: float) -> dict[str, Any]:
-    """``torch.compile`` of the default network's training step (fp32): the first call's time (the compile),
-    the median step after, and how many steps repay the compile."""
+def compiled(device: torch.device, sizes: Sizes) -> dict[str, Any]:
+    """``torch.compile`` of the default network, fp32 and bf16: the compile time of its training step with an
+    empty TorchInductor cache (the first trial on a node) and with the cache that compile left (later
+    trials: the FX graph cache is on disk), then training step and inference, compiled, interleaved with the
+    reference (eager fp32) on the same input. Rows as ``networks``'s; the break-even is against eager."""
     shape = input_shape(sizes)
-    torch.manual_seed(0)
-    net = build("default", shape[2]).to(device)
     x = torch.randn(shape, dtype=torch.complex64, device=device)
     y = torch.randint(0, 4, (sizes.batch,), device=device)
-    _, step = _step_fns(net, "fp32", x, y, device, step_net=torch.compile(net))
-    t0 = time.perf_counter()
-    step()
-    sync(device)
-    first = time.perf_counter() - t0
-    ts = interleaved({"compiled": step}, sizes.rounds, device)["compiled"]
-    med = statistics.median(ts)
-    saving = eager_step_s - med
-    return {"compile_s": first - med, "first_step_s": first, "step": stats(ts), "eager_step_s": eager_step_s,
-            "speedup": eager_step_s / med, "break_even_steps": (first - med) / saving if saving > 0 else math.inf,
-            "train_segments_per_s": sizes.batch / med}
+    out: dict[str, Any] = {"rows": {}}
+    with tempfile.TemporaryDirectory(prefix="mimimi-inductor-") as cache:
+        old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # cold: nothing compiled yet in this directory
+        try:
+            torch.manual_seed(0)
+            ref_net = build("reference", shape[2]).to(device)
+            fns = {"reference/fp32": _step_fns(ref_net, "fp32", x, y, device)}
+            eager = {}
+            for prec in ("fp32", "bf16"):
+                compile_s = []
+                for _ in range(2):  # the second: a fresh module, the same graphs, the cache warm
+                    torch._dynamo.reset()  # forget in-memory compiled code: only the disk cache helps
+                    torch.manual_seed(0)
+                    net = build("default", shape[2]).to(device)
+                    infer, step = _step_fns(net, prec, x, y, device, step_net=torch.compile(net))
+                    t0 = time.perf_counter()
+                    step()
+                    sync(device)
+                    compile_s.append(time.perf_counter() - t0)
+                eager[prec] = _step_fns(copy.deepcopy(net), prec, x, y, device)[1]
+                cnet = torch.compile(net)
+
+                def c_infer(net=net, cnet=cnet, prec=prec) -> Any:
+                    net.eval()
+                    with torch.no_grad(), precision.autocast(prec, device):
+                        return cnet(x)
+
+                c_infer()  # compiles the eval-mode graph
+                fns[f"default/{prec} compiled"] = (c_infer, step)
+                out[f"compile_{prec}"] = {"cold_s": compile_s[0], "warm_s": compile_s[1]}
+        finally:
+            if old is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
+    t_inf = interleaved({k: f[0] for k, f in fns.items()}, sizes.rounds, device)
+    t_train = interleaved({**{k: f[1] for k, f in fns.items()}, **{f"eager/{p}": fn for p, fn in eager.items()}},
+                          sizes.rounds, device)
+    ref_t, ref_i = statistics.median(t_train["reference/fp32"]), statistics.median(t_inf["reference/fp32"])
+    for k in fns:
+        if k == "reference/fp32":
+            continue
+        prec = k.split("/")[1].split()[0]
+        tt, ti = statistics.median(t_train[k]), statistics.median(t_inf[k])
+        e = statistics.median(t_train[f"eager/{prec}"])
+        c = out[f"compile_{prec}"]
+        out["rows"][k] = {"network": "default", "precision": f"{prec}, compiled",
+                          "train_segments_per_s": sizes.batch / tt, "train_step": stats(t_train[k]),
+                          "infer_segments_per_s": sizes.batch / ti, "infer_batch": stats(t_inf[k]),
+                          "train_speedup": ref_t / tt, "infer_speedup": ref_i / ti, "eager_step_s": e,
+                          "speedup_over_eager": e / tt, "compile_cold_s": c["cold_s"] - tt,
+                          "compile_warm_s": c["warm_s"] - tt,
+                          "break_even_steps_cold": (c["cold_s"] - tt) / (e - tt) if e > tt else math.inf,
+                          "break_even_steps_warm": (c["warm_s"] - tt) / (e - tt) if e > tt else math.inf}
+    return out
 
 
 def training_step_rss(network: str, prec: str, batch: int, n_freq: int, frames: int, steps: int) -> dict[str, Any]:

@@ -58,10 +58,9 @@ def run(device: torch.device, sizes: cases.Sizes, search: bool, search_timeout: 
         with section(f"{device.type}: networks"):
             res["networks"] = cases.networks(device, sizes, res["matmul"]["gflops"])
             res["networks"].pop("_fns")
-        with section(f"{device.type}: torch.compile of the training step"):
-            eager = res["networks"]["rows"]["default/fp32"]["train_step"]["median_s"]
+        with section(f"{device.type}: torch.compile, fp32 and bf16"):
             try:
-                res["compile"] = cases.compiled_step(device, sizes, eager)
+                res["compile"] = cases.compiled(device, sizes)
             except Exception as e:  # noqa: BLE001 - a compiler failure is a result to report, not a crash
                 res["compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
         with section(f"{device.type}: scoring files end to end"):
@@ -85,12 +84,16 @@ def render(res: dict[str, Any]) -> str:
                    [[r["network"], r["precision"], r["train_segments_per_s"], f"{r['train_speedup']:.2f}x",
                      r["infer_segments_per_s"], f"{r['infer_speedup']:.2f}x"] for r in rows.values()])]
     c = res["compile"]
-    md += ["", "torch.compile of the training step: " + (
-        c["error"] if "error" in c else
-        f"compile {c['compile_s']:.0f} s, {c['speedup']:.2f}x the eager step, repaid after "
-        f"{c['break_even_steps']:.0f} steps.")]
+    if "error" in c:
+        md += ["", f"torch.compile failed: {c['error']}"]
+    else:
+        md += ["", md_table(["compiled", "training (segments/s)", "x reference", "inference (segments/s)",
+                             "x reference", "compile s (cold / warm cache)", "x eager step"],
+                            [[k, r["train_segments_per_s"], f"{r['train_speedup']:.2f}x", r["infer_segments_per_s"],
+                              f"{r['infer_speedup']:.2f}x", f"{r['compile_cold_s']:.0f} / {r['compile_warm_s']:.0f}",
+                              f"{r['speedup_over_eager']:.2f}x"] for k, r in c["rows"].items()])]
     s = res["scoring"]
-    md += [f"Scoring {s['clips']} files end to end ({s['scorer']}): {s['clips_per_s']['fp32']:.1f} clips/s fp32, "
+    md += ["", f"Scoring {s['clips']} files end to end ({s['scorer']}): {s['clips_per_s']['fp32']:.1f} clips/s fp32, "
            f"{s['clips_per_s']['bf16']:.1f} bf16."]
     if "search" in res:
         r = res["search"]

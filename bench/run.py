@@ -6,7 +6,8 @@ CPU and on CUDA when there is one (``bench.cases`` holds each case, ``bench.harn
 
 - the independent 4-convolution reference network (``bench.reference``) against the default network in
   fp32 and bf16: training step and inference, with the speed-ups the targets are set on;
-- ``torch.compile`` of the training step: compile time, speed-up, steps to repay it;
+- ``torch.compile`` of the default network, fp32 and bf16: compile time (cold and warm cache), speed-ups,
+  steps to repay it;
 - peak resident memory of a training step (a fresh process per variant);
 - the feature path (decode + STFT, cached segments through the DataLoader);
 - scoring files end to end with the default scorer, fp32 and bf16;
@@ -67,9 +68,8 @@ def run(sizes: cases.Sizes, quick: bool, threads: int, devices: list[torch.devic
                 dev["networks"] = cases.networks(device, sizes, dev["matmul"]["gflops"])
             fns[name] = dev["networks"].pop("_fns")
             if compile_step:
-                with section(f"{name}: torch.compile of the training step"):
-                    eager = dev["networks"]["rows"]["default/fp32"]["train_step"]["median_s"]
-                    dev["compile"] = cases.compiled_step(device, sizes, eager)
+                with section(f"{name}: torch.compile, fp32 and bf16 (cold and warm cache), {sizes.rounds} rounds"):
+                    dev["compile"] = cases.compiled(device, sizes)
             with section(f"{name}: scoring files end to end"):
                 dev["scoring"] = cases.scoring(device, sizes, tmp / "synth", test, tmp / f"scoring-{name}")
             if layers:
