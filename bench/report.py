@@ -208,8 +208,8 @@ def render_markdown(res: dict[str, Any]) -> str:
                              for ly in dev["layers"]])]
     if res.get("rss"):
         md += ["", "## Peak memory of a training step (CPU)", "",
-               "Peak resident set (ru_maxrss) of a fresh process: before its first step (interpreter, torch, network, "
-               "one batch) and after the training steps.", "",
+               "Peak resident set (VmHWM) of a fresh process per variant: before its first step (interpreter, torch, "
+               "network, one batch) and after the training steps.", "",
                md_table(["network / precision", "before the first step (MiB)", "peak (MiB)", "the step adds (MiB)"],
                         [[k, r["before_mib"], r["peak_mib"], r["peak_mib"] - r["before_mib"]]
                          for k, r in res["rss"].items()])]

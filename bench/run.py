@@ -116,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile of the training step")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray per-trial cost (a smoke search)")
     ap.add_argument("--layers", action="store_true", help="also time each complex convolution alone (slow)")
+    ap.add_argument("--render", type=Path, default=None, metavar="JSON",
+                    help="measure nothing: write --out from an earlier run's benchmarks.json")
     args = ap.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         ap.error(f"--threads must be >= 1, got {args.threads}")
@@ -124,6 +126,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        args.out.write_text(render_markdown(json.loads(args.render.read_text())))
+        log(f"wrote {args.out} from {args.render}")
+        return 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     devices = [torch.device("cpu")]
     if args.device == "auto" and torch.cuda.is_available():

@@ -137,6 +137,15 @@ def test_markdown_sections(quick_run):
                 j += 1
 
 
+def test_render_from_json_reproduces_the_report(quick_run, tmp_path):
+    out, _, md = quick_run
+    again = tmp_path / "again.md"
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--render", str(out.with_name("benchmarks.json")),
+                           "--out", str(again)], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert again.read_text() == md
+
+
 def test_ray_breakdown_adds_up():
     df = pd.DataFrame({"time_total_s": [20.0, 31.0], "worker_start_s": [9.0, 9.0], "setup_seconds": [4.0, 4.0],
                        "epoch_seconds": [6.0, 7.0], "timestamp": [1000.0, 1011.0]})
