@@ -138,6 +138,7 @@ def test_interrupted_search_resumes_without_losing_or_repeating_trials(tmp_path)
             assert proc.poll() is None, proc.stdout.read()[-3000:]
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=120)
+        assert proc.returncode == 130, proc.stdout.read()[-3000:]  # interrupted, not "done"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -148,4 +149,7 @@ def test_interrupted_search_resumes_without_losing_or_repeating_trials(tmp_path)
     assert len(ids) == len(set(ids)) == 2
     finished = [t for t in trials if t.info.status == "FINISHED"]
     assert len(finished) == 2
+    for t in trials:  # no epoch logged twice, even for a trial Tune had to train again
+        steps = [m.step for m in c.get_metric_history(t.info.run_id, "val_loss")]
+        assert steps and len(steps) == len(set(steps)), (t.info.run_name, steps)
     assert c.search_model_versions("name='mimimi-valve'")

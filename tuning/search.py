@@ -18,10 +18,13 @@ CSVs, one child run per trial, and the best model registered as ``mimimi-<machin
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -51,7 +54,7 @@ from tuning.space import SEARCH_CONFIGS, Resources, SearchConfig, load_search_co
 from tuning.worker import CHECKPOINT_FILE, train_worker
 
 STATE_FILE = "mimimi_search.json"
-# The embedded default: what `make demo` runs on a laptop (about 10 minutes on 2 cores).
+# The embedded default: what `make demo` runs on a laptop (about 5 minutes on 2 cores).
 EMBEDDED_DATA = dict(machine_types=("fan", "pump", "slider", "valve"), ids=("00", "02", "04", "06"),
                      n_train=12, n_test_normal=8, n_test_anomaly=8, seconds=5.0, seed=0)
 SMOKE_DATA = dict(machine_types=("valve",), ids=("00", "02", "04", "06"), n_train=8, n_test_normal=4,
@@ -64,6 +67,38 @@ class SearchError(RuntimeError):
 
 class SearchInterrupted(SearchError):
     """Stopped before every trial settled (Ctrl-C): ``--resume`` continues it."""
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT) at any point of a search: exit 130 with the state saved, ``--resume`` continues.
+
+    Outside Tune, SIGINT raises KeyboardInterrupt (main turns it into exit 130). Inside ``Tuner.fit`` Tune's
+    own handler stops the trials and saves the experiment, then ``fit`` returns as if all were well; so once
+    Tune has installed that handler (``TrialRuns.setup``), ``watch_tune`` wraps it to note the signal, and
+    ``search_type`` raises ``SearchInterrupted`` instead of evaluating and registering."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _note(self, previous):
+        def handler(signum, frame):
+            self.requested = True
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                raise KeyboardInterrupt
+        return handler
+
+    def install(self) -> None:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            signal.signal(signal.SIGINT, self._note(signal.default_int_handler))
+
+    def watch_tune(self) -> None:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, self._note(signal.getsignal(signal.SIGINT)))
+
+
+interrupts = Interrupts()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,16 +130,62 @@ def run_trial(params: dict, *, base: dict, resources: dict, use_gpu: bool, stora
 # ---------------------------------------------------------------------------------------------
 # MLflow: one child run per trial, from the Tune driver
 
-def _fetch_checkpoint(path: str, storage_path: str, dst: Path) -> Path:
-    """Copy a reported checkpoint (local or on cloud storage) to ``dst``; return the checkpoint file."""
+def _filesystem(storage_path: str):
     import pyarrow.fs
 
     if "://" in storage_path:
-        fs, _ = pyarrow.fs.FileSystem.from_uri(storage_path)
-    else:
-        fs = pyarrow.fs.LocalFileSystem()
-    ray.train.Checkpoint(path, filesystem=fs).to_directory(str(dst))
+        return pyarrow.fs.FileSystem.from_uri(storage_path)[0]
+    return pyarrow.fs.LocalFileSystem()
+
+
+def _fetch_checkpoint(path: str, storage_path: str, dst: Path) -> Path:
+    """Copy a reported checkpoint (local or on cloud storage) to ``dst``; return the checkpoint file."""
+    ray.train.Checkpoint(path, filesystem=_filesystem(storage_path)).to_directory(str(dst))
     return dst / CHECKPOINT_FILE
+
+
+def resolve_checkpoint(reported: list[str], storage_path: str) -> str | None:
+    """The checkpoint to log for a trial: the newest reported one that still exists, else the newest
+    ``checkpoint_*`` folder beside them, else None. Ray Train keeps one checkpoint (``num_to_keep=1``): when
+    ASHA stops a trial between Train saving a new checkpoint and Tune seeing its report, the last path Tune
+    knows is the one Train has just deleted, and the one it kept is the trial's best (only improvements are
+    reported)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    fs = _filesystem(storage_path)
+
+    def usable(path: str) -> bool:
+        return fs.get_file_info(f"{path}/{CHECKPOINT_FILE}").type == FileType.File
+
+    for path in reversed(reported):
+        if usable(path):
+            return path
+    if reported:
+        run_dir = reported[-1].rstrip("/").rsplit("/", 1)[0]
+        infos = fs.get_file_info(FileSelector(run_dir, allow_not_found=True))
+        found = sorted(i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_"))
+        for path in reversed(found):
+            if usable(path):
+                return path
+    return None
+
+
+def _never_fail(hook):
+    """A Tune callback hook that cannot fail its trial: an exception from it would make Tune error the trial
+    and train it again. The failure is one line on stderr and a tag on the trial's run where possible."""
+    @functools.wraps(hook)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - tracking must never stop training
+            msg = f"{hook.__name__}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            print(f"warning: MLflow callback {msg}", file=sys.stderr, flush=True)
+            trial = kwargs.get("trial") or next((a for a in args if hasattr(a, "trial_id")), None)
+            run_id = self.runs.get(getattr(trial, "trial_id", None))
+            if run_id:
+                with contextlib.suppress(Exception):
+                    tracking.set_tags(run_id, {"mimimi.callback_error": msg[:500]})
+    return wrapped
 
 
 class TrialRuns(tune.Callback):
@@ -119,14 +200,21 @@ class TrialRuns(tune.Callback):
         self.parent_run_id = parent_run_id
         self.storage_path = storage_path
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
-        self.best_ckpt: dict[str, str] = {}  # trial id -> latest (= best) checkpoint path
+        self.ckpts: dict[str, list[str]] = {}  # trial id -> reported checkpoint paths, oldest first (last = best)
+        self.logged_step: dict[str, int] = {}  # trial id -> last metric step logged (a retrained trial repeats them)
         self.nodes: dict[str, str] = {}  # trial id -> Ray node id of its rank-0 Train worker
 
     def get_state(self) -> dict:  # saved with the experiment, so a resumed search keeps its runs
-        return {"runs": self.runs, "best_ckpt": self.best_ckpt}
+        return {"runs": self.runs, "ckpts": self.ckpts, "logged_step": self.logged_step}
 
     def set_state(self, state: dict) -> None:
-        self.runs, self.best_ckpt = dict(state["runs"]), dict(state["best_ckpt"])
+        self.runs = dict(state["runs"])
+        self.ckpts = {k: list(v) for k, v in state.get("ckpts", {}).items()}
+        self.ckpts.update({k: [v] for k, v in state.get("best_ckpt", {}).items() if k not in self.ckpts})
+        self.logged_step = dict(state.get("logged_step", {}))
+
+    def setup(self, **info):
+        interrupts.watch_tune()  # Tune has just installed its Ctrl-C handler: note Ctrl-C before it acts
 
     def _run(self, trial) -> str:
         if trial.trial_id not in self.runs:
@@ -140,36 +228,48 @@ class TrialRuns(tune.Callback):
             self.runs[trial.trial_id] = run_id
         return self.runs[trial.trial_id]
 
+    @_never_fail
     def on_trial_start(self, iteration, trials, trial, **info):
         self._run(trial)
 
+    @_never_fail
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run(trial)
+        if result.get(CHECKPOINT_PATH_KEY):
+            self.ckpts.setdefault(trial.trial_id, []).append(result[CHECKPOINT_PATH_KEY])
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self.logged_step.get(trial.trial_id, -1):
+            return  # a trial trained again (a retry, a resume after a crash) repeats its epochs: logged once
+        self.logged_step[trial.trial_id] = step
         numeric = {k: v for k, v in result.items() if isinstance(v, (int, float)) and (
             k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "best_val_proxy_auc", "epoch_seconds")
             or k.startswith("val_proxy_auc"))}
-        tracking.log_metrics(run_id, numeric, step=int(result.get("epoch", result.get("training_iteration", 0))))
+        tracking.log_metrics(run_id, numeric, step=step)
         node = result.get("node_id")
         if node and self.nodes.get(trial.trial_id) != node:  # the node that trained it (a retry may move it)
             self.nodes[trial.trial_id] = node
             tracking.set_tags(run_id, {"mimimi.node_id": node})
-        if result.get(CHECKPOINT_PATH_KEY):
-            self.best_ckpt[trial.trial_id] = result[CHECKPOINT_PATH_KEY]
 
+    @_never_fail
     def on_trial_recover(self, iteration, trials, trial, **info):
         tracking.set_tags(self._run(trial), {"mimimi.retried": str(trial.run_metadata.num_failures)})
 
+    @_never_fail
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run(trial)
         last = trial.last_result or {}
         self.progress.settled(self._number(trial), "finished", last)
         tracking.set_tags(run_id, {"mimimi.epochs_run": str(last.get("training_iteration", 0))})
-        ckpt = self.best_ckpt.get(trial.trial_id)
+        reported = self.ckpts.get(trial.trial_id, [])
+        ckpt = resolve_checkpoint(reported, self.storage_path) if reported else None
         if ckpt:
             with tempfile.TemporaryDirectory() as d:
                 tracking.log_model(run_id, _fetch_checkpoint(ckpt, self.storage_path, Path(d)))
+        elif reported:  # every checkpoint it reported is gone: the run says so, the search goes on
+            tracking.set_tags(run_id, {"mimimi.model": "none: its checkpoints were removed before they were logged"})
         tracking.end_run(run_id, "FINISHED")
 
+    @_never_fail
     def on_trial_error(self, iteration, trials, trial, **info):
         tracking.end_run(self._run(trial), "FAILED")
         self.progress.settled(self._number(trial), "FAILED", trial.last_result or {})
@@ -251,11 +351,15 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
     if settled < len(trials) or (s.time_budget_s is None and len(trials) < s.num_samples):
         raise SearchInterrupted(f"{machine_type}: search interrupted after {settled} of {s.num_samples} trials; "
                                 f"continue it with --resume --name {name}")
+    if interrupts.requested:  # Ctrl-C while the last trials finished: Tune saved its state, nothing else runs
+        raise SearchInterrupted(f"{machine_type}: interrupted; continue it with --resume --name {name}")
     best = _best_trial(results, s.metric, s.mode)
     ckpt_paths = best.metrics_dataframe.get(CHECKPOINT_PATH_KEY)
-    ckpt_path = ckpt_paths.dropna().iloc[-1] if ckpt_paths is not None and ckpt_paths.notna().any() else None
+    reported = list(ckpt_paths.dropna()) if ckpt_paths is not None else []
+    ckpt_path = resolve_checkpoint(reported, exp_root) if reported else None
     if ckpt_path is None:
-        raise SearchError(f"{machine_type}: the best trial reported no checkpoint")
+        raise SearchError(f"{machine_type}: the best trial reported no checkpoint that still exists"
+                          + (f" (last reported: {reported[-1]})" if reported else ""))
     best_params = {k: best.config[k] for k in scfg.space}
     best_cfg = trial_config(base, best_params)
 
@@ -412,8 +516,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     quiet = {} if args.verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     if args.address:
         ctx = ray.init(address=args.address, **quiet)
-    elif not ray.is_initialized():
-        ctx = ray.init(num_cpus=args.num_cpus, **quiet)
+    elif not ray.is_initialized():  # "local": a new instance, never one a killed earlier run left behind
+        ctx = ray.init(address="local", num_cpus=args.num_cpus, **quiet)
     else:
         ctx = None
     use_gpu = args.use_gpu or ray.cluster_resources().get("GPU", 0) > 0
@@ -481,10 +585,12 @@ def baseline_markdown(outcomes: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    interrupts.install()
     try:
         outcomes, state = run(args)
     except KeyboardInterrupt:
-        sys.exit("interrupted: continue the search with --resume (add --name to pick one)")
+        print("interrupted: continue the search with --resume (add --name to pick one)", file=sys.stderr)
+        sys.exit(130)
     except SearchInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         sys.exit(130)

@@ -1,0 +1,134 @@
+"""Faults of the search driver injected in-process (fast): ASHA stopping a trial between Train deleting a
+checkpoint and Tune logging it, a tracking call that fails inside a Tune callback, a retrained trial repeating
+its epochs, and Ctrl-C while Tune runs. The end-to-end ones (a crashing worker, SIGINT and resume) are in
+test_search.py."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tuning import search as S
+from tuning.worker import CHECKPOINT_FILE
+
+
+def make_ckpt(run_dir: Path, n: int, with_file: bool = True) -> str:
+    d = run_dir / f"checkpoint_{n:06d}"
+    d.mkdir(parents=True)
+    if with_file:
+        (d / CHECKPOINT_FILE).write_bytes(b"weights")
+    return str(d)
+
+
+def test_resolve_checkpoint_after_train_deleted_the_reported_one(tmp_path):
+    run = tmp_path / "train-trial_1"
+    old = make_ckpt(run, 0, with_file=False)  # what Tune last saw: Train removed its file when it kept #1
+    kept = make_ckpt(run, 1)
+    assert S.resolve_checkpoint([old], str(tmp_path)) == kept
+    assert S.resolve_checkpoint([old, kept], str(tmp_path)) == kept  # the newest reported that exists
+    empty = tmp_path / "train-trial_2"
+    assert S.resolve_checkpoint([make_ckpt(empty, 0, with_file=False)], str(tmp_path)) is None
+
+
+class FakeTracking:
+    """The tracking calls TrialRuns makes, recorded; ``fail`` names one that raises."""
+
+    def __init__(self, fail: str | None = None):
+        self.calls, self.fail = [], fail
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            if name == "log_model":  # the fetched file lives in a temporary folder: read it now
+                self.logged_bytes = Path(args[1]).read_bytes()
+            if name == self.fail:
+                raise FileNotFoundError(f"{name}: no such file")
+            return f"run-{len(self.calls)}" if name == "start_run" else None
+        return call
+
+    def named(self, name):
+        return [c for c in self.calls if c[0] == name]
+
+
+def trial(trial_id="t1", last=None):
+    return SimpleNamespace(trial_id=trial_id, config={"train.lr": 1e-3}, last_result=last or {"training_iteration": 2},
+                           run_metadata=SimpleNamespace(num_failures=1), __str__=lambda self: trial_id)
+
+
+@pytest.fixture
+def callbacks(monkeypatch, tmp_path):
+    def make(fail=None):
+        fake = FakeTracking(fail)
+        monkeypatch.setattr(S, "tracking", fake)
+        cb = S.TrialRuns("sqlite:///x.db", "1", "parent", str(tmp_path), "valve", "val_proxy_auc", "max", 2)
+        return cb, fake
+    return make
+
+
+def test_asha_stop_racing_checkpoint_deletion_logs_the_kept_checkpoint(callbacks, tmp_path):
+    cb, fake = callbacks()
+    run = tmp_path / "train-t1"
+    gone = make_ckpt(run, 0, with_file=False)
+    kept = make_ckpt(run, 1)
+    t = trial()
+    cb.on_trial_start(0, [], t)
+    cb.on_trial_result(0, [], t, {"epoch": 0, "val_proxy_auc": 0.6, S.CHECKPOINT_PATH_KEY: gone})
+    cb.on_trial_complete(0, [], t)
+    (_, (run_id, _path), _), = fake.named("log_model")
+    assert fake.logged_bytes == b"weights" and run_id == cb.runs["t1"]
+    assert fake.named("end_run")[-1][1] == (cb.runs["t1"], "FINISHED")
+    # every checkpoint gone: no model, said so on the run, and the search goes on
+    cb2, fake2 = callbacks()
+    t2 = trial("t2")
+    cb2.on_trial_result(0, [], t2, {"epoch": 0, S.CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t2", 0, False)})
+    cb2.on_trial_complete(0, [], t2)
+    assert not fake2.named("log_model") and fake2.named("end_run")[-1][1][1] == "FINISHED"
+    assert any("mimimi.model" in c[1][1] for c in fake2.named("set_tags"))
+
+
+def test_a_failing_tracking_call_never_fails_the_trial(callbacks, tmp_path, capsys):
+    cb, fake = callbacks(fail="log_model")
+    t = trial()
+    cb.on_trial_result(0, [], t, {"epoch": 0, S.CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t1", 0)})
+    cb.on_trial_complete(0, [], t)  # log_model raises inside: Tune must not see it
+    err = capsys.readouterr().err
+    assert "warning: MLflow callback on_trial_complete: FileNotFoundError" in err and len(err.splitlines()) == 1
+    assert any("mimimi.callback_error" in c[1][1] for c in fake.named("set_tags"))
+
+
+def test_a_retrained_trial_logs_each_epoch_once(callbacks):
+    cb, fake = callbacks()
+    t = trial()
+    for epoch in (0, 1, 0, 1, 2):  # trained again after a resume: epochs 0 and 1 come a second time
+        cb.on_trial_result(0, [], t, {"epoch": epoch, "val_loss": 1.0 - epoch / 10})
+    assert [c[2]["step"] for c in fake.named("log_metrics")] == [0, 1, 2]
+    state = cb.get_state()  # and across a resume (Tune saves the callback's state with the experiment)
+    again, fake2 = callbacks()
+    again.set_state(state)
+    again.on_trial_result(0, [], t, {"epoch": 1, "val_loss": 0.9})
+    assert not fake2.named("log_metrics")
+    old_style = {"runs": {"t1": "r"}, "best_ckpt": {"t1": "/x/checkpoint_000000"}}  # a state saved before
+    again.set_state(old_style)
+    assert again.ckpts == {"t1": ["/x/checkpoint_000000"]} and again.logged_step == {}
+
+
+def test_ctrl_c_inside_tune_is_noted_and_tune_still_stops_gracefully():
+    previous = signal.getsignal(signal.SIGINT)
+    seen = []
+    try:
+        watch = S.Interrupts()
+        watch.install()
+        signal.signal(signal.SIGINT, lambda s, f: seen.append(s))  # Tune's handler, installed inside fit()
+        watch.watch_tune()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert watch.requested and seen == [signal.SIGINT]  # noted, and Tune's handler still ran
+        fresh = S.Interrupts()
+        fresh.install()  # outside Tune: Ctrl-C raises KeyboardInterrupt (exit 130 in main)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        assert fresh.requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
