@@ -10,7 +10,7 @@ UV     := .venv-tools/bin/uv
 # the lock's platform: CI, the cluster image (rayproject/ray:2.60.0-py311-gpu) and the dev machines
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: demo test test-fast bench bench-gpu accuracy lock venv clean
+.PHONY: demo test test-unit test-fast bench bench-gpu accuracy lock venv clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	@$(PYTHON) -c 'import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64" and sys.platform == "linux"; sys.exit(0 if ok else "$(LOCK) is for CPython 3.11 on Linux x86_64; elsewhere install from pyproject: pip install -e \".[test]\"")'
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the unit tier alone (about a minute); test-fast adds the integration tier (everything but Ray and searches)
+test-unit: $(STAMP)
+	$(PY) -m pytest -m "not slow and not integration"
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

@@ -161,7 +161,7 @@ def networks(device: torch.device, sizes: Sizes, peak_gflops: float) -> dict[str
     return {"input_shape": list(shape), "rows": rows, "default_layers": layers, "_fns": fns}
 
 
-def compiled(device: torch.device, sizes: Sizes) -> dict[str, Any]:
+def compiled(device: torch.device, sizes: Sizes, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, Any]:
     """``torch.compile`` of the default network, fp32 and bf16: the compile time of its training step with an
     empty TorchInductor cache (the first trial on a node) and with the cache that compile left (later
     trials: the FX graph cache is on disk), then training step and inference, compiled, interleaved with the
@@ -178,7 +178,7 @@ def compiled(device: torch.device, sizes: Sizes) -> dict[str, Any]:
             ref_net = build("reference", shape[2]).to(device)
             fns = {"reference/fp32": _step_fns(ref_net, "fp32", x, y, device)}
             eager = {}
-            for prec in ("fp32", "bf16"):
+            for prec in precisions:
                 compile_s = []
                 for _ in range(2):  # the second: a fresh module, the same graphs, the cache warm
                     torch._dynamo.reset()  # forget in-memory compiled code: only the disk cache helps

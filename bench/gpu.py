@@ -3,6 +3,7 @@
 smoke search with ``--use-gpu``.
 
     python -m bench.gpu [--out DIR] [--merge BENCHMARKS.md] [--quick] [--device cuda|cpu] [--no-search]
+                        [--no-compile]
 
 It writes ``DIR/gpu.json`` and ``DIR/GPU.md`` (a "## GPU" section naming the card); ``--merge`` puts that
 section into a BENCHMARKS.md, replacing an older one. Without a CUDA device it stops with exit 2, unless
@@ -45,7 +46,8 @@ def smoke_search(use_gpu: bool, timeout: float) -> dict[str, Any]:
             "tail": tail}
 
 
-def run(device: torch.device, sizes: cases.Sizes, search: bool, search_timeout: float) -> dict[str, Any]:
+def run(device: torch.device, sizes: cases.Sizes, search: bool, search_timeout: float,
+        compile_: bool = True) -> dict[str, Any]:
     section = Sections(torch.get_num_threads())
     res: dict[str, Any] = {"device": device.type, "machine": machine_info(torch.get_num_threads()),
                            "versions": versions(), "quick": sizes == cases.QUICK}
@@ -58,11 +60,12 @@ def run(device: torch.device, sizes: cases.Sizes, search: bool, search_timeout: 
         with section(f"{device.type}: networks"):
             res["networks"] = cases.networks(device, sizes, res["matmul"]["gflops"])
             res["networks"].pop("_fns")
-        with section(f"{device.type}: torch.compile, fp32 and bf16"):
-            try:
-                res["compile"] = cases.compiled(device, sizes)
-            except Exception as e:  # noqa: BLE001 - a compiler failure is a result to report, not a crash
-                res["compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        if compile_:
+            with section(f"{device.type}: torch.compile, fp32 and bf16"):
+                try:
+                    res["compile"] = cases.compiled(device, sizes)
+                except Exception as e:  # noqa: BLE001 - a compiler failure is a result to report, not a crash
+                    res["compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
         with section(f"{device.type}: scoring files end to end"):
             res["scoring"] = cases.scoring(device, sizes, tmp / "synth", test, tmp / "scoring")
     if search:
@@ -83,7 +86,7 @@ def render(res: dict[str, Any]) -> str:
                     "x reference"],
                    [[r["network"], r["precision"], r["train_segments_per_s"], f"{r['train_speedup']:.2f}x",
                      r["infer_segments_per_s"], f"{r['infer_speedup']:.2f}x"] for r in rows.values()])]
-    c = res["compile"]
+    c = res.get("compile", {"error": "not run (--no-compile)"})
     if "error" in c:
         md += ["", f"torch.compile failed: {c['error']}"]
     else:
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a check of this script, not a measurement")
     ap.add_argument("--no-search", action="store_true", help="skip the smoke search")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--search-timeout", type=float, default=240.0, help="seconds (default: 240)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.search_timeout <= 0:
         ap.error(f"--search-timeout must be positive, got {args.search_timeout}")
     res = run(torch.device(args.device), cases.QUICK if args.quick else cases.FULL, not args.no_search,
-              args.search_timeout)
+              args.search_timeout, compile_=not args.no_compile)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps(jsonable(res), indent=1) + "\n")
     section = render(res)

@@ -187,8 +187,8 @@ def render_markdown(res: dict[str, Any]) -> str:
                               f"{r['speedup_over_eager']:.2f}x", f"{r['compile_cold_s']:.0f} / {r['compile_warm_s']:.0f}",
                               f"{r['break_even_steps_cold']:.0f} / {r['break_even_steps_warm']:.0f}"]
                              for k, r in crows.items()]), ""]
-            fp = crows["default/fp32 compiled"]
-            if dname == "cpu":
+            fp = crows.get("default/fp32 compiled")
+            if dname == "cpu" and fp:
                 md += [f"`train.compile: auto` compiles on CPU from {COMPILE_MIN_BATCHES} default-sized batches of "
                        "planned training (`mimimi.train.compile_decision`)"
                        + (f": {COMPILE_MIN_BATCHES / fp['break_even_steps_cold']:.1f} times this run's cold break-even "

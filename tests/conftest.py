@@ -94,3 +94,15 @@ def small_config(root: Path, cache: Path, **train):
         "train": {"machine_type": "valve", "epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False,
                   "val_fraction": 0.25, **train},
     })
+
+
+# test modules of the integration tier (they train models or run the CLIs end to end); the rest are unit
+# tests unless marked slow. `make test-unit` runs the unit tier alone.
+INTEGRATION = {"test_train", "test_scorers", "test_scoring", "test_score", "test_tracking", "test_real_samples",
+               "test_accuracy", "test_fails_like_real", "test_bench", "test_cli", "test_report", "test_layers"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem in INTEGRATION and "slow" not in item.keywords:
+            item.add_marker(pytest.mark.integration)

@@ -153,3 +153,66 @@ def test_interrupted_search_resumes_without_losing_or_repeating_trials(tmp_path)
         steps = [m.step for m in c.get_metric_history(t.info.run_id, "val_loss")]
         assert steps and len(steps) == len(set(steps)), (t.info.run_name, steps)
     assert c.search_model_versions("name='mimimi-valve'")
+
+
+@pytest.fixture
+def s3_server():
+    """An S3-compatible server (moto) on 127.0.0.1 with an empty bucket, and the environment that points
+    pyarrow (Tune's storage, the search state) and boto at it."""
+    from moto.server import ThreadedMotoServer
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    import boto3
+
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket="mimimi")
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+def test_resume_with_cloud_storage(tmp_path, s3_server):
+    """--storage-path s3://…: the search state and Tune's experiment live in the bucket; Ctrl-C after the
+    first finished trial, then --resume, finishes the search with every trial once."""
+    import boto3
+
+    storage = "s3://mimimi/runs"
+    base = [sys.executable, str(SEARCH), "--smoke-test", "--storage-path", storage, "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--num-cpus", "2", "--name", "cloud"]
+    proc = subprocess.Popen([*base, "--max-concurrent", "1"], cwd=tmp_path, env=s3_server, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        out = []
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            out.append(line)
+            if "trial 01 finished" in line:
+                break
+        assert any("trial 01 finished" in ln for ln in out), "".join(out)[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=180)
+        assert proc.returncode == 130, "".join(out)[-3000:] + proc.stdout.read()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    s3 = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mimimi", Prefix="runs/cloud/").get("Contents", [])]
+    assert "runs/cloud/mimimi_search.json" in keys  # the state is in the bucket, not on this machine
+    run([*base, "--resume"], tmp_path, env=s3_server)
+    c = client(tmp_path)
+    trials = runs_by_role(c, "trial")
+    ids = [t.data.tags["mimimi.trial_id"] for t in trials]
+    assert len(ids) == len(set(ids)) == 2 and all(t.info.status == "FINISHED" for t in trials)
+    assert c.search_model_versions("name='mimimi-valve'")

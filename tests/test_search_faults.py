@@ -26,7 +26,7 @@ def make_ckpt(run_dir: Path, n: int, with_file: bool = True) -> str:
 def test_resolve_checkpoint_after_train_deleted_the_reported_one(tmp_path):
     run = tmp_path / "train-trial_1"
     old = make_ckpt(run, 0, with_file=False)  # what Tune last saw: Train removed its file when it kept #1
-    kept = make_ckpt(run, 1)
+    make_ckpt(run, 1)  # the one Train kept
     assert S.resolve_checkpoint([old], str(tmp_path)) == kept
     assert S.resolve_checkpoint([old, kept], str(tmp_path)) == kept  # the newest reported that exists
     empty = tmp_path / "train-trial_2"
@@ -72,7 +72,7 @@ def test_asha_stop_racing_checkpoint_deletion_logs_the_kept_checkpoint(callbacks
     cb, fake = callbacks()
     run = tmp_path / "train-t1"
     gone = make_ckpt(run, 0, with_file=False)
-    kept = make_ckpt(run, 1)
+    make_ckpt(run, 1)  # the one Train kept
     t = trial()
     cb.on_trial_start(0, [], t)
     cb.on_trial_result(0, [], t, {"epoch": 0, "val_proxy_auc": 0.6, S.CHECKPOINT_PATH_KEY: gone})

@@ -410,28 +410,48 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
 # ---------------------------------------------------------------------------------------------
 # the driver
 
-def _state_path(storage: str, name: str) -> Path | None:
-    return None if "://" in storage else Path(storage) / name / STATE_FILE
+def _storage_fs(storage: str):
+    """(pyarrow filesystem, root path inside it) of ``--storage-path``: a local folder or ``s3://…`` /
+    ``gs://…`` (the cluster's), where Tune keeps its experiments and this driver its search state."""
+    import pyarrow.fs
+
+    if "://" in storage:
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+        return fs, root.rstrip("/")
+    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
 
 
 def _load_state(storage: str, name: str) -> dict:
-    p = _state_path(storage, name)
-    if p is None or not p.exists():
+    from pyarrow.fs import FileType
+
+    fs, root = _storage_fs(storage)
+    path = f"{root}/{name}/{STATE_FILE}"
+    if fs.get_file_info(path).type != FileType.File:
         return {}
-    return json.loads(p.read_text())
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode())
 
 
 def _save_state(storage: str, name: str, state: dict) -> None:
-    p = _state_path(storage, name)
-    if p is not None:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(state, indent=1))
+    """Write the search state beside Tune's experiments (on the cloud store too: ``--resume`` from any
+    machine that can reach it); a whole new object each time, never a half-written one."""
+    fs, root = _storage_fs(storage)
+    fs.create_dir(f"{root}/{name}", recursive=True)
+    data = json.dumps(state, indent=1).encode()
+    tmp = f"{root}/{name}/{STATE_FILE}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, f"{root}/{name}/{STATE_FILE}")
 
 
 def _latest_search(storage: str) -> str | None:
-    root = Path(storage)
-    found = sorted((p.parent.name for p in root.glob(f"*/{STATE_FILE}")), reverse=True) if root.exists() else []
-    return found[0] if found else None
+    from pyarrow.fs import FileSelector, FileType
+
+    fs, root = _storage_fs(storage)
+    dirs = [i.base_name for i in fs.get_file_info(FileSelector(root, allow_not_found=True))
+            if i.type == FileType.Directory]
+    found = [d for d in dirs if fs.get_file_info(f"{root}/{d}/{STATE_FILE}").type == FileType.File]
+    return max(found) if found else None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,0 +1,46 @@
+"""``mimimi <command> [options]``: one console script for the platform's commands. Each command is the
+module's own CLI (``mimimi score --help`` is ``python -m mimimi.score --help``), and every documented
+``python -m …`` / ``python tuning/search.py`` keeps working.
+
+>>> sorted(COMMANDS)
+['download', 'evaluate', 'features', 'index', 'score', 'search', 'synth', 'train']
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {  # name -> (module with main(argv), what it does)
+    "search": ("tuning.search", "tune per machine type (Ray Tune + Optuna), track in MLflow"),
+    "train": ("mimimi.train", "train one model for one machine type"),
+    "evaluate": ("mimimi.evaluate", "evaluate a checkpoint or an MLflow run on the test split"),
+    "score": ("mimimi.score", "score new recordings with a logged or registered model"),
+    "synth": ("mimimi.data.synth", "generate a synthetic MIMII-like dataset"),
+    "download": ("mimimi.data.download", "download and verify the DCASE 2020 / MIMII archives"),
+    "index": ("mimimi.data.index", "show what a dataset root holds"),
+    "features": ("mimimi.features", "fill the feature cache of a dataset root"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    return "usage: mimimi <command> [options]\n\ncommands:\n" + "\n".join(
+        f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()) + \
+        "\n\n`mimimi <command> --help` shows a command's options."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mimimi: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    code = importlib.import_module(COMMANDS[name][0]).main(rest)
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
