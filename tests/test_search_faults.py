@@ -26,7 +26,7 @@ def make_ckpt(run_dir: Path, n: int, with_file: bool = True) -> str:
 def test_resolve_checkpoint_after_train_deleted_the_reported_one(tmp_path):
     run = tmp_path / "train-trial_1"
     old = make_ckpt(run, 0, with_file=False)  # what Tune last saw: Train removed its file when it kept #1
-    make_ckpt(run, 1)  # the one Train kept
+    kept = make_ckpt(run, 1)
     assert S.resolve_checkpoint([old], str(tmp_path)) == kept
     assert S.resolve_checkpoint([old, kept], str(tmp_path)) == kept  # the newest reported that exists
     empty = tmp_path / "train-trial_2"
