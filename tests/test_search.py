@@ -87,6 +87,18 @@ def test_smoke_search_records_everything(smoke):
     assert version.tags["mimimi.metric"] == "val_proxy_auc" and version.tags["mimimi.champion"] == "true"
 
 
+def test_the_optuna_study_is_kept_beside_the_tracking_store(smoke):
+    import optuna
+
+    tmp, _, _ = smoke
+    parent = runs_by_role(client(tmp), "type-search")[0]
+    url = parent.data.tags["mimimi.optuna_storage"]
+    assert url == f"sqlite:///{tmp / 'mlruns' / 'optuna.db'}"
+    study = optuna.load_study(study_name=parent.data.tags["mimimi.optuna_study"], storage=url)
+    assert study.study_name == "smoke/valve" and len(study.trials) == 2
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.value is not None for t in study.trials)
+
+
 def test_evaluate_run_id_reproduces_the_parent_test_auc(smoke):
     tmp, cwd, _ = smoke
     c = client(tmp)

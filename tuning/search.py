@@ -35,6 +35,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (`python tuning/search.py`, `ray submit`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import optuna
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
@@ -306,6 +307,21 @@ class Progress:
 # ---------------------------------------------------------------------------------------------
 # one machine type
 
+def optuna_storage_url(tracking_uri: str, storage: str) -> str:
+    """Where each search's Optuna study is kept (``optuna-dashboard <url>`` opens it): an SQLite file beside
+    a SQLite tracking store, else beside a local storage path, else ``runs/optuna.db`` here.
+
+    >>> optuna_storage_url("sqlite:////srv/mlruns/mlflow.db", "s3://b/runs")
+    'sqlite:////srv/mlruns/optuna.db'
+    >>> optuna_storage_url("http://head:5000", "/data/runs")
+    'sqlite:////data/runs/optuna.db'
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(tracking_uri[len('sqlite:///'):].partition('?')[0]).parent / 'optuna.db'}"
+    folder = Path(storage) if "://" not in storage else Path("runs").resolve()
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
 def _best_trial(results, metric: str, mode: str):
     ok = [r for r in results if r.error is None and r.metrics_dataframe is not None
           and metric in r.metrics_dataframe and r.metrics_dataframe[metric].notna().any()]
@@ -322,6 +338,9 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
     s, res = scfg.search, scfg.resources
     exp_root = f"{storage}/{name}"
     exp_path = f"{exp_root}/{machine_type}"
+    optuna_url, study_name = optuna_storage_url(tracking_uri, storage), f"{name}/{machine_type}"
+    Path(optuna_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    tracking.set_tags(parent_run_id, {"mimimi.optuna_storage": optuna_url, "mimimi.optuna_study": study_name})
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=to_dict(base), resources=asdict(res), use_gpu=use_gpu,
                              storage_path=exp_root),
@@ -333,7 +352,8 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
             trainable,
             param_space={k: p.to_tune() for k, p in scfg.space.items()},
             tune_config=tune.TuneConfig(
-                search_alg=OptunaSearch(metric=s.metric, mode=s.mode, seed=s.seed),
+                search_alg=OptunaSearch(metric=s.metric, mode=s.mode, seed=s.seed, study_name=study_name,
+                                        storage=optuna.storages.RDBStorage(optuna_url)),
                 scheduler=ASHAScheduler(metric=s.metric, mode=s.mode, max_t=base.train.epochs, grace_period=s.grace_period,
                                         reduction_factor=s.reduction_factor),
                 num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent, time_budget_s=s.time_budget_s),
