@@ -57,3 +57,25 @@ def test_trial_config_applies_sampled_values():
 def test_every_shipped_search_config_parses():
     for path in SEARCH_CONFIGS.glob("*.yaml"):
         load_search_config("valve", [path])
+
+
+def test_synthetic_data_specs_live_in_the_yaml():
+    from tuning.space import SEARCH_CONFIGS, SyntheticData, load_search_config
+
+    embedded = load_search_config("", [SEARCH_CONFIGS / "embedded.yaml"]).synthetic
+    smoke = load_search_config("", [SEARCH_CONFIGS / "smoke.yaml"]).synthetic
+    assert embedded == SyntheticData()  # 4 types x 4 IDs x (12 + 8 + 8) clips of 5 s
+    assert smoke.machine_types == ("valve",) and smoke.seconds == 3.0 and smoke.ids == ("00", "02", "04", "06")
+    assert load_search_config("").synthetic is None  # base.yaml: real data, nothing generated
+
+
+def test_bad_synthetic_spec_is_an_error(tmp_path):
+    from mimimi.config import ConfigError
+    from tuning.space import load_search_config
+
+    for text, msg in (("synthetic: {ids: ['00']}\n", "at least two ids"),
+                      ("synthetic: {n_train: 0}\n", ">= 1"), ("synthetic: {colour: red}\n", "colour")):
+        f = tmp_path / "bad.yaml"
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=msg):
+            load_search_config("", [f])

@@ -55,11 +55,6 @@ from tuning.space import SEARCH_CONFIGS, Resources, SearchConfig, load_search_co
 from tuning.worker import CHECKPOINT_FILE, train_worker
 
 STATE_FILE = "mimimi_search.json"
-# The embedded default: what `make demo` runs on a laptop (about 5 minutes on 2 cores).
-EMBEDDED_DATA = dict(machine_types=("fan", "pump", "slider", "valve"), ids=("00", "02", "04", "06"),
-                     n_train=12, n_test_normal=8, n_test_anomaly=8, seconds=5.0, seed=0)
-SMOKE_DATA = dict(machine_types=("valve",), ids=("00", "02", "04", "06"), n_train=8, n_test_normal=4,
-                  n_test_anomaly=4, seconds=3.0, seed=0)
 
 
 class SearchError(RuntimeError):
@@ -511,24 +506,27 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     elif not args.data_root:  # the embedded default: synthetic data and a laptop-sized budget
         extra.insert(0, str(search_configs / "embedded.yaml"))
 
-    # data: the embedded synthetic default is generated when absent
+    # data: the synthetic set of the embedded default (or of the smoke test) is generated when absent
+    spec = load_search_config("", extra).synthetic
+    if not args.data_root and spec is None:
+        raise SearchError(f"no --data-root, and the search configs {extra} give no synthetic: set")
     if args.data_root:
         data_root = str(Path(args.data_root).resolve())
     elif args.smoke_test:
         data_root = str(Path(storage) / "smoke-data") if "://" not in storage else str(Path("runs/smoke-data").resolve())
         if not Path(data_root).exists():
-            synth.generate(data_root, **SMOKE_DATA)
+            synth.generate(data_root, **asdict(spec))
     else:
         data_root = str(Path("data/synthetic").resolve())
         spec_file = Path(data_root) / ".spec.json"  # dot files are not indexed
-        spec = json.dumps(EMBEDDED_DATA, sort_keys=True)
-        if not spec_file.is_file() or spec_file.read_text() != spec:  # absent, or made by another version
+        wanted = json.dumps(asdict(spec), sort_keys=True)
+        if not spec_file.is_file() or spec_file.read_text() != wanted:  # absent, or made with other settings
             if Path(data_root).exists():
                 print(f"{data_root} was generated with other settings: regenerating it")
                 shutil.rmtree(data_root)
             print(f"generating the embedded synthetic dataset into {data_root} …")
-            synth.generate(data_root, **EMBEDDED_DATA, workers=2)
-            spec_file.write_text(spec)
+            synth.generate(data_root, **asdict(spec), workers=2)
+            spec_file.write_text(wanted)
     clips = index_dataset(data_root).clips
     types = args.machine_types.split(",") if args.machine_types else sorted(set(clips.machine_type))
     if missing := [t for t in types if t not in set(clips.machine_type)]:

@@ -1,11 +1,13 @@
 """Search configs: a typed schema for ``configs/search/*.yaml`` and its translation to Ray Tune.
 
-A search config has four sections::
+A search config has five sections::
 
     search:    budget, metric, ASHA and Optuna settings (SearchSettings)
     resources: per-trial Ray resources (Resources)
     space:     {dotted config key: {type: loguniform|uniform|choice|randint, low/high | values}}
     config:    overrides of the MIMIMI config tree applied to every trial
+    synthetic: the dataset to generate when the search has no --data-root (SyntheticData; embedded.yaml
+               and smoke.yaml set it)
 
 ``configs/search/base.yaml`` is read first, then ``configs/search/<machine type>.yaml`` when it exists,
 then any ``--search-config`` files. Unknown keys (also dotted keys that are not in the MIMIMI config
@@ -95,6 +97,27 @@ class SearchConfig:
     resources: Resources = field(default_factory=Resources)
     space: dict = field(default_factory=dict)  # dotted key -> Param
     config: dict = field(default_factory=dict)  # MIMIMI config overrides for every trial
+    synthetic: "SyntheticData | None" = None  # generated when there is no --data-root
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """The synthetic MIMII-like set (``mimimi.data.synth.generate``'s arguments) a search without
+    ``--data-root`` trains on."""
+
+    machine_types: tuple[str, ...] = ("fan", "pump", "slider", "valve")
+    ids: tuple[str, ...] = ("00", "02", "04", "06")
+    n_train: int = 12  # normal training clips per ID
+    n_test_normal: int = 8
+    n_test_anomaly: int = 8
+    seconds: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.machine_types or len(self.ids) < 2:
+            raise ConfigError("synthetic needs machine_types and at least two ids (the classifier's classes)")
+        if min(self.n_train, self.n_test_normal, self.n_test_anomaly) < 1 or self.seconds <= 0:
+            raise ConfigError("synthetic clip counts must be >= 1 and seconds > 0")
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -123,9 +146,10 @@ def _read(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a search config must be a mapping")
-    unknown = set(data) - {"search", "resources", "space", "config"}
+    unknown = set(data) - {"search", "resources", "space", "config", "synthetic"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} (known: search, resources, space, config)")
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} (known: search, resources, space, config, "
+                          "synthetic)")
     return data
 
 
@@ -170,7 +194,8 @@ def parse(raw: dict) -> SearchConfig:
             raise ConfigError(f"space.{key} is not a setting of the MIMIMI config ({e})") from None
     if settings.mode not in ("min", "max"):
         raise ConfigError(f"search.mode must be min or max, got {settings.mode}")
-    return SearchConfig(settings, resources, space, overrides)
+    synthetic = merge(SyntheticData(), raw["synthetic"], "synthetic") if raw.get("synthetic") else None
+    return SearchConfig(settings, resources, space, overrides, synthetic)
 
 
 def trial_config(base: Config, params: dict[str, Any]) -> dict:
