@@ -131,6 +131,24 @@ def test_crashing_trial_is_retried_and_the_search_completes(tmp_path):
     assert c.search_model_versions("name='mimimi-valve'")
 
 
+def test_worker_killed_mid_training_is_retried_with_one_run_per_trial(tmp_path):
+    """SIGKILL of a Train worker after its first epoch (the OOM killer, a lost node): the trial is trained
+    again, the search completes, every trial has one MLflow run and each epoch is logged once."""
+    marker = tmp_path / "killed"
+    env = {**os.environ, "MIMIMI_FAULT_INJECT": str(marker), "MIMIMI_FAULT_INJECT_AT": "epoch"}
+    run(search_cmd(tmp_path, "--name", "kill"), tmp_path, env=env)
+    assert marker.read_text() == "failed once, at epoch\n"
+    c = client(tmp_path)
+    trials = runs_by_role(c, "trial")
+    ids = [t.data.tags["mimimi.trial_id"] for t in trials]
+    assert len(ids) == len(set(ids)) == 2 and all(t.info.status == "FINISHED" for t in trials)
+    assert any("mimimi.retried" in t.data.tags for t in trials)
+    for t in trials:
+        steps = [m.step for m in c.get_metric_history(t.info.run_id, "val_loss")]
+        assert steps and len(steps) == len(set(steps)), (t.info.run_name, steps)
+    assert c.search_model_versions("name='mimimi-valve'")
+
+
 def test_interrupted_search_resumes_without_losing_or_repeating_trials(tmp_path):
     cmd = search_cmd(tmp_path, "--name", "resume", "--max-concurrent", "1")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
