@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.report import replace_section
 from mimimi import kinds, metrics, scoring
 from mimimi.config import load_config, merge
 from mimimi.data import synth
@@ -379,18 +380,6 @@ def recipe_section(recipes: pd.DataFrame, epochs: int) -> str:
         recipe_markdown(recipes)])
 
 
-def replace_section(md: str, title: str, section: str) -> str:
-    """``md`` with the section that starts at the line ``title`` (up to the next ``## ``) replaced by
-    ``section``, or with ``section`` appended when there is none."""
-    lines = md.rstrip("\n").split("\n")
-    if title not in lines:
-        return md.rstrip("\n") + "\n\n" + section + "\n"
-    start = lines.index(title)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    rest = lines[end:]
-    return "\n".join(lines[:start] + section.split("\n") + ([""] + rest if rest else [])) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "ACCURACY.md"))
@@ -453,14 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         recipes = recipe_study(work, recipe_seeds, args.seconds, args.epochs, features) if recipe_seeds else None
         precisions = (precision_study(work, precision_seeds, args.seconds, args.epochs, features)
                       if precision_seeds else None)
-        rows = pd.concat([run_set(name, seed, work, args.seconds, args.epochs, features, "complex")
-                          for name in sets for seed in seeds], ignore_index=True)
-        real = real_samples(REAL_SAMPLES, work / "cache")
+        rows, real = _main_rows(work, args, seeds, sets, features)
         n_obj = 3 if args.quick else args.objective_trials
         trials = objective_study(work, n_obj, args.seconds, features) if n_obj else None
-    settings = dict(date=datetime.date.today().isoformat(), machine=f"{platform.machine()}, "
-                    f"{torch.get_num_threads()} torch threads", minutes=(time.perf_counter() - start) / 60,
-                    epochs=args.epochs, seeds=seeds, seconds=args.seconds, features=features, objective_type="slider")
+    settings = _settings(args, seeds, features, start, objective_type="slider")
     out = Path(args.out)
     out.write_text(markdown(rows, real, settings, trials, recipes, precisions))
     out.with_suffix(".json").write_text(json.dumps(
@@ -473,21 +458,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main_rows(work: Path, args, seeds: list[int], sets: list[str], features) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The main tables' rows (every set x seed, the default model) and the real-sample check."""
+    rows = pd.concat([run_set(name, seed, work, args.seconds, args.epochs, features, "complex")
+                      for name in sets for seed in seeds], ignore_index=True)
+    return rows, real_samples(REAL_SAMPLES, work / "cache")
+
+
+def _settings(args, seeds: list[int], features, start: float, **extra) -> dict:
+    return dict(date=datetime.date.today().isoformat(), machine=f"{platform.machine()}, "
+                f"{torch.get_num_threads()} torch threads", minutes=(time.perf_counter() - start) / 60,
+                epochs=args.epochs, seeds=seeds, seconds=args.seconds, features=features, **extra)
+
+
 def _main_tables(args, seeds: list[int], sets: list[str], features, start: float) -> int:
     """``--only main``: retrain the main tables; the studies' sections and rows stay as they are."""
     out = Path(args.out)
     json_path = out.with_suffix(".json")
     data = json.loads(json_path.read_text()) if json_path.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="mimimi-accuracy-") as d:
-        work = Path(d)
-        rows = pd.concat([run_set(name, seed, work, args.seconds, args.epochs, features, "complex")
-                          for name in sets for seed in seeds], ignore_index=True)
-        real = real_samples(REAL_SAMPLES, work / "cache")
-    settings = dict(date=datetime.date.today().isoformat(), machine=f"{platform.machine()}, "
-                    f"{torch.get_num_threads()} torch threads", minutes=(time.perf_counter() - start) / 60,
-                    epochs=args.epochs, seeds=seeds, seconds=args.seconds, features=features,
-                    objective_type=data.get("settings", {}).get("objective_type", "slider"),
-                    scope=" (`--only main`: the main tables; each study below names the command that wrote it)")
+        rows, real = _main_rows(Path(d), args, seeds, sets, features)
+    settings = _settings(args, seeds, features, start,
+                         objective_type=data.get("settings", {}).get("objective_type", "slider"),
+                         scope=" (`--only main`: the main tables; each study below names the command that wrote it)")
     text = markdown(rows, real, settings).rstrip("\n") + "\n"
     if out.is_file():  # the studies' sections as they were written, each by its own command
         old = out.read_text()

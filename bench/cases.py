@@ -28,7 +28,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from torch.utils.flop_counter import FlopCounterMode
 
 from bench.harness import interleaved, log, max_rss_mib, stats, sync
 from bench.reference import ReferenceNet, load_from_complexnet
@@ -38,7 +37,7 @@ from mimimi.data.dataset import TrainSegments, id_map
 from mimimi.data.index import index_dataset, select
 from mimimi.data.synth import generate
 from mimimi.features import FeatureCache, complex_stft, decode
-from mimimi.nn import ComplexNet, ComplexNetConfig, conv_padding
+from mimimi.nn import ComplexNet, ComplexNetConfig, conv_padding, forward_flops
 from mimimi.nn.complex import auto_conv_impl, complex_conv2d
 
 # (network, precision) rows, in the order the report shows them; the first is what the others are compared to
@@ -82,17 +81,6 @@ def build(network: str, n_freq: int) -> torch.nn.Module:
     if network == "default":
         return ComplexNet(ComplexNetConfig(n_freq=n_freq))
     raise ValueError(f"network must be reference or default, got {network!r}")
-
-
-def forward_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
-    """FLOPs of one forward pass as it runs (FlopCounterMode: 2 per multiply-add), eval mode, no grad."""
-    x = torch.zeros(shape, dtype=torch.complex64, device=device)
-    was = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train(was)
-    return counter.get_total_flops()
 
 
 def matmul_peak(device: torch.device, n: int, rounds: int) -> dict[str, Any]:
@@ -146,7 +134,7 @@ def networks(device: torch.device, sizes: Sizes, peak_gflops: float) -> dict[str
     rows: dict[str, Any] = {}
     for k, net in nets.items():
         ti, tt = statistics.median(t_inf[k]), statistics.median(t_train[k])
-        flop = forward_flops(net, shape, device)
+        flop = forward_flops(net, shape)  # as it runs: the Gauss layers count 3/4
         rows[k] = {"network": k.split("/")[0], "precision": k.split("/")[1],
                    "train_segments_per_s": sizes.batch / tt, "train_step": stats(t_train[k]),
                    "infer_segments_per_s": sizes.batch / ti, "infer_batch": stats(t_inf[k]),

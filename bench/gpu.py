@@ -25,7 +25,7 @@ import torch
 
 from bench import cases
 from bench.harness import REPO, Sections, jsonable, log, machine_info, versions
-from bench.report import md_table
+from bench.report import md_table, replace_section
 
 TITLE = "## GPU"
 
@@ -108,14 +108,7 @@ def render(res: dict[str, Any]) -> str:
 def merge(path: Path, section: str) -> None:
     """Put ``section`` into the markdown at ``path``, replacing an older "## GPU" section."""
     text = path.read_text() if path.is_file() else ""
-    lines = text.rstrip("\n").split("\n") if text else []
-    start = next((i for i, ln in enumerate(lines) if ln.startswith(TITLE)), None)
-    if start is None:
-        out = lines + ([""] if lines else []) + section.rstrip("\n").split("\n")
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        out = lines[:start] + section.rstrip("\n").split("\n") + ([""] + lines[end:] if end < len(lines) else [])
-    path.write_text("\n".join(out) + "\n")
+    path.write_text(replace_section(text, TITLE, section.rstrip("\n")) if text.strip() else section)
 
 
 def main(argv: list[str] | None = None) -> int:

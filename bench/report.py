@@ -66,6 +66,22 @@ def explain_network_target(t: dict[str, Any], rows: dict[str, Any], prof: dict[s
 # ----------------------------------------------------------------------------- markdown
 
 
+def replace_section(md: str, title: str, section: str) -> str:
+    r"""``md`` with the section whose heading line is ``title`` or starts with ``title`` and a space (up to
+    the next ``## ``) replaced by ``section``, or with ``section`` appended when there is none.
+
+    >>> replace_section("# R\n\n## GPU (old)\n\nold\n\n## Run log\n\nrows\n", "## GPU", "## GPU (new)\n\nnew")
+    '# R\n\n## GPU (new)\n\nnew\n\n## Run log\n\nrows\n'
+    """
+    lines = md.rstrip("\n").split("\n")
+    start = next((i for i, ln in enumerate(lines) if ln == title or ln.startswith(title + " ")), None)
+    if start is None:
+        return md.rstrip("\n") + "\n\n" + section + "\n"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rest = lines[end:]
+    return "\n".join(lines[:start] + section.split("\n") + ([""] + rest if rest else [])) + "\n"
+
+
 def fmt(v: Any, digits: int = 1) -> str:
     if v is None:
         return "—"

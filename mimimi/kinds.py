@@ -129,7 +129,7 @@ class Classifier(ModelKind):
 
     def resolve(self, cfg: Config, n_classes: int) -> Config:
         net = dataclasses.replace(cfg.model.net, n_ids=n_classes, input=self.name,
-                                  n_freq=cfg.features.n_fft // 2 + 1)
+                                  n_freq=cfg.features.n_freq)
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, net=net))
 
     def build(self, cfg: Config, n_ids: int) -> nn.Module:

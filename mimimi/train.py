@@ -127,9 +127,10 @@ def _seed_everything(seed: int) -> torch.Generator:
 
 
 # train.compile: auto compiles on CPU when the planned work is at least this many batches of the default
-# shape (32 x 1 x 513 x 64). Measured (BENCHMARKS.md, torch.compile rows): compiling the training step costs
-# about 45 s on 2 cores and saves about 40 % of a 1.8 s step, so it pays for itself after ~60 such steps;
-# 300 repays it about five times over, which leaves room for slower compilers and smaller savings.
+# shape (32 x 1 x 513 x 64). Measured (BENCHMARKS.md, "torch.compile"): compiling the fp32 training step
+# costs about 30 s on 2 cores with a cold cache and saves about a fifth of a 1.4 s step, so it pays for
+# itself after ~110 such steps; 300 repays it almost three times over, which leaves room for slower
+# compilers and smaller savings.
 COMPILE_MIN_BATCHES = 300
 DEFAULT_BATCH_WORK = 32 * 513 * 64  # segments x frequency bins x frames of one default batch
 
@@ -330,7 +331,7 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
     if kind.classifier:
         f = cfg.features
         compiled, why = compile_decision(t.compile, device, t.epochs * len(loader),
-                                         t.batch_size * (f.n_fft // 2 + 1) * f.segment_frames)
+                                         t.batch_size * f.n_freq * f.segment_frames)
         if compiled:
             step_model = torch.compile(model)
         if t.progress:

@@ -126,17 +126,20 @@ def run_trial(params: dict, *, base: dict, resources: dict, use_gpu: bool, stora
 # ---------------------------------------------------------------------------------------------
 # MLflow: one child run per trial, from the Tune driver
 
-def _filesystem(storage_path: str):
+def _storage_fs(storage: str):
+    """(pyarrow filesystem, root path inside it) of ``--storage-path``: a local folder or ``s3://…`` /
+    ``gs://…`` (the cluster's), where Tune keeps its experiments and this driver its search state."""
     import pyarrow.fs
 
-    if "://" in storage_path:
-        return pyarrow.fs.FileSystem.from_uri(storage_path)[0]
-    return pyarrow.fs.LocalFileSystem()
+    if "://" in storage:
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+        return fs, root.rstrip("/")
+    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
 
 
 def _fetch_checkpoint(path: str, storage_path: str, dst: Path) -> Path:
     """Copy a reported checkpoint (local or on cloud storage) to ``dst``; return the checkpoint file."""
-    ray.train.Checkpoint(path, filesystem=_filesystem(storage_path)).to_directory(str(dst))
+    ray.train.Checkpoint(path, filesystem=_storage_fs(storage_path)[0]).to_directory(str(dst))
     return dst / CHECKPOINT_FILE
 
 
@@ -148,7 +151,7 @@ def resolve_checkpoint(reported: list[str], storage_path: str) -> str | None:
     reported)."""
     from pyarrow.fs import FileSelector, FileType
 
-    fs = _filesystem(storage_path)
+    fs = _storage_fs(storage_path)[0]
 
     def usable(path: str) -> bool:
         return fs.get_file_info(f"{path}/{CHECKPOINT_FILE}").type == FileType.File
@@ -302,19 +305,18 @@ class Progress:
 # ---------------------------------------------------------------------------------------------
 # one machine type
 
-def optuna_storage_url(tracking_uri: str, storage: str) -> str:
-    """Where each search's Optuna study is kept (``optuna-dashboard <url>`` opens it): an SQLite file beside
-    a SQLite tracking store, else beside a local storage path, else ``runs/optuna.db`` here.
+def optuna_db(tracking_uri: str, storage: str) -> Path:
+    """The SQLite file that keeps each search's Optuna study (``optuna-dashboard sqlite:///<file>`` opens
+    it): beside a SQLite tracking store, else beside a local storage path, else ``runs/optuna.db`` here.
 
-    >>> optuna_storage_url("sqlite:////srv/mlruns/mlflow.db", "s3://b/runs")
-    'sqlite:////srv/mlruns/optuna.db'
-    >>> optuna_storage_url("http://head:5000", "/data/runs")
-    'sqlite:////data/runs/optuna.db'
+    >>> str(optuna_db("sqlite:////srv/mlruns/mlflow.db", "s3://b/runs"))
+    '/srv/mlruns/optuna.db'
+    >>> str(optuna_db("http://head:5000", "/data/runs"))
+    '/data/runs/optuna.db'
     """
     if tracking_uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(tracking_uri[len('sqlite:///'):].partition('?')[0]).parent / 'optuna.db'}"
-    folder = Path(storage) if "://" not in storage else Path("runs").resolve()
-    return f"sqlite:///{folder / 'optuna.db'}"
+        return Path(tracking_uri[len("sqlite:///"):].partition("?")[0]).parent / "optuna.db"
+    return (Path(storage) if "://" not in storage else Path("runs").resolve()) / "optuna.db"
 
 
 def _best_trial(results, metric: str, mode: str):
@@ -333,8 +335,9 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
     s, res = scfg.search, scfg.resources
     exp_root = f"{storage}/{name}"
     exp_path = f"{exp_root}/{machine_type}"
-    optuna_url, study_name = optuna_storage_url(tracking_uri, storage), f"{name}/{machine_type}"
-    Path(optuna_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    db, study_name = optuna_db(tracking_uri, storage), f"{name}/{machine_type}"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    optuna_url = f"sqlite:///{db}"
     tracking.set_tags(parent_run_id, {"mimimi.optuna_storage": optuna_url, "mimimi.optuna_study": study_name})
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=to_dict(base), resources=asdict(res), use_gpu=use_gpu,
@@ -424,17 +427,6 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
 
 # ---------------------------------------------------------------------------------------------
 # the driver
-
-def _storage_fs(storage: str):
-    """(pyarrow filesystem, root path inside it) of ``--storage-path``: a local folder or ``s3://…`` /
-    ``gs://…`` (the cluster's), where Tune keeps its experiments and this driver its search state."""
-    import pyarrow.fs
-
-    if "://" in storage:
-        fs, root = pyarrow.fs.FileSystem.from_uri(storage)
-        return fs, root.rstrip("/")
-    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
-
 
 def _load_state(storage: str, name: str) -> dict:
     from pyarrow.fs import FileType
