@@ -10,7 +10,7 @@ UV     := .venv-tools/bin/uv
 # the lock's platform: CI, the cluster image (rayproject/ray:2.60.0-py311-gpu) and the dev machines
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: demo test test-unit test-fast bench bench-gpu accuracy lock venv clean
+.PHONY: demo test test-unit test-fast bench bench-gpu accuracy screenshots lock venv clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	@$(PYTHON) -c 'import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64" and sys.platform == "linux"; sys.exit(0 if ok else "$(LOCK) is for CPython 3.11 on Linux x86_64; elsewhere install from pyproject: pip install -e \".[test]\"")'
@@ -46,6 +46,11 @@ bench-gpu: $(STAMP)
 # model x scorer on the synthetic sets (3 seeds) and the real sample clips -> ACCURACY.md
 accuracy: $(STAMP)
 	$(PY) -m bench.accuracy
+
+# the MLflow pages a smoke search writes, shot with headless Chromium -> docs/screenshots/ (Debian:
+# apt-get install chromium; about three minutes)
+screenshots: $(STAMP)
+	$(PY) docs/screenshots.py
 
 $(UV):
 	$(PYTHON) -m venv .venv-tools

@@ -7,9 +7,9 @@ applies the rule, moves the alias and records the decision in the candidate's ru
 >>> decide(0.80, None, has_champion=False)
 Decision(promote=True, reason='no champion yet: the first version becomes champion')
 >>> decide(0.81, 0.80)
-Decision(promote=True, reason='0.81 beats the champion (0.8)')
+Decision(promote=True, reason="0.81 beats the champion's 0.8")
 >>> decide(0.80, 0.80)
-Decision(promote=False, reason='0.8 does not beat the champion (0.8)')
+Decision(promote=False, reason="0.8 does not beat the champion's 0.8")
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def decide(candidate: float | None, champion: float | None, *, has_champion: boo
     if not _known(candidate):
         return Decision(False, "the candidate has no recorded figure: the champion stays")
     if not _known(champion):
-        return Decision(True, f"{candidate:.6g} beats the champion (no recorded figure)")
+        return Decision(True, f"{candidate:.6g} beats the champion, which has no recorded figure")
     if candidate > champion:
-        return Decision(True, f"{candidate:.6g} beats the champion ({champion:.6g})")
-    return Decision(False, f"{candidate:.6g} does not beat the champion ({champion:.6g})")
+        return Decision(True, f"{candidate:.6g} beats the champion's {champion:.6g}")
+    return Decision(False, f"{candidate:.6g} does not beat the champion's {champion:.6g}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,9 @@ from mimimi.data.audio import AudioError
 from mimimi.data.index import DatasetError, index_dataset, select
 from mimimi.features import FeatureCache
 from mimimi.scorers import IDScorers
+
+if TYPE_CHECKING:  # MLflow is imported only by --run-id
+    from mimimi.tracking import Tracker
 
 BASELINE = "stats-knn"
 
@@ -160,40 +164,36 @@ def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path,
     return rep
 
 
-def evaluate_run(run_id: str, data_root: str | None = None, aggregate: str = "mean", device: str = "cpu",
-                 tracking_uri: str | None = None, scorer: str | None = None,
+def evaluate_run(tracker: Tracker, run_id: str, data_root: str | None = None, aggregate: str = "mean",
+                 device: str = "cpu", scorer: str | None = None,
                  precision: str | None = None) -> tuple[report.Report, str]:
     """Re-check the model of an MLflow run (for a search's parent run, its best model) on the test split.
 
-    Metrics, tables and plots go to a new evaluation run linked to the source run (tag
-    ``mimimi.source_run_id``); returns the report and the new run's id.
+    Metrics, tables and plots go to a new evaluation run in ``tracker``'s store, linked to the source run
+    (tag ``mimimi.source_run_id``); returns the report and the new run's id.
     """
     import tempfile
 
-    from mimimi import tracking
-
-    tracking.configure(tracking_uri)
-    source = tracking.get_run(run_id)
+    source = tracker.get_run(run_id)
     with tempfile.TemporaryDirectory(prefix="mimimi-eval-") as d:
-        ckpt = tracking.load_checkpoint_from_run(run_id, Path(d) / "model")
+        ckpt = tracker.load_checkpoint_from_run(run_id, Path(d) / "model")
         loaded = load_checkpoint(ckpt)
         root = data_root or loaded.cfg.data.root
         rep = evaluate(ckpt, root, Path(d) / "report", aggregate, device, progress=True, scorer=scorer,
                        precision=precision)
-        eval_run = tracking.start_run(source.experiment_id, f"eval/{source.run_name}", tags={
+        eval_run = tracker.start_run(source.experiment_id, f"eval/{source.run_name}", tags={
             "mimimi.role": "evaluation", "mimimi.source_run_id": run_id,
             "mimimi.machine_type": loaded.meta["machine_type"], "mimimi.data_root": str(root)})
-        tracking.log_params(eval_run, {"source_run_id": run_id, "data_root": str(root), "aggregate": aggregate,
-                                       "scorer": scorer or "default"})
-        tracking.log_metrics(eval_run, {f"test/{k}": v for k, v in rep.flat_metrics().items()})
-        tracking.log_metrics(eval_run, rep.comparison_metrics())
-        tracking.log_artifacts(eval_run, Path(d) / "report", "evaluation")
-        tracking.end_run(eval_run)
+        tracker.log_params(eval_run, {"source_run_id": run_id, "data_root": str(root), "aggregate": aggregate,
+                                      "scorer": scorer or "default"})
+        tracker.log_metrics(eval_run, rep.tracked_metrics())
+        tracker.log_artifacts(eval_run, Path(d) / "report", "evaluation")
+        tracker.end_run(eval_run)
     return rep, eval_run
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mimimi.tracking import TrackingError
+    from mimimi.tracking import Tracker, TrackingError
 
     ap = argparse.ArgumentParser(prog="python -m mimimi.evaluate", description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--checkpoint needs --data-root and --out")
     try:
         if args.run_id:
-            rep, eval_run = evaluate_run(args.run_id, args.data_root, args.aggregate, args.device, args.tracking_uri,
-                                         args.scorer, args.precision)
+            rep, eval_run = evaluate_run(Tracker(args.tracking_uri), args.run_id, args.data_root, args.aggregate,
+                                         args.device, args.scorer, args.precision)
         else:
             rep = evaluate(args.checkpoint, args.data_root, args.out, args.aggregate, args.device, args.cache_dir,
                            scorer=args.scorer, precision=args.precision)

@@ -376,6 +376,15 @@ def aggregate(segment_scores, how: Literal["mean", "max"] = "mean") -> float:
     raise ValueError(f"how must be 'mean' or 'max', got {how!r}")
 
 
+def percent(v: float) -> float:
+    """A rate (AUC, pAUC, accuracy, precision, recall, F1) as MIMIMI shows and logs it: percent, two decimals.
+
+    >>> percent(0.8333333333333334)
+    83.33
+    """
+    return round(100 * float(v), 2)
+
+
 # -------------------------------------------------------------------------------------- markdown
 def _pct(v: float) -> str:
     return "—" if pd.isna(v) else f"{100 * v:.2f}"

@@ -203,21 +203,27 @@ class Report:
     #                                            pauc, default (the scorer of the main report)
 
     def flat_metrics(self) -> dict[str, float]:
-        """``{"<type>/<metric>": value}`` plus ``mean/<metric>`` across types, e.g. for a tracker."""
+        """``{"<type>/<metric>": value}`` plus ``mean/<metric>`` across types, for a tracker: every one a rate,
+        in percent with two decimals (``metrics.percent``)."""
         out: dict[str, float] = {}
         keys = ["mean_auc", "mean_pauc", "pooled_auc", "pooled_pauc", "best_auc", "precision", "recall", "f1"]
         for r in self.per_type.to_dict("records"):
-            out.update({f"{r['machine_type']}/{k}": float(r[k]) for k in keys if not pd.isna(r[k])})
+            out.update({f"{r['machine_type']}/{k}": M.percent(r[k]) for k in keys if not pd.isna(r[k])})
         for k in ("mean_auc", "mean_pauc", "pooled_auc"):
-            out[f"mean/{k}"] = float(self.per_type[k].mean())
+            out[f"mean/{k}"] = M.percent(self.per_type[k].mean())
         return out
 
     def comparison_metrics(self) -> dict[str, float]:
-        """``{"scorers/<key>/<id or mean>/auc": value, ...}`` from ``comparison`` (empty without it)."""
+        """``{"scorers/<key>/<id or mean>/auc": value, ...}`` from ``comparison``, in percent (empty without it)."""
         if self.comparison is None:
             return {}
-        return {f"scorers/{r.key}/{r.machine_id}/{k}": float(getattr(r, k)) for r in self.comparison.itertuples()
+        return {f"scorers/{r.key}/{r.machine_id}/{k}": M.percent(getattr(r, k)) for r in self.comparison.itertuples()
                 for k in ("auc", "pauc") if not pd.isna(getattr(r, k))}
+
+    def tracked_metrics(self) -> dict[str, float]:
+        """What MLflow gets for this evaluation on the test split, every figure in percent:
+        ``test/<type>/<metric>``, ``test/mean/<metric>`` and ``test/scorers/<key>/<id or mean>/<auc|pauc>``."""
+        return {f"test/{k}": v for k, v in {**self.flat_metrics(), **self.comparison_metrics()}.items()}
 
 
 def _jsonable(v):

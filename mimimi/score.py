@@ -28,12 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -46,6 +45,9 @@ from mimimi.data.index import machine_id_from_path, normalize_id
 from mimimi.evaluate import score_clips
 from mimimi.features import FeatureCache
 from mimimi.scoring import Features, ScoringError
+
+if TYPE_CHECKING:  # MLflow only for a model given by URI or run id
+    from mimimi.tracking import Tracker
 
 ANOMALY, NORMAL = "anomaly", "normal"
 AGGREGATES = ("mean", "max")
@@ -295,13 +297,12 @@ def score_paths(model: Model, paths: Sequence[str | Path], *, machine_id: str | 
 # ---------------------------------------------------------------------------------------------
 # models, files, output
 
-def load_model(model_uri: str | None = None, *, run_id: str | None = None) -> Model:
+def load_model(tracker: Tracker, model_uri: str | None = None, *, run_id: str | None = None) -> Model:
     """The model of a ``models:/`` or ``runs:/`` URI, or of an MLflow run (a search's parent run: its best
-    model), with its stored thresholds. Raises ``TrackingError`` or ``CheckpointError`` (one line)."""
-    from mimimi import tracking  # the CLI's MLflow side; scoring itself never imports MLflow
-
+    model) in ``tracker``'s store, with its stored thresholds. Raises ``TrackingError`` or ``CheckpointError``
+    (one line)."""
     with tempfile.TemporaryDirectory(prefix="mimimi-model-") as d:
-        resolved = tracking.resolve_model(model_uri, run_id=run_id, dst_dir=d)
+        resolved = tracker.resolve_model(model_uri, run_id=run_id, dst_dir=d)
         loaded = load_checkpoint(resolved.checkpoint)
     return Model(loaded, resolved.thresholds, resolved.uri, resolved.version)
 
@@ -375,12 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         ap.error(f"--batch-size must be >= 1, got {args.batch_size}")
     uri = args.model or (None if args.run_id else f"models:/mimimi-{args.machine_type}@champion")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr: errors and the summary only
-    from mimimi import tracking
+    from mimimi import tracking  # the CLI's MLflow side; scoring itself never imports MLflow
 
     try:
-        tracking.configure(args.tracking_uri)
-        model = load_model(uri, run_id=args.run_id)
+        model = load_model(tracking.Tracker(args.tracking_uri), uri, run_id=args.run_id)
         if args.precision:
             cfg = merge(model.loaded.cfg, {"scoring": {"precision": args.precision}})
             model = model._replace(loaded=model.loaded._replace(cfg=cfg))

@@ -268,8 +268,8 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
     ``val_loss`` with ``monitor: val_loss``, or where there is no proxy AUC). Each best checkpoint carries
     its fitted scorers and thresholds (``mimimi.scoring``). A kind that is not trained (``stats-knn``) has
     one "epoch": its scorers are fitted and saved. ``on_epoch(metrics, checkpoint)`` is called after every
-    epoch, with the path of the new best checkpoint when this epoch improved, else None (Ray reports
-    through it).
+    epoch, with the path of the best checkpoint when this epoch improved or is the last one, else None (Ray
+    reports through it); ``metrics["final"]`` is True on the last call (the last epoch, or early stopping).
     """
     fit_start = time.perf_counter()
     dist = distributed or Distributed()
@@ -315,7 +315,7 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
             for path in (best_path, last_path):
                 save_checkpoint(path, core, cfg, ids, scoring=fitted, epoch=0, val=metrics, **meta)
         if on_epoch is not None:
-            on_epoch({**metrics, **_best_keys(metrics)}, best_path if dist.is_main else None)
+            on_epoch({**metrics, **_best_keys(metrics), "final": True}, best_path if dist.is_main else None)
         return TrainResult(best_path, last_path, 0, metrics, [metrics])
 
     class_of = {n: i for i, n in enumerate(classes.names)}
@@ -368,9 +368,11 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
             shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "val_loss", "val_acc", "val_proxy_auc")
                               if k in metrics)
             print(f"epoch {epoch:3d}  {shown}{'  *' if best_epoch == epoch else ''}", file=sys.stderr)
+        final = epoch == t.epochs - 1 or bad_epochs > t.patience
         if on_epoch is not None:
-            on_epoch({**metrics, **_best_keys(history[best_epoch])}, best_path if improved and dist.is_main else None)
-        if bad_epochs > t.patience:
+            on_epoch({**metrics, **_best_keys(history[best_epoch]), "final": final},
+                     best_path if (improved or final) and dist.is_main else None)
+        if final:
             break
     return TrainResult(best_path, last_path, best_epoch, history[best_epoch], history)
 

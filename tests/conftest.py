@@ -1,4 +1,5 @@
-"""Shared fixtures: wav writers, the real sample clips, and a tiny synthetic MIMII-like tree."""
+"""Shared fixtures: wav writers, the real sample clips, a tiny synthetic MIMII-like tree, and one session-wide
+tracking store holding a tiny trained model registered as ``mimimi-valve`` version 1."""
 from __future__ import annotations
 
 import os
@@ -82,6 +83,26 @@ def synth_root(tmp_path_factory) -> Path:
     generate(root, ["valve"], ["00", "02", "04", "06"], n_train=12, n_test_normal=6, n_test_anomaly=6,
              seconds=3.0, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def valve_model(tmp_path_factory, real_samples) -> dict:
+    """Session-wide: a tiny trained checkpoint logged as a search logs its best model, with its normal-only
+    per-ID thresholds, as version 1 (the champion) of ``mimimi-valve`` in a sqlite store of its own.
+
+    Keys: ``store`` (the tracking URI), ``checkpoint``, ``thresholds``, ``run_id``, ``ref`` (a ``ModelRef``).
+    Tests may add models and versions under other names; ``mimimi-valve`` version 1 stays as logged.
+    """
+    from scoring_helpers import log_search_model, stored_thresholds, tiny_checkpoint
+
+    from mimimi.tracking import Tracker
+
+    tmp = tmp_path_factory.mktemp("valve-model")
+    store = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+    ckpt = tiny_checkpoint(tmp)
+    logged = log_search_model(Tracker(store), ckpt, pauc=60.0)  # percent, as a search logs it
+    return {"store": store, "checkpoint": ckpt, "thresholds": stored_thresholds(ckpt), "run_id": logged.run_id,
+            "ref": logged.ref}
 
 
 def small_config(root: Path, cache: Path, **train):

@@ -46,11 +46,11 @@ class Logged(NamedTuple):
     ref: T.ModelRef
 
 
-def log_search_model(checkpoint: Path, pauc: float, experiment: str = "score") -> Logged:
+def log_search_model(tr, checkpoint: Path, pauc: float, experiment: str = "score") -> Logged:
     """What ``search_type`` does after its evaluation: metrics, model (with its thresholds), registry, champion."""
-    run = T.start_run(T.ensure_experiment(experiment), "search/valve", tags={"mimimi.role": "type-search"})
-    T.log_metrics(run, {PAUC: pauc})
-    ref = T.log_model(run, checkpoint, registered_name=MODEL_NAME)
-    T.update_champion(MODEL_NAME, ref.version, PAUC, run)
-    T.end_run(run)
+    run = tr.start_run(tr.ensure_experiment(experiment), "search/valve", tags={"mimimi.role": "type-search"})
+    tr.log_metrics(run, {PAUC: pauc})
+    ref = tr.log_model(run, checkpoint, registered_name=MODEL_NAME)
+    tr.update_champion(MODEL_NAME, ref.version, PAUC, run)
+    tr.end_run(run)
     return Logged(run, ref)

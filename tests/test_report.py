@@ -190,9 +190,12 @@ def test_metrics_json_matches_the_tables(report):
 def test_report_flat_metrics(report):
     _, rep = report
     flat = rep.flat_metrics()
-    assert flat["fan/mean_auc"] == rep.per_type.set_index("machine_type").loc["fan", "mean_auc"]
-    assert flat["mean/mean_auc"] == pytest.approx(rep.per_type.mean_auc.mean())
-    assert all(isinstance(v, float) and math.isfinite(v) for v in flat.values())
+    # in percent with two decimals, as MLflow shows them (metrics.percent)
+    assert flat["fan/mean_auc"] == round(100 * rep.per_type.set_index("machine_type").loc["fan", "mean_auc"], 2)
+    assert flat["mean/mean_auc"] == pytest.approx(100 * rep.per_type.mean_auc.mean(), abs=0.005)
+    assert all(isinstance(v, float) and math.isfinite(v) and v == round(v, 2) for v in flat.values())
+    tracked = rep.tracked_metrics()
+    assert {k.removeprefix("test/") for k in tracked} == set(flat) | set(rep.comparison_metrics())
 
 
 def test_report_with_given_thresholds_and_no_pred_id(tmp_path):

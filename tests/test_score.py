@@ -8,14 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 from mlflow.exceptions import MlflowException
-from scoring_helpers import (MODEL_NAME, NO_THRESHOLD_ID, log_search_model, tiny_checkpoint, valve_clips,
-                             stored_thresholds)
+from scoring_helpers import MODEL_NAME, NO_THRESHOLD_ID, valve_clips
 
 from mimimi import champion, score
 from mimimi import tracking as T
@@ -24,34 +22,15 @@ from mimimi.pyfunc import ModelInputError
 
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, real_samples):
-    """Version 1 of mimimi-valve (the champion), logged with per-ID thresholds, in a module-wide store."""
-    from mlflow.tracking._tracking_service import utils
-
-    tmp = tmp_path_factory.mktemp("score")
-    store = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:  # MLflow's global URI and env restored afterwards
-        mp.setattr(utils, "_tracking_uri", utils._tracking_uri)
-        mp.setattr(T, "_configured", T._configured)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        T.configure(store)
-        ckpt = tiny_checkpoint(tmp)
-        thresholds = stored_thresholds(ckpt)
-        logged = log_search_model(ckpt, pauc=0.6)
-    return {"store": store, "checkpoint": ckpt, "thresholds": thresholds, "run_id": logged.run_id,
-            "ref": logged.ref}
+@pytest.fixture
+def model(valve_model) -> dict:
+    """Version 1 of mimimi-valve (the champion), logged with per-ID thresholds, in the session's store."""
+    return valve_model
 
 
-@pytest.fixture(autouse=True)
-def tracking(model, monkeypatch):
-    from mlflow.tracking._tracking_service import utils
-
-    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)
-    monkeypatch.setattr(T, "_configured", T._configured)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    T.configure(model["store"])
-    yield model["store"]
+@pytest.fixture
+def tr(model) -> T.Tracker:
+    return T.Tracker(model["store"])
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -64,7 +43,7 @@ def expected_decision(s: float, t: float | None) -> str | None:
     return None if t is None else ("anomaly" if s >= t else "normal")
 
 
-def test_cli_table_csv_json_agree_with_the_pyfunc_model(model, real_samples, capsys, tmp_path):
+def test_cli_table_csv_json_agree_with_the_pyfunc_model(tr, model, real_samples, capsys, tmp_path):
     clips = valve_clips(real_samples)
     store, thresholds = model["store"], model["thresholds"]
     args = ["--model", f"models:/{MODEL_NAME}/1", "--tracking-uri", store, "--batch-size", "5", *map(str, clips)]
@@ -77,7 +56,7 @@ def test_cli_table_csv_json_agree_with_the_pyfunc_model(model, real_samples, cap
     assert got.machine_id.tolist() == [c.name.split("_")[2] for c in clips]  # parsed from the file names
 
     # the pyfunc model (what mlflow models serve runs) gives the same scores, thresholds and decisions
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/1")
+    pyfunc = tr.load_pyfunc(f"models:/{MODEL_NAME}/1")
     want = pyfunc.predict(pd.DataFrame({"path": [str(c) for c in clips]}))
     assert list(want.columns) == score.MODEL_COLUMNS + ["error"] and want.error.isna().all()
     np.testing.assert_allclose(got.score, want.score, rtol=0, atol=1e-12)
@@ -187,8 +166,8 @@ def test_machine_type_defaults_to_the_champion(model, real_samples, capsys):
     assert e.value.code == 2
 
 
-def test_waveform_input_equals_path_input(model, real_samples):
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/1")
+def test_waveform_input_equals_path_input(tr, model, real_samples):
+    pyfunc = tr.load_pyfunc(f"models:/{MODEL_NAME}/1")
     clips = valve_clips(real_samples)[::5]
     mimii = real_samples / "mimii" / "valve" / "id_00" / "normal" / "00000117.wav"
     paths = [str(c) for c in clips] + [str(mimii)]
@@ -251,31 +230,32 @@ def test_champion_rule(candidate, current, has, promote):
     assert d.promote is promote and d.reason and "\n" not in d.reason
 
 
-def test_champion_alias_moves_only_when_the_test_pauc_beats_the_champions(model, tmp_path, monkeypatch):
+def test_champion_alias_moves_only_when_the_test_pauc_beats_the_champions(tr, model, tmp_path, monkeypatch):
     name, metric = "mimimi-valve-alias", "test/valve/mean_pauc"
-    eid = T.ensure_experiment("champion")
-    assert T.champion_version(name) is None
+    eid = tr.ensure_experiment("champion")
+    assert tr.champion_version(name) is None
     updates, runs = [], []
-    for pauc in (0.60, 0.55, 0.60, 0.70):
-        run = T.start_run(eid, f"search-{pauc}")
-        T.log_metrics(run, {metric: pauc})
-        ref = T.log_model(run, model["checkpoint"], registered_name=name)
-        updates.append(T.update_champion(name, ref.version, metric, run))
-        runs.append(T.get_run(run))
-        T.end_run(run)
+    for pauc in (60.0, 55.0, 60.0, 70.0):  # in percent, as a search logs it
+        run = tr.start_run(eid, f"search-{pauc}")
+        tr.log_metrics(run, {metric: pauc})
+        ref = tr.log_model(run, model["checkpoint"], registered_name=name)
+        updates.append(tr.update_champion(name, ref.version, metric, run))
+        runs.append(tr.get_run(run))
+        tr.end_run(run)
     assert [u.promoted for u in updates] == [True, False, False, True]
-    assert [u.version for u in updates] == [1, 1, 1, 4] and T.champion_version(name) == 4
+    assert [u.version for u in updates] == [1, 1, 1, 4] and tr.champion_version(name) == 4
     assert [u.previous_version for u in updates] == [None, 1, 1, 1]
-    assert [(u.candidate, u.previous) for u in updates] == [(0.6, None), (0.55, 0.6), (0.6, 0.6), (0.7, 0.6)]
+    assert [(u.candidate, u.previous) for u in updates] == [(60, None), (55, 60), (60, 60), (70, 60)]
 
     first, worse = runs[0], runs[1]
     assert first.params["champion.metric"] == metric and metric in first.params["champion.rule"]
     assert first.tags["mimimi.champion.promoted"] == "true" and first.tags["mimimi.champion.version"] == "1"
-    assert first.metrics["champion/candidate"] == 0.6 and "champion/previous" not in first.metrics
+    assert (first.tags["mimimi.champion.candidate"], first.tags["mimimi.champion.previous"]) == ("60", "")
     assert worse.tags["mimimi.champion.promoted"] == "false" and worse.tags["mimimi.champion.version"] == "1"
     assert worse.tags["mimimi.champion.previous_version"] == "1"
-    assert "does not beat" in worse.tags["mimimi.champion.reason"]
-    assert (worse.metrics["champion/candidate"], worse.metrics["champion/previous"]) == (0.55, 0.6)
+    assert worse.tags["mimimi.champion.reason"] == f"{metric}: 55 does not beat the champion's 60"  # in words
+    assert (worse.tags["mimimi.champion.candidate"], worse.tags["mimimi.champion.previous"]) == ("55", "60")
+    assert not any(k.startswith("champion") for k in worse.metrics)  # the figure is the run's own metric
 
     # a transient failure reading the champion's run is an error, never "no figure" (which would promote)
     from mlflow import MlflowClient
@@ -290,14 +270,14 @@ def test_champion_alias_moves_only_when_the_test_pauc_beats_the_champions(model,
     with monkeypatch.context() as m, \
             pytest.raises(T.TrackingError, match="cannot read the champion's run .*server busy.*the champion stays"):
         m.setattr(MlflowClient, "get_run", flaky)
-        T.update_champion(name, 3, metric, runs[2].run_id)
-    assert T.champion_version(name) == 4
+        tr.update_champion(name, 3, metric, runs[2].run_id)
+    assert tr.champion_version(name) == 4
 
-    again = T.update_champion(name, 4, metric, runs[3].run_id)  # the champion itself: nothing moves
+    again = tr.update_champion(name, 4, metric, runs[3].run_id)  # the champion itself: nothing moves
     assert not again.promoted and again.version == 4 and "already the champion" in again.reason
-    assert score.load_model(f"models:/{name}@champion").version == 4  # what mimimi.score uses by default
+    assert score.load_model(tr, f"models:/{name}@champion").version == 4  # what mimimi.score uses by default
     with pytest.raises(T.TrackingError, match="registered model 'mimimi-valve-alias' version 9"):
-        T.set_champion(name, 9)
+        tr.set_champion(name, 9)
 
 
 def test_the_scorer_is_chosen_without_retraining_with_its_own_thresholds(model, real_samples, capsys):

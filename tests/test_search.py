@@ -1,4 +1,5 @@
 """The tuning platform end to end on a local Ray: smoke search, resume, crashing trial (slow)."""
+import contextlib
 import os
 import signal
 import sqlite3
@@ -66,11 +67,15 @@ def test_smoke_search_records_everything(smoke):
     assert all("train.lr" in t.data.params for t in trials)
     history = c.get_metric_history(trials[0].info.run_id, "val_loss")
     assert [m.step for m in history] == list(range(len(history))) and len(history) >= 1
-    # the search's metric (leak-free proxy AUC) per epoch, and the stats-knn baseline beside the model
-    proxy = c.get_metric_history(trials[0].info.run_id, "val_proxy_auc")
-    assert len(proxy) == len(history) and all(0.0 <= m.value <= 1.0 for m in proxy)
+    # the search's metric (leak-free proxy AUC) per epoch, in percent, first in every run (the UI lists
+    # metrics in the order they were first logged, and charts the "search" section first)
+    proxy = c.get_metric_history(trials[0].info.run_id, "search/val_proxy_auc")
+    assert len(proxy) == len(history) and all(0.0 <= m.value <= 100.0 and m.value == round(m.value, 2) for m in proxy)
+    assert all(list(run.data.metrics)[0] == "search/val_proxy_auc" for run in [parent, *trials])
+    assert "val_proxy_auc" not in trials[0].data.metrics  # once, under its search name
+    assert all(0 <= v <= 100 and v == round(v, 2) for k, v in parent.data.metrics.items() if "auc" in k)
     assert "stats-knn (no training)" in r.stdout and "tuned model, knn-stats (default)" in r.stdout
-    assert {"scorers/stats-knn/mean/auc", "scorers/ce/mean/auc", "val/val_proxy_auc"} <= set(parent.data.metrics)
+    assert {"test/scorers/stats-knn/mean/auc", "test/scorers/ce/mean/auc", "search/val_proxy_auc"} <= set(parent.data.metrics)
     assert {"test/valve/mean_auc", "test/valve/mean_pauc", "test/valve/pooled_auc"} <= set(parent.data.metrics)
     assert "best.train.lr" in parent.data.params and parent.info.status == "FINISHED"
     # legible in the UI: the type first in run names, trials numbered, the space one artifact, not 50 params
@@ -85,6 +90,8 @@ def test_smoke_search_records_everything(smoke):
     assert version.run_id == parent.info.run_id
     assert "test mean per-ID AUC" in version.description and "knn-stats" in version.description
     assert version.tags["mimimi.metric"] == "val_proxy_auc" and version.tags["mimimi.champion"] == "true"
+    assert parent.data.tags["mimimi.champion.reason"] == "no champion yet: the first version becomes champion"
+    assert "Champion: no champion yet" in parent.data.tags["mlflow.note.content"]  # the run's description
 
 
 def test_the_optuna_study_is_kept_beside_the_tracking_store(smoke):
@@ -146,6 +153,41 @@ def test_worker_killed_mid_training_is_retried_with_one_run_per_trial(tmp_path):
     for t in trials:
         steps = [m.step for m in c.get_metric_history(t.info.run_id, "val_loss")]
         assert steps and len(steps) == len(set(steps)), (t.info.run_name, steps)
+    assert c.search_model_versions("name='mimimi-valve'")
+
+
+def test_driver_killed_after_a_trial_finished_resumes_without_training_it_again(tmp_path):
+    """SIGKILL of the search driver right after its first trial finished (before Tune recorded it), then
+    --resume: every trial has one MLflow run with each epoch logged once and one model, and the finished
+    trial is not trained again (its worker reports its Train run's final checkpoint back)."""
+    marker = tmp_path / "driver-killed"
+    env = {**os.environ, "MIMIMI_FAULT_INJECT": str(marker), "MIMIMI_FAULT_INJECT_AT": "driver-after-trial"}
+    cmd = search_cmd(tmp_path, "--name", "dkill", "--max-concurrent", "1")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the local Ray the killed driver started (its process group)
+    assert marker.read_text() == "failed once, at driver-after-trial\n"
+    r = run(search_cmd(tmp_path, "--name", "dkill", "--resume"), tmp_path)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr[-3000:]
+    c = client(tmp_path)
+    trials = runs_by_role(c, "trial")
+    ids = [t.data.tags["mimimi.trial_id"] for t in trials]
+    assert len(ids) == len(set(ids)) == 2 and all(t.info.status == "FINISHED" for t in trials)
+    restored = [t for t in trials if "mimimi.restored" in t.data.tags]
+    assert len(restored) == 1, [t.data.tags for t in trials]  # the trial that had finished, reported back
+    for t in trials:
+        assert "mimimi.epochs_repeated" not in t.data.tags, (t.info.run_name, t.data.tags)  # nothing retrained
+        steps = [m.step for m in c.get_metric_history(t.info.run_id, "val_loss")]
+        assert steps and steps == sorted(set(steps)), (t.info.run_name, steps)
+        if t.data.tags.get("mimimi.model", "").startswith("none"):
+            continue
+        models = c.search_logged_models([t.info.experiment_id], filter_string=f"source_run_id = '{t.info.run_id}'")
+        assert len(models) == 1, (t.info.run_name, len(models))
     assert c.search_model_versions("name='mimimi-valve'")
 
 
@@ -246,3 +288,25 @@ def test_resume_with_cloud_storage(tmp_path, s3_server):
     ids = [t.data.tags["mimimi.trial_id"] for t in trials]
     assert len(ids) == len(set(ids)) == 2 and all(t.info.status == "FINISHED" for t in trials)
     assert c.search_model_versions("name='mimimi-valve'")
+
+
+def test_the_screenshot_pages_are_those_of_the_newest_search(smoke):
+    """docs/screenshots.py (make screenshots) shoots the smoke search's type run, a trial, the compare view
+    and the registered version; here without a browser: which pages, from the store alone."""
+    import importlib.util
+
+    from mimimi.tracking import Tracker
+
+    spec = importlib.util.spec_from_file_location("screenshots", Path(__file__).resolve().parents[1] / "docs" / "screenshots.py")
+    shots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shots)
+    tmp, _, _ = smoke
+    c = client(tmp)
+    (parent,) = runs_by_role(c, "type-search")
+    trials = runs_by_role(c, "trial")
+    got = shots.pages(Tracker(f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"), "mimimi")
+    assert set(got) == set(shots.SIZES)
+    assert f"/runs/{parent.info.run_id}?" in got["type-run.png"] and got["version.png"].startswith("#/models/mimimi-valve/versions/1?")
+    assert all(t.info.run_id in got["compare.png"] for t in trials)
+    with pytest.raises(shots.ScreenshotError, match="no experiment 'nope'"):
+        shots.pages(Tracker(f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"), "nope")

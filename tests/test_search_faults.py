@@ -34,10 +34,11 @@ def test_resolve_checkpoint_after_train_deleted_the_reported_one(tmp_path):
 
 
 class FakeTracking:
-    """The tracking calls TrialRuns makes, recorded; ``fail`` names one that raises."""
+    """A tracker recording the calls TrialRuns makes; ``fail`` names one that raises. ``stored`` is what the
+    store already holds: {trial id: (run id, logged epoch steps, run tags)} (a driver killed earlier logged it)."""
 
-    def __init__(self, fail: str | None = None):
-        self.calls, self.fail = [], fail
+    def __init__(self, fail: str | None = None, stored: dict | None = None):
+        self.calls, self.fail, self.stored = [], fail, stored or {}
 
     def __getattr__(self, name):
         def call(*args, **kwargs):
@@ -46,6 +47,13 @@ class FakeTracking:
                 self.logged_bytes = Path(args[1]).read_bytes()
             if name == self.fail:
                 raise FileNotFoundError(f"{name}: no such file")
+            by_run = {run: (steps, tags) for run, steps, tags in self.stored.values()}
+            if name == "child_runs":
+                return [SimpleNamespace(run_id=run, tags={"mimimi.trial_id": t}) for t, (run, _, _) in self.stored.items()]
+            if name == "metric_history":
+                return [(step, 1.0) for step in by_run.get(args[0], ([], {}))[0]]
+            if name == "get_run":
+                return SimpleNamespace(tags=by_run.get(args[0], ([], {}))[1])
             return f"run-{len(self.calls)}" if name == "start_run" else None
         return call
 
@@ -59,11 +67,10 @@ def trial(trial_id="t1", last=None):
 
 
 @pytest.fixture
-def callbacks(monkeypatch, tmp_path):
-    def make(fail=None):
-        fake = FakeTracking(fail)
-        monkeypatch.setattr(S, "tracking", fake)
-        cb = S.TrialRuns("sqlite:///x.db", "1", "parent", str(tmp_path), "valve", "val_proxy_auc", "max", 2)
+def callbacks(tmp_path):
+    def make(fail=None, stored=None):
+        fake = FakeTracking(fail, stored)
+        cb = S.TrialRuns(fake, "1", "parent", str(tmp_path), "valve", "val_proxy_auc", "max", 2)
         return cb, fake
     return make
 
@@ -113,6 +120,54 @@ def test_a_retrained_trial_logs_each_epoch_once(callbacks):
     old_style = {"runs": {"t1": "r"}, "best_ckpt": {"t1": "/x/checkpoint_000000"}}  # a state saved before
     again.set_state(old_style)
     assert again.ckpts == {"t1": ["/x/checkpoint_000000"]} and again.logged_step == {}
+
+
+def test_a_trial_retrained_after_a_fault_says_how_many_epochs_it_repeated(callbacks):
+    cb, fake = callbacks()
+    t = trial()
+    for epoch in (0, 1, 0, 1):  # a worker killed after epoch 1, trained again from the start
+        cb.on_trial_result(0, [], t, {"epoch": epoch})
+    assert [c[1][1] for c in fake.named("set_tags")][-1] == {"mimimi.epochs_repeated": "2"}
+
+
+def test_a_driver_killed_after_a_trial_finished_is_read_back_from_mlflow(callbacks, tmp_path):
+    """Tune's saved state predates the kill: it has neither the trial's run nor its last epochs. The resumed
+    driver finds the run by its trial id, logs no epoch twice and no second model, and records the restore."""
+    from mimimi.tracking import MODEL_URI_TAG
+
+    cb, fake = callbacks(stored={"t1": ("r1", [0, 1], {MODEL_URI_TAG: "models:/m-1"})})
+    t = trial()
+    cb.on_trial_start(0, [], t)
+    assert not fake.named("start_run") and cb.runs == {"t1": "r1"}
+    final = {"epoch": 1, "val_proxy_auc": 0.7, "restored": 1, "training_iteration": 1,
+             S.CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t1", 2)}
+    cb.on_trial_result(0, [], t, final)  # the worker found its finished Train run and reported it again
+    assert not fake.named("log_metrics")
+    cb.on_trial_complete(0, [SimpleNamespace(trial_id="t0", status="TERMINATED")], trial(last=final))
+    assert not fake.named("log_model")
+    tags = {k: v for c in fake.named("set_tags") for k, v in c[1][1].items()}
+    assert "not trained again" in tags["mimimi.restored"] and tags["mimimi.epochs_run"] == "2"
+    assert "mimimi.epochs_repeated" not in tags
+    t2 = trial("t2")
+    cb.on_trial_start(0, [], t2)  # a new trial after the resume: a new run, numbered after the first
+    assert fake.named("start_run")[0][1][1] == "valve · trial 02"
+
+
+def test_a_tracking_failure_during_promotion_keeps_the_champion_and_is_recorded(capsys):
+    from mimimi.tracking import TrackingError
+
+    class Failing(FakeTracking):
+        def update_champion(self, *args):
+            raise TrackingError("registered model 'mimimi-valve': cannot read the champion's run r0 (server busy); "
+                                "the champion stays")
+
+    fake = Failing()
+    update = S.promote(fake, "mimimi-valve", 3, "test/valve/mean_pauc", "parent")
+    assert not update.promoted and update.version is None and "server busy" in update.reason
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("warning: mimimi-valve version 3: not decided") and "server busy" in err
+    (_, (run, tags), _), = fake.named("set_tags")
+    assert run == "parent" and tags["mimimi.champion.promoted"] == "false" and "server busy" in tags["mimimi.champion.reason"]
 
 
 def test_ctrl_c_inside_tune_is_noted_and_tune_still_stops_gracefully():

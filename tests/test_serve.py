@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from scoring_helpers import MODEL_NAME, log_search_model, tiny_checkpoint, valve_clips
+from scoring_helpers import MODEL_NAME, valve_clips
 
-from mimimi import tracking as T
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 START_TIMEOUT_S = 240  # the server imports torch and MLflow and loads the model before /ping answers
@@ -52,19 +51,9 @@ def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, real_samples):
-    """Version 1 of mimimi-valve in a temporary store, served on 127.0.0.1 by `mlflow models serve`."""
-    from mlflow.tracking._tracking_service import utils
-
-    tmp = tmp_path_factory.mktemp("serve")
-    store = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(utils, "_tracking_uri", utils._tracking_uri)
-        mp.setattr(T, "_configured", T._configured)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        T.configure(store)
-        ckpt = tiny_checkpoint(tmp)
-        log_search_model(ckpt, pauc=0.6)
+def served(tmp_path_factory, valve_model):
+    """Version 1 of mimimi-valve (the session's store), served on 127.0.0.1 by `mlflow models serve`."""
+    tmp, store = tmp_path_factory.mktemp("serve"), valve_model["store"]
 
     port, log = free_port(), tmp / "server.log"
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL_NAME}/1", "--env-manager",

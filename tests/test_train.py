@@ -61,11 +61,12 @@ def test_fit_is_deterministic_and_checkpoints_round_trip(synth_root, tmp_path):
 
 
 def test_train_loop_per_worker_takes_a_plain_dict(synth_root, tmp_path):
-    cfg = small_config(synth_root, tmp_path / "cache", epochs=1)
+    cfg = small_config(synth_root, tmp_path / "cache", epochs=2)
     seen = []
     result = train_loop_per_worker({**to_dict(cfg), "out_dir": str(tmp_path / "run"),
-                                    "on_epoch": lambda m, ckpt: seen.append((m["epoch"], ckpt and ckpt.name))})
-    assert seen == [(0, "best.pt")] and result.best_checkpoint.exists()
+                                    "on_epoch": lambda m, ckpt: seen.append((m["epoch"], m["final"], ckpt and ckpt.name))})
+    # the first epoch is always an improvement; the last always carries the best checkpoint, marked final
+    assert seen == [(0, False, "best.pt"), (1, True, "best.pt")] and result.best_checkpoint.exists()
 
 
 @pytest.mark.parametrize("model", ["magnitude", "ae"])

@@ -14,6 +14,10 @@ test split is never looked at during the search), and when the search ends the b
 checkpoint is evaluated once on the test split. MLflow gets one run per search, one parent run per
 (search, machine type) with the search space, the best config, the test metrics, plots and score
 CSVs, one child run per trial, and the best model registered as ``mimimi-<machine type>``.
+
+The driver: ``make_plan`` turns the arguments and YAML into a ``Plan`` (pure), ``prepare_data`` makes
+and checks the data, ``SearchState`` is what ``--resume`` reads back, and per machine type ``tune_type``
+runs Tune and ``finish_type`` evaluates, logs, registers and promotes, all through one ``Tracker``.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +55,8 @@ from mimimi.data.audio import AudioError
 from mimimi.data.index import DatasetError, index_dataset, select
 from mimimi.evaluate import EvaluationError, evaluate
 from mimimi.features import FeatureCache
-from tuning.space import SEARCH_CONFIGS, Resources, SearchConfig, load_search_config, trial_config
-from tuning.worker import CHECKPOINT_FILE, train_worker
+from tuning.space import SEARCH_CONFIGS, Resources, SearchConfig, SyntheticData, load_search_config, trial_config
+from tuning.worker import CHECKPOINT_FILE, maybe_inject_fault, train_worker
 
 STATE_FILE = "mimimi_search.json"
 
@@ -183,18 +187,19 @@ def _never_fail(hook):
             run_id = self.runs.get(getattr(trial, "trial_id", None))
             if run_id:
                 with contextlib.suppress(Exception):
-                    tracking.set_tags(run_id, {"mimimi.callback_error": msg[:500]})
+                    self.tracker.set_tags(run_id, {"mimimi.callback_error": msg[:500]})
     return wrapped
 
 
 class TrialRuns(tune.Callback):
     """Mirror every Tune trial as an MLflow child run: params, per-epoch metrics, final status, model."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, storage_path: str,
+    def __init__(self, tracker: tracking.Tracker, experiment_id: str, parent_run_id: str, storage_path: str,
                  machine_type: str = "", metric: str = "val_proxy_auc", mode: str = "max", num_samples: int = 0):
         self.machine_type = machine_type  # run names: "fan · trial 01" (the UI truncates long names)
+        self.metric = metric  # logged first, as search/<metric>
         self.progress = Progress(machine_type, metric, mode, num_samples)
-        self.tracking_uri = tracking_uri
+        self.tracker = tracker  # pickled with Tune's run config as its URI
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.storage_path = storage_path
@@ -202,6 +207,8 @@ class TrialRuns(tune.Callback):
         self.ckpts: dict[str, list[str]] = {}  # trial id -> reported checkpoint paths, oldest first (last = best)
         self.logged_step: dict[str, int] = {}  # trial id -> last metric step logged (a retrained trial repeats them)
         self.nodes: dict[str, str] = {}  # trial id -> Ray node id of its rank-0 Train worker
+        self.repeated: dict[str, int] = {}  # trial id -> epochs it reported again (trained again after a fault)
+        self._synced: set[str] = set()  # what this process has read back from MLflow (not saved: re-read on resume)
 
     def get_state(self) -> dict:  # saved with the experiment, so a resumed search keeps its runs
         return {"runs": self.runs, "ckpts": self.ckpts, "logged_step": self.logged_step}
@@ -215,15 +222,31 @@ class TrialRuns(tune.Callback):
     def setup(self, **info):
         interrupts.watch_tune()  # Tune has just installed its Ctrl-C handler: note Ctrl-C before it acts
 
+    def _sync_runs(self) -> None:
+        """Once per driver process: the trials' runs as MLflow has them. Tune's saved state (``get_state``) can
+        be older than MLflow's (a driver killed between two snapshots), so a trial is never given a second run."""
+        if "runs" not in self._synced:
+            self._synced.add("runs")
+            found = {r.tags.get("mimimi.trial_id"): r.run_id for r in self.tracker.child_runs(self.parent_run_id)}
+            self.runs.update({t: r for t, r in found.items() if t and t not in self.runs})
+
+    def _last_logged_step(self, trial_id: str, run_id: str) -> int:
+        """The last epoch logged for the trial: the saved state's, or MLflow's when that is newer (read once)."""
+        if trial_id not in self._synced:
+            self._synced.add(trial_id)
+            steps = [step for step, _ in self.tracker.metric_history(run_id, "epoch_seconds")]
+            self.logged_step[trial_id] = max([self.logged_step.get(trial_id, -1), *steps])
+        return self.logged_step.get(trial_id, -1)
+
     def _run(self, trial) -> str:
+        self._sync_runs()
         if trial.trial_id not in self.runs:
-            tracking.configure(self.tracking_uri)
             number = len(self.runs) + 1  # in the order Tune starts them; kept across --resume (get_state)
-            run_id = tracking.start_run(self.experiment_id, f"{self.machine_type} · trial {number:02d}",
-                                        self.parent_run_id,
-                                        tags={"mimimi.role": "trial", "mimimi.trial_id": trial.trial_id,
-                                              "mimimi.trial_name": str(trial), "mimimi.machine_type": self.machine_type})
-            tracking.log_params(run_id, trial.config)
+            run_id = self.tracker.start_run(
+                self.experiment_id, f"{self.machine_type} · trial {number:02d}", self.parent_run_id,
+                tags={"mimimi.role": "trial", "mimimi.trial_id": trial.trial_id, "mimimi.trial_name": str(trial),
+                      "mimimi.machine_type": self.machine_type})
+            self.tracker.log_params(run_id, trial.config)
             self.runs[trial.trial_id] = run_id
         return self.runs[trial.trial_id]
 
@@ -236,45 +259,86 @@ class TrialRuns(tune.Callback):
         run_id = self._run(trial)
         if result.get(CHECKPOINT_PATH_KEY):
             self.ckpts.setdefault(trial.trial_id, []).append(result[CHECKPOINT_PATH_KEY])
+        if result.get("restored"):
+            self.tracker.set_tags(run_id, {"mimimi.restored": "its finished Train run's final checkpoint, after a "
+                                                              "resume: not trained again"})
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step <= self.logged_step.get(trial.trial_id, -1):
-            return  # a trial trained again (a retry, a resume after a crash) repeats its epochs: logged once
+        if step <= self._last_logged_step(trial.trial_id, run_id):
+            if not result.get("restored"):  # a trial trained again (a retry, a resume after a crash): logged once
+                self.repeated[trial.trial_id] = self.repeated.get(trial.trial_id, 0) + 1
+                self.tracker.set_tags(run_id, {"mimimi.epochs_repeated": str(self.repeated[trial.trial_id])})
+            return
         self.logged_step[trial.trial_id] = step
-        numeric = {k: v for k, v in result.items() if isinstance(v, (int, float)) and (
+        numeric = {k: shown_value(k, v) for k, v in result.items() if isinstance(v, (int, float)) and (
             k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "best_val_proxy_auc", "epoch_seconds")
             or k.startswith("val_proxy_auc"))}
-        tracking.log_metrics(run_id, numeric, step=step)
+        self.tracker.log_metrics(run_id, mlflow_names(numeric, self.metric), step=step)
         node = result.get("node_id")
         if node and self.nodes.get(trial.trial_id) != node:  # the node that trained it (a retry may move it)
             self.nodes[trial.trial_id] = node
-            tracking.set_tags(run_id, {"mimimi.node_id": node})
+            self.tracker.set_tags(run_id, {"mimimi.node_id": node})
 
     @_never_fail
     def on_trial_recover(self, iteration, trials, trial, **info):
-        tracking.set_tags(self._run(trial), {"mimimi.retried": str(trial.run_metadata.num_failures)})
+        self.tracker.set_tags(self._run(trial), {"mimimi.retried": str(trial.run_metadata.num_failures)})
 
     @_never_fail
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run(trial)
         last = trial.last_result or {}
-        self.progress.settled(self._number(trial), "finished", last)
-        tracking.set_tags(run_id, {"mimimi.epochs_run": str(last.get("training_iteration", 0))})
+        self.progress.settled(self._number(trial), "finished", last, _settled(trials, trial))
+        self.tracker.set_tags(run_id, {"mimimi.epochs_run": str(_epochs(last))})
         reported = self.ckpts.get(trial.trial_id, [])
         ckpt = resolve_checkpoint(reported, self.storage_path) if reported else None
-        if ckpt:
+        if tracking.MODEL_URI_TAG in self.tracker.get_run(run_id).tags:
+            pass  # logged before the driver was killed and the search resumed: once is enough
+        elif ckpt:
             with tempfile.TemporaryDirectory() as d:
-                tracking.log_model(run_id, _fetch_checkpoint(ckpt, self.storage_path, Path(d)))
+                self.tracker.log_model(run_id, _fetch_checkpoint(ckpt, self.storage_path, Path(d)))
         elif reported:  # every checkpoint it reported is gone: the run says so, the search goes on
-            tracking.set_tags(run_id, {"mimimi.model": "none: its checkpoints were removed before they were logged"})
-        tracking.end_run(run_id, "FINISHED")
+            self.tracker.set_tags(run_id, {"mimimi.model": "none: its checkpoints were removed before they were logged"})
+        self.tracker.end_run(run_id, "FINISHED")
+        maybe_inject_fault("driver-after-trial")
 
     @_never_fail
     def on_trial_error(self, iteration, trials, trial, **info):
-        tracking.end_run(self._run(trial), "FAILED")
-        self.progress.settled(self._number(trial), "FAILED", trial.last_result or {})
+        self.tracker.end_run(self._run(trial), "FAILED")
+        self.progress.settled(self._number(trial), "FAILED", trial.last_result or {}, _settled(trials, trial))
 
     def _number(self, trial) -> int:
         return list(self.runs).index(trial.trial_id) + 1 if trial.trial_id in self.runs else len(self.runs)
+
+
+RATES = ("val_acc", "val_proxy_auc", "best_val_proxy_auc")  # as Tune sees them: fractions
+
+
+def shown_value(key: str, value: float) -> float:
+    """A trial metric as MLflow and the console show it: rates in percent (``metrics.percent``), the rest as
+    reported (losses, seconds). Tune, ASHA and Optuna work on the reported fractions."""
+    return M.percent(value) if key.startswith(RATES) and value == value else value
+
+
+def mlflow_names(metrics: dict[str, float], search_metric: str) -> dict[str, float]:
+    """A trial's metrics under their MLflow names, the search metric first as ``search/<metric>``: the
+    first section of charts in the MLflow UI, and first in the run's metrics table.
+
+    >>> mlflow_names({"val_loss": 1.2, "val_proxy_auc": 81.5}, "val_proxy_auc")
+    {'search/val_proxy_auc': 81.5, 'val_loss': 1.2}
+    """
+    first = {f"search/{search_metric}": metrics[search_metric]} if search_metric in metrics else {}
+    return {**first, **{k: v for k, v in metrics.items() if k != search_metric}}
+
+
+def _settled(trials, trial) -> int:
+    """How many of the type's trials have finished or failed, ``trial`` included (a resumed search counts
+    the trials settled before it)."""
+    return len({t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")} | {trial.trial_id})
+
+
+def _epochs(result: dict) -> int:
+    """Epochs a trial ran, from its last result (``epoch`` counts from 0; Tune's iteration restarts with a
+    restored trial)."""
+    return int(result["epoch"]) + 1 if "epoch" in result else int(result.get("training_iteration", 0))
 
 
 class Progress:
@@ -285,17 +349,20 @@ class Progress:
         self.machine_type, self.metric, self.mode, self.total = machine_type, metric, mode, total
         self.start, self.done, self.best = time.monotonic(), 0, None
 
-    def settled(self, number: int, status: str, result: dict) -> str:
-        self.done += 1
+    def settled(self, number: int, status: str, result: dict, done: int | None = None) -> str:
+        self.done = self.done + 1 if done is None else done
         value = result.get(f"best_{self.metric}", result.get(self.metric))
         if isinstance(value, (int, float)) and value == value:
             better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
             self.best = value if better else self.best
         elapsed = time.monotonic() - self.start
         left = elapsed / self.done * (self.total - self.done) if self.total > self.done else 0.0
-        shown = f"{value:.3f}" if isinstance(value, (int, float)) and value == value else "—"
-        best = f"{self.best:.3f}" if self.best is not None else "—"
-        line = (f"{self.machine_type}: trial {number:02d} {status} after {result.get('training_iteration', 0)} "
+        def fmt(v):
+            if not isinstance(v, (int, float)) or v != v:
+                return "—"
+            return f"{shown_value(self.metric, v):.2f} %" if self.metric.startswith(RATES) else f"{v:.4g}"
+        shown, best = fmt(value), fmt(self.best)
+        line = (f"{self.machine_type}: trial {number:02d} {status} after {_epochs(result)} "
                 f"epoch(s), {self.metric} {shown}; best {best}; {self.done}/{self.total or '?'} trials"
                 + (f", about {left / 60:.0f} min left" if left >= 60 else ", under a minute left" if left else ""))
         print(line, flush=True)
@@ -303,7 +370,169 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------------------
-# one machine type
+# the plan: what a search does, from its arguments and YAML alone
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a search will do, decided from the arguments and the search YAMLs; nothing is read from
+    the data or the stores, nothing is written (``make_plan``)."""
+
+    storage: str  # --storage-path: an absolute local folder or a URI (s3://…)
+    search_configs: tuple[str, ...]  # search YAMLs after base and per-type (smoke/embedded first)
+    data_root: str
+    synthetic: SyntheticData | None  # generated at data_root when absent
+    regenerate: bool  # the embedded default: also when data_root was made with other settings
+    machine_types: tuple[str, ...] | None  # None: every type under data_root
+    configs: tuple[str, ...] = ()  # --config: MIMIMI YAMLs for every trial
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    smoke_test: bool = False
+    name: str | None = None  # None: a new search-<date>-<time>, or with resume the latest one
+    resume: bool = False
+    tracking_uri: str | None = None  # None: the resumed search's, else Tracker's default
+    experiment: str = "mimimi"
+    address: str | None = None
+    num_cpus: float | None = None
+    use_gpu: bool = False
+    verbose: bool = False
+
+    def type_config(self, machine_type: str) -> tuple[SearchConfig, Config]:
+        """The search settings and the trials' base config of one machine type."""
+        scfg = load_search_config(machine_type, list(self.search_configs))
+        settings = {k: v for k, v in (("num_samples", self.num_samples), ("max_concurrent", self.max_concurrent))
+                    if v}
+        if settings:
+            scfg = replace(scfg, search=merge(scfg.search, settings))
+        base = load_config(*self.configs, overrides=scfg.config)
+        cache = (str(Path(self.data_root).parent / "cache") if self.smoke_test
+                 else str(Path(base.data.cache_dir).resolve()))
+        return scfg, merge(base, {"data": {"root": self.data_root, "cache_dir": cache},
+                                  "train": {"machine_type": machine_type, "progress": False}})
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
+    extra = list(args.search_config)
+    if args.smoke_test:
+        extra.insert(0, str(SEARCH_CONFIGS / "smoke.yaml"))  # next to the package: `ray submit` copies this file
+    elif not args.data_root:  # the embedded default: synthetic data and a laptop-sized budget
+        extra.insert(0, str(SEARCH_CONFIGS / "embedded.yaml"))
+    synthetic = None if args.data_root else load_search_config("", extra).synthetic
+    if not args.data_root and synthetic is None:
+        raise SearchError(f"no --data-root, and the search configs {extra} give no synthetic: set")
+    if args.data_root:
+        data_root = str(Path(args.data_root).resolve())
+    elif args.smoke_test:
+        data_root = str(Path(storage) / "smoke-data") if "://" not in storage else str(Path("runs/smoke-data").resolve())
+    else:
+        data_root = str(Path("data/synthetic").resolve())
+    return Plan(storage=storage, search_configs=tuple(extra), data_root=data_root, synthetic=synthetic,
+                regenerate=synthetic is not None and not args.smoke_test,
+                machine_types=tuple(args.machine_types.split(",")) if args.machine_types else None,
+                configs=tuple(args.config), num_samples=args.num_samples, max_concurrent=args.max_concurrent,
+                smoke_test=args.smoke_test, name=args.name, resume=args.resume, tracking_uri=args.tracking_uri,
+                experiment=args.experiment, address=args.address, num_cpus=args.num_cpus, use_gpu=args.use_gpu,
+                verbose=args.verbose)
+
+
+def prepare_data(plan: Plan) -> tuple[str, ...]:
+    """Generate the plan's synthetic set when it is absent (or, for the embedded default, stale); return the
+    machine types to search (the plan's, each checked to have clips)."""
+    root = Path(plan.data_root)
+    if plan.synthetic is not None:
+        spec_file = root / ".spec.json"  # dot files are not indexed
+        wanted = json.dumps(asdict(plan.synthetic), sort_keys=True)
+        stale = plan.regenerate and root.exists() and (not spec_file.is_file() or spec_file.read_text() != wanted)
+        if stale:
+            print(f"{root} was generated with other settings: regenerating it")
+            shutil.rmtree(root)
+        if not root.exists():
+            print(f"generating the synthetic dataset into {root} …")
+            synth.generate(str(root), **asdict(plan.synthetic), workers=2)
+            spec_file.write_text(wanted)
+    found = sorted(set(index_dataset(root).clips.machine_type))
+    types = plan.machine_types or tuple(found)
+    if missing := [t for t in types if t not in found]:
+        raise SearchError(f"{root}: no clips of machine type(s) {missing} (found {found})")
+    return tuple(types)
+
+
+# ---------------------------------------------------------------------------------------------
+# the search state: what a resumed search needs, beside Tune's experiments
+
+class SearchState:
+    """``<storage>/<name>/mimimi_search.json`` (local or on the cloud store, so ``--resume`` works from any
+    machine that reaches it): the tracking store, the search's MLflow run, and per machine type its parent
+    run and whether it finished. Written whole each time, never half."""
+
+    def __init__(self, storage: str, data: dict):
+        self.storage, self.data = storage, data
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @classmethod
+    def load(cls, storage: str, name: str) -> SearchState | None:
+        from pyarrow.fs import FileType
+
+        fs, root = _storage_fs(storage)
+        path = f"{root}/{name}/{STATE_FILE}"
+        if fs.get_file_info(path).type != FileType.File:
+            return None
+        with fs.open_input_stream(path) as f:
+            return cls(storage, json.loads(f.read().decode()))
+
+    @staticmethod
+    def latest(storage: str) -> str | None:
+        """The name of the newest search under ``storage`` that has a state file."""
+        from pyarrow.fs import FileSelector, FileType
+
+        fs, root = _storage_fs(storage)
+        dirs = [i.base_name for i in fs.get_file_info(FileSelector(root, allow_not_found=True))
+                if i.type == FileType.Directory]
+        found = [d for d in dirs if fs.get_file_info(f"{root}/{d}/{STATE_FILE}").type == FileType.File]
+        return max(found) if found else None
+
+    def save(self) -> None:
+        fs, root = _storage_fs(self.storage)
+        fs.create_dir(f"{root}/{self.name}", recursive=True)
+        tmp = f"{root}/{self.name}/{STATE_FILE}.tmp"
+        with fs.open_output_stream(tmp) as f:
+            f.write(json.dumps(self.data, indent=1).encode())
+        fs.move(tmp, f"{root}/{self.name}/{STATE_FILE}")
+
+    def type(self, machine_type: str) -> dict:
+        return self.data["types"].get(machine_type, {})
+
+    def set_type(self, machine_type: str, parent_run_id: str, finished: bool) -> None:
+        self.data["types"][machine_type] = {"parent_run_id": parent_run_id, "finished": finished}
+        self.save()
+
+
+def open_state(plan: Plan, types: tuple[str, ...]) -> tuple[SearchState, tracking.Tracker]:
+    """The resumed search's state and tracker, or a new search (its MLflow run started, its state saved)."""
+    if plan.resume:
+        name = plan.name or SearchState.latest(plan.storage)
+        state = SearchState.load(plan.storage, name) if name else None
+        if state is None:
+            raise SearchError(f"nothing to resume under {plan.storage}" + (f" named {plan.name!r}" if plan.name else ""))
+        tracker = tracking.Tracker(plan.tracking_uri or state.data["tracking_uri"])
+        return state, tracker
+    name = plan.name or time.strftime("search-%Y%m%d-%H%M%S")
+    tracker = tracking.Tracker(plan.tracking_uri)
+    experiment_id = tracker.ensure_experiment(plan.experiment)
+    search_run = tracker.start_run(experiment_id, name, tags={"mimimi.role": "search", "mimimi.storage": plan.storage})
+    tracker.log_params(search_run, {"machine_types": ",".join(types), "data_root": plan.data_root,
+                                    "smoke_test": plan.smoke_test, "storage_path": plan.storage})
+    state = SearchState(plan.storage, {"name": name, "tracking_uri": tracker.uri, "experiment_id": experiment_id,
+                                       "search_run_id": search_run, "data_root": plan.data_root, "types": {}})
+    state.save()
+    return state, tracker
+
+
+# ---------------------------------------------------------------------------------------------
+# one machine type: tune, then finish (evaluate, log, register, promote)
 
 def optuna_db(tracking_uri: str, storage: str) -> Path:
     """The SQLite file that keeps each search's Optuna study (``optuna-dashboard sqlite:///<file>`` opens
@@ -328,22 +557,21 @@ def _best_trial(results, metric: str, mode: str):
     return min(ok, key=key)
 
 
-def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage: Path | str, name: str,
-                resume: bool, tracking_uri: str, experiment_id: str, parent_run_id: str,
-                use_gpu: bool, data_root: str, verbose: bool = False) -> dict[str, Any]:
-    """Run (or resume) the search of one machine type; evaluate its best checkpoint; log everything."""
+def tune_type(machine_type: str, scfg: SearchConfig, base: Config, plan: Plan, state: SearchState,
+              tracker: tracking.Tracker, parent_run_id: str, use_gpu: bool):
+    """Run (or resume) the Tune search of one machine type; its ``ResultGrid`` once every trial settled."""
     s, res = scfg.search, scfg.resources
-    exp_root = f"{storage}/{name}"
+    exp_root = f"{plan.storage}/{state.name}"
     exp_path = f"{exp_root}/{machine_type}"
-    db, study_name = optuna_db(tracking_uri, storage), f"{name}/{machine_type}"
+    db, study_name = optuna_db(tracker.uri, plan.storage), f"{state.name}/{machine_type}"
     db.parent.mkdir(parents=True, exist_ok=True)
     optuna_url = f"sqlite:///{db}"
-    tracking.set_tags(parent_run_id, {"mimimi.optuna_storage": optuna_url, "mimimi.optuna_study": study_name})
+    tracker.set_tags(parent_run_id, {"mimimi.optuna_storage": optuna_url, "mimimi.optuna_study": study_name})
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=to_dict(base), resources=asdict(res), use_gpu=use_gpu,
                              storage_path=exp_root),
         {"CPU": res.trial_cpus})
-    if resume and tune.Tuner.can_restore(exp_path):
+    if plan.resume and tune.Tuner.can_restore(exp_path):
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -358,9 +586,9 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
             run_config=tune.RunConfig(
                 name=machine_type, storage_path=exp_root,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                callbacks=[TrialRuns(tracking_uri, experiment_id, parent_run_id, exp_root, machine_type, s.metric,
-                                     s.mode, s.num_samples)],
-                verbose=1 if verbose else 0),
+                callbacks=[TrialRuns(tracker, state.data["experiment_id"], parent_run_id, exp_root, machine_type,
+                                     s.metric, s.mode, s.num_samples)],
+                verbose=1 if plan.verbose else 0),
         )
     results = tuner.fit()
     # the saved experiment state lists every trial, pending ones too (the returned grid may not)
@@ -368,9 +596,32 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
     settled = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
     if settled < len(trials) or (s.time_budget_s is None and len(trials) < s.num_samples):
         raise SearchInterrupted(f"{machine_type}: search interrupted after {settled} of {s.num_samples} trials; "
-                                f"continue it with --resume --name {name}")
+                                f"continue it with --resume --name {state.name}")
     if interrupts.requested:  # Ctrl-C while the last trials finished: Tune saved its state, nothing else runs
-        raise SearchInterrupted(f"{machine_type}: interrupted; continue it with --resume --name {name}")
+        raise SearchInterrupted(f"{machine_type}: interrupted; continue it with --resume --name {state.name}")
+    return results
+
+
+def promote(tracker: tracking.Tracker, registered: str, version: int, metric: str,
+            run_id: str) -> tracking.ChampionUpdate:
+    """``update_champion``; when the tracking server fails during it, the champion stays, the search goes on
+    and the failure is printed and recorded (tags ``mimimi.champion.*`` on ``run_id``)."""
+    try:
+        return tracker.update_champion(registered, version, metric, run_id)
+    except tracking.TrackingError as e:
+        reason = f"not decided, the champion stays: {e}"
+        print(f"warning: {registered} version {version}: {reason}", file=sys.stderr, flush=True)
+        with contextlib.suppress(tracking.TrackingError):  # the server may still be failing
+            tracker.set_tags(run_id, {"mimimi.champion.promoted": "false", "mimimi.champion.reason": reason[:500]})
+        return tracking.ChampionUpdate(False, reason, None, None, None, None)
+
+
+def finish_type(machine_type: str, scfg: SearchConfig, base: Config, results, plan: Plan, state: SearchState,
+                tracker: tracking.Tracker, parent_run_id: str) -> dict[str, Any]:
+    """Evaluate the best trial's checkpoint once on the test split; log it on the type's parent run; register
+    it as ``mimimi-<type>`` and move ``champion`` to it if its test pAUC beats the champion's."""
+    s, res = scfg.search, scfg.resources
+    exp_root = f"{plan.storage}/{state.name}"
     best = _best_trial(results, s.metric, s.mode)
     ckpt_paths = best.metrics_dataframe.get(CHECKPOINT_PATH_KEY)
     reported = list(ckpt_paths.dropna()) if ckpt_paths is not None else []
@@ -379,87 +630,56 @@ def search_type(machine_type: str, scfg: SearchConfig, base: Config, *, storage:
         raise SearchError(f"{machine_type}: the best trial reported no checkpoint that still exists"
                           + (f" (last reported: {reported[-1]})" if reported else ""))
     best_params = {k: best.config[k] for k in scfg.space}
-    best_cfg = trial_config(base, best_params)
-
+    registered = f"mimimi-{machine_type}"
     with tempfile.TemporaryDirectory() as d:
         ckpt = _fetch_checkpoint(ckpt_path, exp_root, Path(d))
         eval_dir = Path(tempfile.mkdtemp(prefix=f"mimimi-eval-{machine_type}-"))
         try:
-            report = evaluate(ckpt, data_root, eval_dir, progress=False)
+            report = evaluate(ckpt, plan.data_root, eval_dir, progress=False)
             # the chosen values as params; the space itself is one artifact (as params it buried the rest)
-            tracking.log_params(parent_run_id, {"best": best_params, "search": asdict(s), "resources": asdict(res)})
-            tracking.log_dict(parent_run_id, {k: asdict(p) for k, p in scfg.space.items()}, "search_space.json")
-            tracking.log_dict(parent_run_id, best_cfg, "best_config.json")
-            tracking.log_metrics(parent_run_id, {f"test/{k}": v for k, v in report.flat_metrics().items()})
-            tracking.log_metrics(parent_run_id, report.comparison_metrics())  # every scorer and stats-knn, on test
+            tracker.log_params(parent_run_id, {"best": best_params, "search": asdict(s), "resources": asdict(res)})
+            tracker.log_dict(parent_run_id, {k: asdict(p) for k, p in scfg.space.items()}, "search_space.json")
+            tracker.log_dict(parent_run_id, trial_config(base, best_params), "best_config.json")
+            # the search metric first: MLflow lists a run's metrics in the order they were first logged
             col = best.metrics_dataframe[s.metric]
-            tracking.log_metrics(parent_run_id, {f"val/{s.metric}": float(col.min() if s.mode == "min" else col.max())})
-            tracking.log_artifacts(parent_run_id, eval_dir, "evaluation")
+            best_value = shown_value(s.metric, float(col.min() if s.mode == "min" else col.max()))
+            tracker.log_metrics(parent_run_id, {f"search/{s.metric}": best_value})
+            tracker.log_metrics(parent_run_id, report.tracked_metrics())  # every scorer and stats-knn, on test
+            tracker.log_artifacts(parent_run_id, eval_dir, "evaluation")
             # --- mimimi.score: the model carries its normal-only thresholds (in the checkpoint), and the
             # alias "champion" moves to it only if its test pAUC beats the current champion's
-            model = tracking.log_model(parent_run_id, ckpt, registered_name=f"mimimi-{machine_type}")
-            champion = tracking.update_champion(f"mimimi-{machine_type}", model.version,
-                                                f"test/{machine_type}/mean_pauc", parent_run_id)
+            model = tracker.log_model(parent_run_id, ckpt, registered_name=registered)
+            champion = promote(tracker, registered, model.version, f"test/{machine_type}/mean_pauc", parent_run_id)
             row = report.per_type.iloc[0]
             scorer = report.comparison.loc[report.comparison["default"], "key"].iloc[0]
-            tracking.describe_version(
-                f"mimimi-{machine_type}", model.version,
-                f"{machine_type}: best of {len(results)} trials of search {name!r} by {s.metric} ({s.mode}); "
-                f"test mean per-ID AUC {100 * row.mean_auc:.2f} %, pAUC {100 * row.mean_pauc:.2f} % with the "
-                f"{scorer} scorer on {data_root}. Champion: {champion.reason}.",
-                {"mimimi.machine_type": machine_type, "mimimi.search": name, "mimimi.data_root": data_root,
-                 "mimimi.metric": s.metric, "mimimi.scorer": scorer, "mimimi.test_mean_auc": f"{row.mean_auc:.4f}",
-                 "mimimi.test_mean_pauc": f"{row.mean_pauc:.4f}", "mimimi.champion": str(champion.promoted).lower()})
+            auc, pauc = M.percent(row.mean_auc), M.percent(row.mean_pauc)
+            description = (
+                f"{machine_type}: best of {len(results)} trials of search {state.name!r} by {s.metric} ({s.mode}, "
+                f"{best_value:g}{' %' if s.metric.startswith(RATES) else ''} on validation); test mean per-ID AUC "
+                f"{auc:.2f} %, pAUC {pauc:.2f} % with the {scorer} scorer on {plan.data_root}. "
+                f"Champion: {champion.reason}.")
+            tracker.set_tags(parent_run_id, {tracking.DESCRIPTION_TAG: description})  # the run page's description
+            tracker.describe_version(
+                registered, model.version, description,
+                {"mimimi.machine_type": machine_type, "mimimi.search": state.name, "mimimi.data_root": plan.data_root,
+                 "mimimi.metric": s.metric, "mimimi.scorer": scorer, "mimimi.test_mean_auc_pct": f"{auc:.2f}",
+                 "mimimi.test_mean_pauc_pct": f"{pauc:.2f}", "mimimi.champion": str(champion.promoted).lower()})
             # --- end mimimi.score
-            trial_runs = {r.tags.get("mimimi.trial_id"): r.run_id for r in tracking.child_runs(parent_run_id)}
-            tracking.set_tags(parent_run_id, {"mimimi.best_trial": str(best.path).rsplit("/", 1)[-1],
-                                              "mimimi.best_trial_run_id": trial_runs.get(best.metrics.get("trial_id"), ""),
-                                              "mimimi.registered_version": str(model.version)})
+            trial_runs = {r.tags.get("mimimi.trial_id"): r.run_id for r in tracker.child_runs(parent_run_id)}
+            tracker.set_tags(parent_run_id, {"mimimi.best_trial": str(best.path).rsplit("/", 1)[-1],
+                                             "mimimi.best_trial_run_id": trial_runs.get(best.metrics.get("trial_id"), ""),
+                                             "mimimi.registered_version": str(model.version)})
         finally:
             shutil.rmtree(eval_dir, ignore_errors=True)
-    n_err = sum(r.error is not None for r in results)
-    tracking.end_run(parent_run_id, "FINISHED")
+    tracker.end_run(parent_run_id, "FINISHED")
     return {"machine_type": machine_type, "per_type": report.per_type, "markdown": report.markdown,
-            "comparison": report.comparison,
-            "parent_run_id": parent_run_id, "model_version": model.version, "trials": len(results),
-            "errored_trials": n_err, "champion": champion}
+            "comparison": report.comparison, "parent_run_id": parent_run_id, "model_version": model.version,
+            "trials": len(results), "errored_trials": sum(r.error is not None for r in results),
+            "champion": champion}
 
 
 # ---------------------------------------------------------------------------------------------
 # the driver
-
-def _load_state(storage: str, name: str) -> dict:
-    from pyarrow.fs import FileType
-
-    fs, root = _storage_fs(storage)
-    path = f"{root}/{name}/{STATE_FILE}"
-    if fs.get_file_info(path).type != FileType.File:
-        return {}
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read().decode())
-
-
-def _save_state(storage: str, name: str, state: dict) -> None:
-    """Write the search state beside Tune's experiments (on the cloud store too: ``--resume`` from any
-    machine that can reach it); a whole new object each time, never a half-written one."""
-    fs, root = _storage_fs(storage)
-    fs.create_dir(f"{root}/{name}", recursive=True)
-    data = json.dumps(state, indent=1).encode()
-    tmp = f"{root}/{name}/{STATE_FILE}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, f"{root}/{name}/{STATE_FILE}")
-
-
-def _latest_search(storage: str) -> str | None:
-    from pyarrow.fs import FileSelector, FileType
-
-    fs, root = _storage_fs(storage)
-    dirs = [i.base_name for i in fs.get_file_info(FileSelector(root, allow_not_found=True))
-            if i.type == FileType.Directory]
-    found = [d for d in dirs if fs.get_file_info(f"{root}/{d}/{STATE_FILE}").type == FileType.File]
-    return max(found) if found else None
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python tuning/search.py", description=__doc__.split("\n\n")[0])
@@ -484,111 +704,73 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    if not args.verbose:
+def _start_ray(plan: Plan):
+    """A Ray to run on: the cluster at ``--address``, else a new local instance (never one that a killed
+    earlier run left behind). Quiet unless --verbose: workers' output and Ray's messages stay in its logs."""
+    quiet = {} if plan.verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
+    if plan.address:
+        return ray.init(address=plan.address, **quiet)
+    if not ray.is_initialized():
+        return ray.init(address="local", num_cpus=plan.num_cpus, **quiet)
+    return None
+
+
+def keep_ray_logs(ctx, storage: str, name: str) -> str | None:
+    """Copy the local Ray session's logs to ``<storage>/<name>/ray-logs`` (the cloud store too); its path."""
+    import pyarrow.fs
+
+    session = (getattr(ctx, "address_info", None) or {}).get("session_dir")
+    if not session or not Path(session, "logs").is_dir():
+        return None
+    fs, root = _storage_fs(storage)
+    dst = f"{root}/{name}/ray-logs"
+    fs.create_dir(dst, recursive=True)
+    pyarrow.fs.copy_files(str(Path(session, "logs")), dst, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=fs)
+    return f"{storage}/{name}/ray-logs"
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], SearchState, tracking.Tracker]:
+    plan = make_plan(args)
+    if not plan.verbose:
         for name in ("mlflow", "optuna"):  # "Creating initial MLflow database tables", "A new study created"
             logging.getLogger(name).setLevel(logging.WARNING)
         # Tune's new output engine prints its experiment box even when silent; the legacy one honours verbose=0
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
-    extra = list(args.search_config)
-    search_configs = SEARCH_CONFIGS  # next to the installed package: `ray submit` copies this script alone
-    if args.smoke_test:
-        extra.insert(0, str(search_configs / "smoke.yaml"))
-    elif not args.data_root:  # the embedded default: synthetic data and a laptop-sized budget
-        extra.insert(0, str(search_configs / "embedded.yaml"))
-
-    # data: the synthetic set of the embedded default (or of the smoke test) is generated when absent
-    spec = load_search_config("", extra).synthetic
-    if not args.data_root and spec is None:
-        raise SearchError(f"no --data-root, and the search configs {extra} give no synthetic: set")
-    if args.data_root:
-        data_root = str(Path(args.data_root).resolve())
-    elif args.smoke_test:
-        data_root = str(Path(storage) / "smoke-data") if "://" not in storage else str(Path("runs/smoke-data").resolve())
-        if not Path(data_root).exists():
-            synth.generate(data_root, **asdict(spec))
-    else:
-        data_root = str(Path("data/synthetic").resolve())
-        spec_file = Path(data_root) / ".spec.json"  # dot files are not indexed
-        wanted = json.dumps(asdict(spec), sort_keys=True)
-        if not spec_file.is_file() or spec_file.read_text() != wanted:  # absent, or made with other settings
-            if Path(data_root).exists():
-                print(f"{data_root} was generated with other settings: regenerating it")
-                shutil.rmtree(data_root)
-            print(f"generating the embedded synthetic dataset into {data_root} …")
-            synth.generate(data_root, **asdict(spec), workers=2)
-            spec_file.write_text(wanted)
-    clips = index_dataset(data_root).clips
-    types = args.machine_types.split(",") if args.machine_types else sorted(set(clips.machine_type))
-    if missing := [t for t in types if t not in set(clips.machine_type)]:
-        raise SearchError(f"{data_root}: no clips of machine type(s) {missing} (found {sorted(set(clips.machine_type))})")
-
-    name = args.name
-    if args.resume:
-        name = name or _latest_search(storage)
-        if not name or not _load_state(storage, name):
-            raise SearchError(f"nothing to resume under {storage}" + (f" named {args.name!r}" if args.name else ""))
-    name = name or time.strftime("search-%Y%m%d-%H%M%S")
-    state = _load_state(storage, name) if args.resume else {}
-
-    tracking_uri = tracking.configure(args.tracking_uri or state.get("tracking_uri"))
-    experiment_id = tracking.ensure_experiment(args.experiment, tracking_uri)
-    if not state:
-        search_run = tracking.start_run(experiment_id, name, tags={"mimimi.role": "search", "mimimi.storage": storage})
-        state = {"name": name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
-                 "search_run_id": search_run, "data_root": data_root, "types": {}}
-        tracking.log_params(search_run, {"machine_types": ",".join(types), "data_root": data_root,
-                                         "smoke_test": args.smoke_test, "storage_path": storage})
-    _save_state(storage, name, state)
-
-    # quiet unless --verbose: the workers' output and Ray's own messages stay in Ray's log files
-    quiet = {} if args.verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
-    if args.address:
-        ctx = ray.init(address=args.address, **quiet)
-    elif not ray.is_initialized():  # "local": a new instance, never one a killed earlier run left behind
-        ctx = ray.init(address="local", num_cpus=args.num_cpus, **quiet)
-    else:
-        ctx = None
-    use_gpu = args.use_gpu or ray.cluster_resources().get("GPU", 0) > 0
-    session = (getattr(ctx, "address_info", None) or {}).get("session_dir")
-    if session and not args.verbose:
-        print(f"Ray's logs: {session}/logs (--verbose shows them here)")
-
+    types = prepare_data(plan)
+    clips = index_dataset(plan.data_root).clips
+    state, tracker = open_state(plan, types)
+    ctx = _start_ray(plan)
+    use_gpu = plan.use_gpu or ray.cluster_resources().get("GPU", 0) > 0
+    if ctx is not None and not plan.verbose:
+        print(f"Ray's logs: {plan.storage}/{state.name}/ray-logs when the search stops (--verbose shows them here)")
     outcomes = []
-    for mtype in types:
-        scfg = load_search_config(mtype, extra)
-        if args.num_samples:
-            scfg = type(scfg)(merge(scfg.search, {"num_samples": args.num_samples}), scfg.resources, scfg.space, scfg.config)
-        if args.max_concurrent:
-            scfg = type(scfg)(merge(scfg.search, {"max_concurrent": args.max_concurrent}), scfg.resources, scfg.space, scfg.config)
-        base = load_config(*args.config, overrides=scfg.config)
-        base = merge(base, {"data": {"root": data_root, "cache_dir": str(Path(data_root).parent / "cache")
-                                     if args.smoke_test else str(Path(base.data.cache_dir).resolve())},
-                            "train": {"machine_type": mtype, "progress": False}})
-        done = state["types"].get(mtype, {})
-        if done.get("finished"):
-            print(f"{mtype}: finished before, skipped (parent run {done['parent_run_id']})")
-            continue
-        parent = done.get("parent_run_id") or tracking.start_run(
-            experiment_id, f"{mtype} · {name}", state["search_run_id"],  # the type first: the UI truncates
-            tags={"mimimi.role": "type-search", "mimimi.machine_type": mtype})
-        state["types"][mtype] = {"parent_run_id": parent, "finished": False}
-        _save_state(storage, name, state)
-        # decode and transform every training clip once, here, instead of in every trial at once (of every
-        # type when a trial may train on all: train.classes=all, and the other types' proxy clips)
-        pooled = base.train.classes == "all" or "train.classes" in scfg.space
-        train = select(clips, machine_type=None if pooled else mtype, split="train")
-        FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=kinds.of(base).features)
-        print(f"{mtype}: {scfg.search.num_samples} trials of up to {base.train.epochs} epochs, "
-              f"{scfg.search.max_concurrent} at a time, selected on {scfg.search.metric}", flush=True)
-        out = search_type(mtype, scfg, base, storage=storage, name=name, resume=args.resume,
-                          tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent,
-                          use_gpu=use_gpu, data_root=data_root, verbose=args.verbose)
-        state["types"][mtype]["finished"] = True
-        _save_state(storage, name, state)
-        outcomes.append(out)
-    return outcomes, state
+    try:
+        for mtype in types:
+            if (done := state.type(mtype)).get("finished"):
+                print(f"{mtype}: finished before, skipped (parent run {done['parent_run_id']})")
+                continue
+            scfg, base = plan.type_config(mtype)
+            parent = done.get("parent_run_id") or tracker.start_run(
+                state.data["experiment_id"], f"{mtype} · {state.name}", state.data["search_run_id"],  # type first:
+                tags={"mimimi.role": "type-search", "mimimi.machine_type": mtype})          # the UI truncates
+            state.set_type(mtype, parent, finished=False)
+            # decode and transform every training clip once, here, instead of in every trial at once (of every
+            # type when a trial may train on all: train.classes=all, and the other types' proxy clips)
+            pooled = base.train.classes == "all" or "train.classes" in scfg.space
+            train = select(clips, machine_type=None if pooled else mtype, split="train")
+            FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=kinds.of(base).features,
+                                                                  progress=plan.verbose)
+            print(f"{mtype}: {scfg.search.num_samples} trials of up to {base.train.epochs} epochs, "
+                  f"{scfg.search.max_concurrent} at a time, selected on {scfg.search.metric}", flush=True)
+            results = tune_type(mtype, scfg, base, plan, state, tracker, parent, use_gpu)
+            outcomes.append(finish_type(mtype, scfg, base, results, plan, state, tracker, parent))
+            state.set_type(mtype, parent, finished=True)
+    finally:
+        if ctx is not None:
+            with contextlib.suppress(Exception):  # the logs are a convenience: never the reason a search fails
+                keep_ray_logs(ctx, plan.storage, state.name)
+    return outcomes, state, tracker
 
 
 def baseline_markdown(outcomes: list[dict]) -> str:
@@ -617,7 +799,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     interrupts.install()
     try:
-        outcomes, state = run(args)
+        outcomes, state, tracker = run(args)
     except KeyboardInterrupt:
         print("interrupted: continue the search with --resume (add --name to pick one)", file=sys.stderr)
         sys.exit(130)
@@ -633,13 +815,14 @@ def main(argv: list[str] | None = None) -> None:
 
     per_type = pd.concat([o["per_type"] for o in outcomes], ignore_index=True)
     summary = M.results_markdown(per_type) + "\n\n" + baseline_markdown(outcomes)
-    tracking.log_text(state["search_run_id"], summary, "summary.md")
-    tracking.end_run(state["search_run_id"], "FINISHED")
+    tracker.log_text(state.data["search_run_id"], summary, "summary.md")
+    tracker.set_tags(state.data["search_run_id"], {tracking.DESCRIPTION_TAG: summary})  # the run page shows it
+    tracker.end_run(state.data["search_run_id"], "FINISHED")
     print("\n" + summary)
     for o in outcomes:
         print(f"{o['machine_type']}: {o['trials']} trials ({o['errored_trials']} errored), "
               f"parent run {o['parent_run_id']}, registered mimimi-{o['machine_type']} v{o['model_version']}")
-    uri = state["tracking_uri"]
+    uri = tracker.uri
     print(f"\nMLflow UI:  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"\nMLflow UI:  {uri}")
     best = outcomes[0]["parent_run_id"]
     print(f"re-check:   python -m mimimi.evaluate --run-id {best}" +
