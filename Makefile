@@ -24,6 +24,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) tuning/search.py
+	$(PY) tuning/search.py --first-shot --smoke-test --tracking-uri mlruns/first-shot  # its own registry
 
 test: $(STAMP)
 	$(PY) -m pytest

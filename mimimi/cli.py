@@ -16,7 +16,7 @@ COMMANDS = {  # name -> (module with main(argv), what it does)
     "evaluate": ("mimimi.evaluate", "evaluate a checkpoint or an MLflow run on the test split"),
     "score": ("mimimi.score", "score new recordings with a logged or registered model"),
     "synth": ("mimimi.data.synth", "generate a synthetic MIMII-like dataset"),
-    "download": ("mimimi.data.download", "download and verify the DCASE 2020 / MIMII archives"),
+    "download": ("mimimi.data.download", "download and verify the DCASE 2020–2025 Task 2 / MIMII archives"),
     "index": ("mimimi.data.index", "show what a dataset root holds"),
     "features": ("mimimi.features", "fill the feature cache of a dataset root"),
 }

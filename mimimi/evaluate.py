@@ -63,13 +63,17 @@ def score_clips(model: nn.Module, cfg: Config, clips: pd.DataFrame, ids: dict[st
     return scoring.with_scores(out, fitted, fitted.names if all_scorers else None, scorer)
 
 
-def labelled_test_clips(cfg: Config, data_root: str | Path, machine_type: str, ids: dict[str, int]) -> pd.DataFrame:
-    """The labelled test clips of ``machine_type``, checked against the model's machine IDs."""
-    clips = index_dataset(data_root).clips
+def labelled_test_clips(cfg: Config, data_root: str | Path, machine_type: str, ids: dict[str, int],
+                        ground_truth: str | Path | None = None) -> pd.DataFrame:
+    """The labelled test clips of ``machine_type``, checked against the model's machine IDs (sections, with
+    2021+ data). An evaluation set's hidden labels and domains come from ``ground_truth`` (the challenge's
+    published files; ``mimimi.data.index``)."""
+    clips = index_dataset(data_root, ground_truth=ground_truth).clips
     test = select(clips, machine_type=machine_type, split="test")
     test = test[test.label != "unknown"].reset_index(drop=True)
     if test.empty:
-        raise EvaluationError(f"{data_root}: no labelled test clips of machine type {machine_type!r}")
+        hint = "" if ground_truth else " (an evaluation set's labels are hidden: give its ground truth)"
+        raise EvaluationError(f"{data_root}: no labelled test clips of machine type {machine_type!r}{hint}")
     unseen = sorted(set(test.machine_id) - set(ids))
     if unseen:
         raise EvaluationError(f"{data_root}: test clips of {machine_type} machine ID(s) {unseen} that the model "
@@ -127,18 +131,21 @@ def comparison_markdown(table: pd.DataFrame) -> str:
 
 def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path, aggregate: str = "mean",
              device: str = "cpu", cache_dir: str | None = None, progress: bool = True,
-             scorer: str | None = None, baseline: bool = True, precision: str | None = None) -> report.Report:
+             scorer: str | None = None, baseline: bool = True, precision: str | None = None,
+             ground_truth: str | Path | None = None) -> report.Report:
     """Score the test split of the checkpoint's machine type with ``scorer`` (default: the model's) and
     write the full report to ``out_dir``, with every scorer and the ``stats-knn`` baseline side by side in
     ``scorers.md`` / ``scorers.csv`` (and ``Report.comparison``). ``precision`` overrides the checkpoint's
-    ``scoring.precision`` (``mimimi.precision``)."""
+    ``scoring.precision`` (``mimimi.precision``). The report carries the year's official score, its
+    protocol picked from the data's layout (``metrics.official_score``); an evaluation set is scored with
+    its published ``ground_truth``."""
     loaded = load_checkpoint(checkpoint)
     cfg = loaded.cfg if precision is None else merge(loaded.cfg, {"scoring": {"precision": precision}})
     mtype = loaded.meta["machine_type"]
     fitted = loaded.scoring
     if fitted is not None:
         scorer = fitted.check(scorer)
-    test = labelled_test_clips(cfg, data_root, mtype, loaded.ids)
+    test = labelled_test_clips(cfg, data_root, mtype, loaded.ids, ground_truth)
     cache = FeatureCache(cache_dir or cfg.data.cache_dir, cfg.features)
     scores = score_clips(loaded.model, cfg, test, loaded.ids, cache, aggregate, device, progress, fitted=fitted,
                          scorer=scorer, all_scorers=fitted is not None)
@@ -161,12 +168,14 @@ def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path,
     (Path(out_dir) / "scorers.md").write_text(f"# Scorers side by side\n\n{note}\n\n{md}\n")
     rep.comparison = table
     rep.markdown = f"{rep.markdown}\n\nScorers side by side (AUC / pAUC %, {mtype}):\n\n{md}"
+    if rep.official is not None:
+        rep.markdown += f"\n\n{metrics.official_markdown(rep.official)}"
     return rep
 
 
 def evaluate_run(tracker: Tracker, run_id: str, data_root: str | None = None, aggregate: str = "mean",
-                 device: str = "cpu", scorer: str | None = None,
-                 precision: str | None = None) -> tuple[report.Report, str]:
+                 device: str = "cpu", scorer: str | None = None, precision: str | None = None,
+                 ground_truth: str | Path | None = None) -> tuple[report.Report, str]:
     """Re-check the model of an MLflow run (for a search's parent run, its best model) on the test split.
 
     Metrics, tables and plots go to a new evaluation run in ``tracker``'s store, linked to the source run
@@ -180,7 +189,7 @@ def evaluate_run(tracker: Tracker, run_id: str, data_root: str | None = None, ag
         loaded = load_checkpoint(ckpt)
         root = data_root or loaded.cfg.data.root
         rep = evaluate(ckpt, root, Path(d) / "report", aggregate, device, progress=True, scorer=scorer,
-                       precision=precision)
+                       precision=precision, ground_truth=ground_truth)
         eval_run = tracker.start_run(source.experiment_id, f"eval/{source.run_name}", tags={
             "mimimi.role": "evaluation", "mimimi.source_run_id": run_id,
             "mimimi.machine_type": loaded.meta["machine_type"], "mimimi.data_root": str(root)})
@@ -202,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-root", default=None, help="required with --checkpoint; default with --run-id: the model's")
     ap.add_argument("--out", default=None, help="report folder (--checkpoint); with --run-id the report goes to MLflow")
     ap.add_argument("--tracking-uri", default=None, help="MLflow store of --run-id (default: sqlite under mlruns/)")
+    ap.add_argument("--ground-truth", default=None,
+                    help="the challenge's ground-truth folder of an evaluation set whose labels are hidden")
     ap.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="segment scores -> clip score")
     ap.add_argument("--scorer", default=None, help="ce, recon, knn, mahalanobis, gmm or knn-stats (default: the "
                                                    "model's, knn-stats); "
@@ -216,10 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.run_id:
             rep, eval_run = evaluate_run(Tracker(args.tracking_uri), args.run_id, args.data_root, args.aggregate,
-                                         args.device, args.scorer, args.precision)
+                                         args.device, args.scorer, args.precision, args.ground_truth)
         else:
             rep = evaluate(args.checkpoint, args.data_root, args.out, args.aggregate, args.device, args.cache_dir,
-                           scorer=args.scorer, precision=args.precision)
+                           scorer=args.scorer, precision=args.precision, ground_truth=args.ground_truth)
     except (CheckpointError, DatasetError, AudioError, EvaluationError, TrackingError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(rep.markdown)

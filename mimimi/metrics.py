@@ -1,4 +1,4 @@
-"""Evaluation metrics (DCASE 2020 Task 2 protocol): small pure functions on per-clip scores.
+"""Evaluation metrics (DCASE Task 2, 2020–2025): small pure functions on per-clip scores.
 
 Input to the table functions is a per-clip DataFrame ``scores`` with the columns ``machine_type``,
 ``machine_id`` (the index's two-digit strings, e.g. ``"00"``), ``path``, ``label`` (``"normal"`` /
@@ -16,6 +16,22 @@ An ID whose test clips are all of one class has no AUC. ``per_id_table`` keeps i
 and a ``note`` ("no anomalous clips" / "no normal clips"); ``per_type_table`` leaves it out of the means
 and lists it in ``excluded_ids``; a type with no scorable ID at all raises ``ValueError``. ``auc``/``pauc``
 called directly on one class raise ``ValueError``: nothing here returns 0 or NaN in place of an error.
+
+Official scores (``official_score``; ``protocol_for`` picks the protocol from the index's ``layout``).
+Each year's evaluator scores differently, and ``official_score`` follows its code; pAUC is always the
+McClish-standardised ``roc_auc_score(y, s, max_fpr=0.1)`` and every group must hold both classes:
+
+* ``"dcase2020"`` (DCASE 2020, and MIMII): AUC and pAUC per (machine type, machine ID); the score is the
+  arithmetic mean of all of them together.
+* ``"dcase2021"``: AUC and pAUC per (machine type, section, domain), each on that domain's clips only;
+  the score is the harmonic mean of all of them pooled, each floored at ``sys.float_info.epsilon``. (The
+  2021 evaluator prints no single score: it reports the floored harmonic means of the AUCs and of the
+  pAUCs apart, which ``OfficialScore.table`` allows to recompute.)
+* ``"dcase2022"`` (2022, 2023, 2024 and 2025, which share the file naming): per (machine type, section),
+  AUC (source) on the source-domain normals plus ALL the section's anomalies, AUC (target) likewise with
+  the target-domain normals, and one pAUC over all the section's clips; the score is
+  ``scipy.stats.hmean(numpy.maximum(values, eps), axis=None)`` over those three values of every type
+  and section pooled. The 2025 evaluator was not read: its baseline computes the same figures.
 
 >>> import pandas as pd
 >>> scores = pd.DataFrame({
@@ -37,11 +53,13 @@ called directly on one class raise ``ValueError``: nothing here returns 0 or NaN
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.stats import hmean
 from sklearn.metrics import roc_auc_score
 
 LABELS = ("normal", "anomaly")  # y = 0 / 1
@@ -357,6 +375,168 @@ def threshold_table(scores: pd.DataFrame,
     return out
 
 
+# ---------------------------------------------------------------------------------- official scores
+PROTOCOLS = ("dcase2020", "dcase2021", "dcase2022")
+LAYOUT_PROTOCOL = {"dcase2020": "dcase2020", "mimii": "dcase2020", "dcase2021": "dcase2021",
+                   "dcase2022": "dcase2022"}  # index ``layout`` -> scoring protocol
+OFFICIAL_METRICS = {"dcase2020": ("auc", "pauc"), "dcase2021": ("auc", "pauc"),
+                    "dcase2022": ("auc_source", "auc_target", "pauc")}  # the values each score pools
+OFFICIAL_COLUMNS = {
+    "dcase2020": ["machine_type", "machine_id", "n_normal", "n_anomaly", "auc", "pauc"],
+    "dcase2021": ["machine_type", "section", "domain", "n_normal", "n_anomaly", "auc", "pauc"],
+    "dcase2022": ["machine_type", "section", "n_normal_source", "n_normal_target", "n_anomaly",
+                  "auc_source", "auc_target", "pauc"],
+}
+OFFICIAL_DESCRIPTIONS = {
+    "dcase2020": "DCASE 2020: arithmetic mean of AUC and pAUC over every machine type and machine ID",
+    "dcase2021": "DCASE 2021: harmonic mean of AUC and pAUC over every machine type, section and domain",
+    "dcase2022": "DCASE 2022–2025: harmonic mean of AUC (source), AUC (target) and pAUC over every machine "
+                 "type and section",
+}
+DOMAINS = ("source", "target")
+
+
+def protocol_for(layouts: str | Iterable[str]) -> str:
+    """The official-score protocol of an index's layouts (one name or several, e.g. a ``layout`` column):
+    ``"dcase2020"`` and ``"mimii"`` -> ``"dcase2020"``, ``"dcase2021"`` -> ``"dcase2021"``, ``"dcase2022"``
+    (the 2022–2025 naming) -> ``"dcase2022"``. Layouts of different protocols cannot share one score.
+
+    >>> protocol_for(["mimii", "dcase2020"]), protocol_for("dcase2022")
+    ('dcase2020', 'dcase2022')
+    """
+    names = sorted({str(v) for v in ([layouts] if isinstance(layouts, str) else layouts)})
+    if not names:
+        raise ValueError("no layouts given: cannot pick a scoring protocol")
+    unknown = [n for n in names if n not in LAYOUT_PROTOCOL]
+    if unknown:
+        raise ValueError(f"unknown layout(s) {unknown}; known: {sorted(LAYOUT_PROTOCOL)}")
+    protocols = sorted({LAYOUT_PROTOCOL[n] for n in names})
+    if len(protocols) > 1:
+        raise ValueError(f"layouts {names} mix the scoring protocols {', '.join(protocols)}; score each apart")
+    return protocols[0]
+
+
+class OfficialScore(NamedTuple):
+    """A year's official score. ``score``: a fraction in [0, 1]; ``table``: the per-group figures the
+    score is computed from, columns ``OFFICIAL_COLUMNS[protocol]`` (fractions; ``machine_id`` holds the
+    section for 2021+, named ``section`` here)."""
+
+    protocol: str
+    score: float
+    table: pd.DataFrame
+
+    @property
+    def means(self) -> dict[str, float]:
+        """Arithmetic mean over the table's groups of each pooled metric (``OFFICIAL_METRICS``), as the
+        evaluators' "arithmetic mean" rows; with one value per group and metric, their mean is the
+        2023/2024 evaluators' "a-mean"."""
+        return {c: float(self.table[c].mean()) for c in OFFICIAL_METRICS[self.protocol]}
+
+
+def _official_frame(scores: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """``check_scores`` plus the ``domain`` column (required from 2021 on); hidden labels or domains (an
+    evaluation set without ground truth) are refused by count and first path."""
+    need = [*REQUIRED_COLUMNS, *(() if protocol == "dcase2020" else ("domain",))]
+    missing = [c for c in need if c not in scores.columns]
+    if missing:
+        raise ValueError(f"scores lack column(s) {missing}; the {protocol} protocol needs {need}")
+    for col in ("label", "domain"):
+        if col in scores.columns:
+            unknown = scores[col].astype(str) == "unknown"
+            if unknown.any():
+                raise ValueError(f"{int(unknown.sum())} clip(s) have {col} 'unknown' (no ground truth: an "
+                                 f"evaluation set cannot be scored), e.g. {scores.loc[unknown, 'path'].iloc[0]}")
+    df = check_scores(scores)
+    if "domain" in df.columns:
+        df["domain"] = df["domain"].astype(str)
+        bad = ~df["domain"].isin(DOMAINS)
+        if bad.any():
+            raise ValueError(f"{int(bad.sum())} clip(s) have a domain other than {DOMAINS} "
+                             f"({sorted(set(df.loc[bad, 'domain']))[:5]}), e.g. {df.loc[bad, 'path'].iloc[0]}")
+    return df
+
+
+def _floored_hmean(values) -> float:
+    # as the evaluators: scipy.stats.hmean(numpy.maximum(x, sys.float_info.epsilon), axis=None)
+    return float(hmean(np.maximum(np.asarray(values, dtype=float), sys.float_info.epsilon), axis=None))
+
+
+def official_score(scores: pd.DataFrame, protocol: str, max_fpr: float = 0.1) -> OfficialScore:
+    """The official score of ``protocol`` (one of ``PROTOCOLS``; see the module docstring) on a per-clip
+    table with ``machine_type``, ``machine_id`` (the section for 2021+), ``path``, ``domain`` (``"source"``
+    / ``"target"``; not used by, nor needed for, ``"dcase2020"``), ``label`` and ``score``.
+
+    Raises ``ValueError`` on an unknown protocol, on clips with label or domain ``"unknown"``, and on a
+    group where an AUC cannot be computed (one class only), naming it: no score silently becomes NaN.
+
+    >>> scores = pd.DataFrame({
+    ...     "machine_type": "fan", "machine_id": "00", "path": [f"c{i}.wav" for i in range(6)],
+    ...     "domain": ["source"] * 3 + ["target"] * 3,
+    ...     "label": ["normal", "normal", "anomaly", "normal", "normal", "anomaly"],
+    ...     "score": [0.1, 0.2, 0.5, 0.3, 0.6, 0.7]})
+    >>> r = official_score(scores, "dcase2022")  # AUC (target): 0.6 outranks the anomaly at 0.5
+    >>> r.table[["section", "auc_source", "auc_target", "pauc"]].round(4)
+      section  auc_source  auc_target    pauc
+    0      00         1.0        0.75  0.7368
+    >>> round(r.score, 4)  # 3 / (1/1 + 1/0.75 + 19/14)
+    0.8129
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
+    if not 0 < max_fpr <= 1:
+        raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
+    df = _official_frame(scores, protocol)
+    rows = []
+    if protocol == "dcase2020":
+        for (mt, mid), g in df.groupby(["machine_type", "machine_id"], sort=True):
+            y, s, where = labels_to_y(g["label"]), g["score"].to_numpy(), group_name(mt, mid)
+            rows.append(dict(machine_type=mt, machine_id=mid, n_normal=int((y == 0).sum()), n_anomaly=int(y.sum()),
+                             auc=auc(y, s, where=where), pauc=pauc(y, s, max_fpr, where=where)))
+    elif protocol == "dcase2021":  # each domain's test clips alone (the 2021 source_test / target_test files)
+        for (mt, sec, dom), g in df.groupby(["machine_type", "machine_id", "domain"], sort=True):
+            y, s = labels_to_y(g["label"]), g["score"].to_numpy()
+            where = f"{group_name(mt)}, section {sec}, {dom} domain"
+            rows.append(dict(machine_type=mt, section=sec, domain=dom, n_normal=int((y == 0).sum()),
+                             n_anomaly=int(y.sum()), auc=auc(y, s, where=where),
+                             pauc=pauc(y, s, max_fpr, where=where)))
+    else:  # dcase2022: AUC per domain = that domain's normals vs ALL anomalies; pAUC over the whole section
+        for (mt, sec), g in df.groupby(["machine_type", "machine_id"], sort=True):
+            y, s, d = labels_to_y(g["label"]), g["score"].to_numpy(), g["domain"].to_numpy()
+            where = f"{group_name(mt)}, section {sec}"
+            row = dict(machine_type=mt, section=sec, n_normal_source=int(((y == 0) & (d == "source")).sum()),
+                       n_normal_target=int(((y == 0) & (d == "target")).sum()), n_anomaly=int(y.sum()))
+            for dom in DOMAINS:
+                keep = (d == dom) | (y == 1)  # the evaluator's (y_domain == domain_idx) | (y_true_all != 0)
+                row[f"auc_{dom}"] = auc(y[keep], s[keep],
+                                        where=f"{where}, AUC ({dom}: {dom}-domain normals + all anomalies)")
+            row["pauc"] = pauc(y, s, max_fpr, where=f"{where}, pAUC (all clips)")
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS[protocol])
+    return _scored(table, protocol)
+
+
+def _scored(table: pd.DataFrame, protocol: str) -> OfficialScore:
+    values = table[list(OFFICIAL_METRICS[protocol])].to_numpy(dtype=float)
+    score = float(values.mean()) if protocol == "dcase2020" else _floored_hmean(values)
+    return OfficialScore(protocol=protocol, score=score, table=table)
+
+
+def pooled_official(results: Sequence[OfficialScore]) -> OfficialScore:
+    """One official score over several evaluations of one protocol (a search evaluates each machine type
+    apart; the challenge pools every type's and section's figures into one mean).
+
+    >>> a = OfficialScore("dcase2022", 0.0, pd.DataFrame({"machine_type": ["fan"], "auc_source": [0.8],
+    ...                   "auc_target": [0.6], "pauc": [0.6]}))
+    >>> b = a._replace(table=a.table.assign(machine_type="valve", auc_target=0.4))
+    >>> round(pooled_official([a, b]).score, 4)  # 6 / (1/0.8 + 1/0.6 + 1/0.6 + 1/0.8 + 1/0.4 + 1/0.6)
+    0.6
+    """
+    protocols = sorted({r.protocol for r in results})
+    if len(protocols) != 1:
+        raise ValueError(f"cannot pool official scores of protocols {protocols or 'none'}: one protocol at a time")
+    return _scored(pd.concat([r.table for r in results], ignore_index=True), protocols[0])
+
+
 # ------------------------------------------------------------------------------------ aggregation
 def aggregate(segment_scores, how: Literal["mean", "max"] = "mean") -> float:
     """A clip's score from its per-segment scores (1-D): their mean (the paper's) or max.
@@ -404,4 +584,36 @@ def results_markdown(per_type: pd.DataFrame) -> str:
     if excluded:
         lines += ["", "IDs excluded from the means (one class only; see the per-ID notes): "
                   + "; ".join(excluded) + "."]
+    return "\n".join(lines)
+
+
+def official_markdown(result: OfficialScore) -> str:
+    """The official score as markdown: the per-group figures (%, 2 decimals), an arithmetic-mean row, and
+    the score with the protocol it follows.
+
+    >>> table = pd.DataFrame([dict(machine_type="fan", machine_id="00", n_normal=2, n_anomaly=2, auc=0.75,
+    ...                            pauc=0.736842)])
+    >>> print(official_markdown(OfficialScore("dcase2020", 0.743421, table)))
+    | machine type | machine ID | AUC | pAUC |
+    |---|---|---|---|
+    | fan | 00 | 75.00 | 73.68 |
+    | arithmetic mean | — | 75.00 | 73.68 |
+    <BLANKLINE>
+    Official score: 74.34 (DCASE 2020: arithmetic mean of AUC and pAUC over every machine type and machine ID).
+    """
+    if result.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {result.protocol!r}; known: {list(PROTOCOLS)}")
+    metric_cols = OFFICIAL_METRICS[result.protocol]
+    key_cols, head = {"dcase2020": (["machine_id"], ["machine ID", "AUC", "pAUC"]),
+                      "dcase2021": (["section", "domain"], ["section", "domain", "AUC", "pAUC"]),
+                      "dcase2022": (["section"], ["section", "AUC (source)", "AUC (target)", "pAUC"])}[result.protocol]
+    head = ["machine type", *head]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result.table.to_dict("records"):
+        cells = [str(r["machine_type"]), *(str(r[c]) for c in key_cols), *(_pct(r[c]) for c in metric_cols)]
+        lines.append("| " + " | ".join(cells) + " |")
+    means = result.means
+    lines.append("| " + " | ".join(["arithmetic mean", *["—"] * len(key_cols), *(_pct(means[c]) for c in metric_cols)])
+                 + " |")
+    lines += ["", f"Official score: {_pct(result.score)} ({OFFICIAL_DESCRIPTIONS[result.protocol]})."]
     return "\n".join(lines)

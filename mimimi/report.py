@@ -6,10 +6,18 @@ switch and no figure registry to leak into.
 
 Layout written by ``write_report(scores, out_dir)``::
 
-    out_dir/results.md, metrics.json, per_id.csv, per_type.csv
-    out_dir/anomaly_score_<type>_id_XX.csv      <file name>,<score>   (no header, as the DCASE baseline)
-    out_dir/decision_result_<type>_id_XX.csv    <file name>,<0|1>     (1 = anomaly, score >= threshold)
-    out_dir/plots/roc_<type>.png, scores_<type>.png, confusion_<type>.png[, id_confusion_<type>.png]
+    out_dir/results.md, metrics.json, per_id.csv, per_type.csv, official_score.csv, official_score.md
+    out_dir/anomaly_score_<...>.csv      <file name>,<score>   (no header, as the challenge's submissions)
+    out_dir/decision_result_<...>.csv    <file name>,<0|1>     (1 = anomaly, score >= threshold)
+    out_dir/plots/roc_<type>.png, scores_<type>.png, confusion_<type>.png[, id_confusion_<type>.png,
+                  roc_domains_<type>.png (2021+: per section and domain)]
+
+The score and decision files are named as each year's challenge names its submission files
+(``submission_file``): ``anomaly_score_<type>_id_XX.csv`` (DCASE 2020, MIMII),
+``anomaly_score_<type>_section_XX_<source|target>_test.csv`` (2021: one per domain),
+``anomaly_score_<type>_section_XX_test.csv`` (2022–2025). With 2021+ data, ``machine_id`` is the section.
+The year's official score (``metrics.official_score``, its protocol picked from the clips' ``layout``) is in
+``official_score.csv`` / ``.md``, ``results.md`` and ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -43,10 +51,38 @@ def _file_names(paths: pd.Series) -> pd.Series:
     return names
 
 
+def protocol_of(scores: pd.DataFrame) -> str:
+    """The scoring protocol of a score table: from its ``layout`` column (``metrics.protocol_for``); a table
+    without one is DCASE 2020's."""
+    return M.protocol_for(set(scores["layout"])) if "layout" in scores.columns else "dcase2020"
+
+
+def submission_file(kind: str, machine_type: str, machine_id: str, protocol: str, domain: str | None = None) -> str:
+    """The challenge's name of one score (``kind="anomaly_score"``) or decision (``"decision_result"``) file.
+
+    >>> submission_file("anomaly_score", "fan", "00", "dcase2020")
+    'anomaly_score_fan_id_00.csv'
+    >>> submission_file("anomaly_score", "fan", "03", "dcase2021", "target")
+    'anomaly_score_fan_section_03_target_test.csv'
+    >>> submission_file("decision_result", "ToyCar", "00", "dcase2022")
+    'decision_result_ToyCar_section_00_test.csv'
+    """
+    if protocol == "dcase2021":
+        return f"{kind}_{machine_type}_section_{machine_id}_{domain}_test.csv"
+    if protocol == "dcase2022":
+        return f"{kind}_{machine_type}_section_{machine_id}_test.csv"
+    return f"{kind}_{machine_type}_id_{machine_id}.csv"
+
+
 def _groups(scores: pd.DataFrame):
-    for (mt, mid), g in scores.groupby(["machine_type", "machine_id"], sort=True):
+    """(file-name arguments, clips sorted by file name) per submission file: per (type, ID) — per (type,
+    section, domain) for 2021, whose submissions are split by domain."""
+    protocol = protocol_of(scores)
+    keys = ["machine_type", "machine_id"] + (["domain"] if protocol == "dcase2021" else [])
+    for key, g in scores.groupby(keys, sort=True):
+        mt, mid, *domain = key
         g = g.assign(file_name=_file_names(g["path"])).sort_values("file_name", kind="stable")
-        yield mt, mid, g
+        yield (mt, mid, protocol, *domain), g
 
 
 def _write_rows(path: Path, names, values) -> Path:
@@ -55,24 +91,26 @@ def _write_rows(path: Path, names, values) -> Path:
 
 
 def write_scores_csv(scores: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """One ``anomaly_score_<type>_id_XX.csv`` per (type, ID): ``<file name>,<score>`` rows sorted by file
-    name, no header (DCASE baseline format; scores written with ``repr`` so they read back exactly)."""
+    """One score file per (type, ID) — per (type, section, domain) for 2021 — named by ``submission_file``:
+    ``<file name>,<score>`` rows sorted by file name, no header (the challenge's format; scores written with
+    ``repr`` so they read back exactly)."""
     df, out = M.check_scores(scores), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [_write_rows(out / f"anomaly_score_{mt}_id_{mid}.csv", g["file_name"],
+    return [_write_rows(out / submission_file("anomaly_score", *key), g["file_name"],
                         [repr(float(v)) for v in g["score"]])
-            for mt, mid, g in _groups(df)]
+            for key, g in _groups(df)]
 
 
 def write_decisions_csv(scores: pd.DataFrame, out_dir: str | Path,
                         thresholds: float | Mapping[tuple[str, str], float]) -> list[Path]:
-    """One ``decision_result_<type>_id_XX.csv`` per (type, ID) that has a threshold: ``<file name>,<0|1>``
+    """One ``decision_result_...`` file (``submission_file``) per group that has a threshold: ``<file name>,<0|1>``
     (1 = anomaly, ``score >= threshold``), sorted by file name, no header. ``thresholds``: one float, or
     ``{(type, id): threshold}``; a NaN entry (no threshold for that ID) writes no file."""
     df, out = M.check_scores(scores), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for mt, mid, g in _groups(df):
+    for key, g in _groups(df):
+        mt, mid = key[:2]
         if isinstance(thresholds, Mapping):
             if (mt, mid) not in thresholds:
                 raise ValueError(f"{M.group_name(mt, mid)}: no threshold given")
@@ -81,7 +119,7 @@ def write_decisions_csv(scores: pd.DataFrame, out_dir: str | Path,
             thr = float(thresholds)
         if math.isnan(thr):
             continue
-        paths.append(_write_rows(out / f"decision_result_{mt}_id_{mid}.csv", g["file_name"],
+        paths.append(_write_rows(out / submission_file("decision_result", *key), g["file_name"],
                                  (g["score"] >= thr).astype(int)))
     return paths
 
@@ -130,6 +168,32 @@ def plot_roc(scores: pd.DataFrame, out_path: str | Path, max_fpr: float = 0.1) -
     ax.axvline(max_fpr, ls=":", c="k", lw=0.8, label=f"FPR = {max_fpr:g} (pAUC limit)")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
            title=f"ROC per machine ID — {mt}")
+    ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, out_path)
+
+
+def plot_roc_domains(scores: pd.DataFrame, out_path: str | Path, protocol: str, max_fpr: float = 0.1) -> Path:
+    """ROC curves per (section, domain) of one machine type, as the year's official score sees them: the
+    domain's normals against all the section's anomalies (2022–2025), or the domain's own clips (2021)."""
+    df, mt = _one_type(scores)
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    for sec, g in df.groupby("machine_id", sort=True):
+        y = M.labels_to_y(g["label"])
+        for domain, style in (("source", "-"), ("target", "--")):
+            keep = (g["domain"] == domain).to_numpy()
+            if protocol != "dcase2021":
+                keep = keep | (y == 1)
+            if len(set(y[keep])) < 2:
+                ax.plot([], [], " ", label=f"section {sec} {domain}: not scorable (one class)")
+                continue
+            fpr, tpr, _ = roc_curve(y[keep], g["score"].to_numpy()[keep])
+            auc = M.auc(y[keep], g["score"].to_numpy()[keep])
+            ax.plot(fpr, tpr, ls=style, lw=1.5, label=f"section {sec} {domain}: AUC {100 * auc:.2f}%")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8, label="chance")
+    ax.axvline(max_fpr, ls=":", c="k", lw=0.8, label=f"FPR = {max_fpr:g} (pAUC limit)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
+           title=f"ROC per section and domain ({protocol}) — {mt}")
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, out_path)
 
@@ -201,6 +265,7 @@ class Report:
     files: list[Path] = field(default_factory=list)
     comparison: pd.DataFrame | None = None  # mimimi.evaluate: key, scorer, machine_type, machine_id|"mean", auc,
     #                                            pauc, default (the scorer of the main report)
+    official: M.OfficialScore | None = None  # the year's official score of these clips
 
     def flat_metrics(self) -> dict[str, float]:
         """``{"<type>/<metric>": value}`` plus ``mean/<metric>`` across types, for a tracker: every one a rate,
@@ -222,8 +287,12 @@ class Report:
 
     def tracked_metrics(self) -> dict[str, float]:
         """What MLflow gets for this evaluation on the test split, every figure in percent:
-        ``test/<type>/<metric>``, ``test/mean/<metric>`` and ``test/scorers/<key>/<id or mean>/<auc|pauc>``."""
-        return {f"test/{k}": v for k, v in {**self.flat_metrics(), **self.comparison_metrics()}.items()}
+        ``test/<type>/<metric>``, ``test/mean/<metric>``, ``test/scorers/<key>/<id or mean>/<auc|pauc>`` and
+        the year's official score, ``test/official/<protocol>``."""
+        out = {f"test/{k}": v for k, v in {**self.flat_metrics(), **self.comparison_metrics()}.items()}
+        if self.official is not None:  # the year's official score (metrics.official_score)
+            out[f"test/official/{self.official.protocol}"] = M.percent(self.official.score)
+        return out
 
 
 def _jsonable(v):
@@ -288,6 +357,8 @@ def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1
         extra = dict(machine_type=mt, precision=bm.precision, recall=bm.recall, f1=bm.f1, accuracy=bm.accuracy)
         info: dict = {"confusion_labels": list(M.LABELS), "confusion": matrix.tolist()}
         files.append(plot_roc(g, plots / f"roc_{mt}.png", max_fpr))
+        if protocol_of(g) != "dcase2020" and "domain" in g.columns:  # the official score's view, per domain
+            files.append(plot_roc_domains(g, plots / f"roc_domains_{mt}.png", protocol_of(g), max_fpr))
         files.append(plot_score_distributions(
             g, plots / f"scores_{mt}.png", {mid: t for (t_, mid), t in thr_map.items() if t_ == mt}))
         files.append(plot_confusion(matrix, M.LABELS, plots / f"confusion_{mt}.png",
@@ -312,16 +383,27 @@ def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1
         table.to_csv(out / name, index=False)
         files.append(out / name)
 
+    protocol = protocol_of(df)
+    official, official_md = _official(df if "domain" in df.columns else df.assign(domain="source"), protocol, max_fpr)
+    if official is not None:
+        official.table.to_csv(out / "official_score.csv", index=False)
+        files.append(out / "official_score.csv")
+    (out / "official_score.md").write_text(f"# Official score\n\n{official_md}\n")
+    files.append(out / "official_score.md")
+
     markdown = M.results_markdown(per_type)
     threshold_note = ("Youden's J per ID on these labelled scores (optimistic: chosen on test)"
                       if thresholds is None else
                       "stored with the model, fitted to normal training clips only (never to test data)"
                       if threshold_source == "normal-only" else "given")
     results_md = out / "results.md"
+    role = "machine ID" if protocol == "dcase2020" else "section"
     results_md.write_text(
-        f"# Results\n\nAUC and pAUC (FPR ≤ {max_fpr:g}, McClish-standardised) in %. Mean over IDs: the DCASE 2020 "
-        "Task 2 protocol; pooled AUC: all IDs of a type in one ROC (the seed's number), for comparison.\n\n"
-        f"{markdown}\n\n## Per machine ID\n\nThresholds: {threshold_note}; a clip is anomalous if its score is "
+        f"# Results\n\nAUC and pAUC (FPR ≤ {max_fpr:g}, McClish-standardised) in %, per {role} (the column "
+        f"`machine_id` holds the {role}). Mean over {role}s: the DCASE 2020 Task 2 protocol; pooled AUC: all "
+        f"{role}s of a type in one ROC (the seed's number), for comparison.\n\n{markdown}\n\n"
+        f"## Official score\n\n{official_md}\n\n"
+        f"## Per {role}\n\nThresholds: {threshold_note}; a clip is anomalous if its score is "
         f">= the threshold.\n\n{_per_id_markdown(per_id)}\n")
     metrics_json = out / "metrics.json"
     per_type_records = _records(per_type)
@@ -333,8 +415,20 @@ def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1
         "mean": {k: float(per_type[k].mean()) for k in ("mean_auc", "mean_pauc", "pooled_auc", "pooled_pauc")},
         "per_type": per_type_records,
         "per_id": _records(per_id),
+        "official": None if official is None else {"protocol": official.protocol, "score": float(official.score),
+                                                   "table": _records(official.table)},
     }
     metrics_json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     files += [results_md, metrics_json]
     return Report(out_dir=out, per_id=per_id, per_type=per_type, markdown=markdown, results_md=results_md,
-                  metrics_json=metrics_json, files=files)
+                  metrics_json=metrics_json, files=files, official=official)
+
+
+def _official(scores: pd.DataFrame, protocol: str, max_fpr: float) -> tuple[M.OfficialScore | None, str]:
+    """The official score and its markdown; where it cannot be computed (a section without anomalies, say),
+    None and the reason, written where the score would be: never a silent 0."""
+    try:
+        official = M.official_score(scores, protocol, max_fpr)
+    except ValueError as e:
+        return None, f"Not computed under the {protocol} protocol: {e}"
+    return official, M.official_markdown(official)

@@ -94,8 +94,8 @@ def _threshold(thresholds: Thresholds | None, machine_id: str) -> float | None:
     return None if t is None or math.isnan(t) else float(t)
 
 
-MODEL_ID_HINT = "give a machine_id column, or a file name ..._id_XX_... or an id_XX folder"
-CLI_ID_HINT = "give --machine-id, or a file name ..._id_XX_... or an id_XX folder"
+MODEL_ID_HINT = "give a machine_id column, or a file name ..._id_XX_... or section_XX_... (2021+), or an id_XX folder"
+CLI_ID_HINT = "give --machine-id, or a file name ..._id_XX_... or section_XX_... (2021+), or an id_XX folder"
 
 
 def machine_id_of(key: str, given: Any, ids: Mapping[str, int], path: str | None = None,

@@ -23,8 +23,9 @@ def test_dcase_dev_layout(tmp_path):
     df = idx.clips
     assert list(df.columns) == COLUMNS
     assert len(df) == 9 and idx.unmatched == []
-    assert set(df.layout) == {"dcase"}
+    assert set(df.layout) == {"dcase2020"} and idx.id_role == "machine ID"
     assert df.snr.isna().all()
+    assert set(df.section) == {""} and set(df.domain) == {"source"} and set(df.attributes) == {""}
     fan = select(df, machine_type="fan")
     assert (select(fan, split="train").label == "normal").all() and len(select(fan, split="train")) == 6
     assert sorted(select(fan, split="test").label) == ["anomaly", "normal"]
@@ -47,9 +48,11 @@ def test_mimii_layout_and_baseline_split(tmp_path):
     rels += [f"6_dB_valve/valve/id_00/normal/{n:08d}.wav" for n in range(3)]  # another SNR: its own split
     random.Random(0).shuffle(rels)  # creation order must not matter
     touch(tmp_path, *rels)
-    df = index_dataset(tmp_path).clips
+    idx = index_dataset(tmp_path)
+    df = idx.clips
     low = df[df.snr == -6.0]
-    assert set(df.layout) == {"mimii"} and set(df.machine_type) == {"valve"}
+    assert set(df.layout) == {"mimii"} and set(df.machine_type) == {"valve"} and idx.id_role == "machine ID"
+    assert set(df.section) == {""} and set(df.domain) == {"source"} and set(df.attributes) == {""}
     test = low[low.split == "test"]
     # all abnormal clips + as many normal ones, the first in name order
     assert sorted(test.label) == ["anomaly", "anomaly", "normal", "normal"]
@@ -103,7 +106,7 @@ def test_real_samples(real_samples):
     idx = index_dataset(real_samples)
     df = idx.clips
     assert len(df) == 97
-    assert (df.layout == "dcase").sum() == 93 and (df.layout == "mimii").sum() == 4
+    assert (df.layout == "dcase2020").sum() == 93 and (df.layout == "mimii").sum() == 4
     assert set(df.machine_type) == {"fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor"}
     pump02 = df[(df.machine_type == "pump") & (df.machine_id == "02")]
     assert set(pump02.label) == {"normal"}  # the README: pump id_02 has no anomaly

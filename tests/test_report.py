@@ -1,6 +1,7 @@
 """mimimi.report: the DCASE CSVs, the plots, results.md and metrics.json."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -220,3 +221,49 @@ def test_all_missing_pred_id_means_no_classifier(tmp_path):
     partial.loc[3, "pred_id"] = None
     with pytest.raises(ValueError, match="1 clip\\(s\\) lack a pred_id"):
         M.check_scores(partial)
+
+
+def test_a_report_says_why_it_has_no_official_score(report):
+    _, rep = report  # valve 04 has normal clips only: no AUC there, so no official score
+    assert rep.official is None and "test/official/dcase2020" not in rep.tracked_metrics()
+    why = (rep.out_dir / "official_score.md").read_text()
+    assert "Not computed under the dcase2020 protocol" in why and "valve" in why
+    assert why.splitlines()[-1] in rep.results_md.read_text()
+    assert json.loads(rep.metrics_json.read_text())["official"] is None
+
+
+def section_scores(layout: str, seed: int = 0) -> pd.DataFrame:
+    """fan sections 00 and 01, source and target domains, 6 normals + 4 anomalies each, 2021+ file names."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for sec in ("00", "01"):
+        for domain in ("source", "target"):
+            for label, n in (("normal", 6), ("anomaly", 4)):
+                for i in range(n):
+                    folder = f"{domain}_test" if layout == "dcase2021" else "test"
+                    name = f"section_{sec}_{domain}_test_{label}_{i:04d}" + ("" if layout == "dcase2021" else "_vel_1")
+                    rows.append(dict(machine_type="fan", machine_id=sec, path=f"/d/fan/{folder}/{name}.wav",
+                                     label=label, domain=domain, layout=layout, section=sec,
+                                     score=float(rng.normal(label == "anomaly", 1.0))))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("layout, names", [
+    ("dcase2022", ["anomaly_score_fan_section_00_test.csv", "anomaly_score_fan_section_01_test.csv"]),
+    ("dcase2021", ["anomaly_score_fan_section_00_source_test.csv", "anomaly_score_fan_section_00_target_test.csv",
+                   "anomaly_score_fan_section_01_source_test.csv", "anomaly_score_fan_section_01_target_test.csv"]),
+])
+def test_section_layouts_are_named_and_scored_as_the_challenge(tmp_path, layout, names):
+    scores = section_scores(layout)
+    rep = R.write_report(scores, tmp_path, thresholds=0.5)
+    assert sorted(p.name for p in tmp_path.glob("anomaly_score_*.csv")) == names
+    assert sorted(p.name for p in tmp_path.glob("decision_result_*.csv")) == [n.replace("anomaly_score", "decision_result")
+                                                                                 for n in names]
+    rows = sum((list(csv.reader(p.open())) for p in tmp_path.glob("anomaly_score_*.csv")), [])
+    assert len(rows) == len(scores) and all(len(r) == 2 for r in rows)  # <file name>,<score>, no header
+    want = M.official_score(scores, layout)
+    assert rep.official.protocol == layout and rep.official.score == pytest.approx(want.score)
+    assert rep.tracked_metrics()[f"test/official/{layout}"] == M.percent(want.score)
+    assert pd.read_csv(tmp_path / "official_score.csv", dtype={"section": str}).shape[0] == len(want.table)
+    assert "Official score:" in rep.results_md.read_text() and "per section" in rep.results_md.read_text()
+    assert_png(tmp_path / "plots" / "roc_domains_fan.png")  # per section and domain, as the score sees them

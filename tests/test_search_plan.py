@@ -61,3 +61,17 @@ def test_the_search_state_round_trips_and_is_written_whole(tmp_path):
     assert again.type("fan")["finished"] and again.type("pump") == {}
     folder = Path(storage) / "search-20261201-120000"
     assert sorted(p.name for p in folder.iterdir()) == [S.STATE_FILE]  # no half-written .tmp left behind
+
+
+def test_a_first_shot_plan_tunes_nothing_per_type(empty_cwd):
+    """DCASE 2023+ rules: the per-type search YAMLs (fan.yaml, valve.yaml) are not read, so every type gets
+    the same space and settings; without --data-root, a synthetic set in the 2023 layout."""
+    p = plan("--first-shot", "--smoke-test", "--storage-path", "store")
+    assert p.search_configs[:2] == (str(SEARCH_CONFIGS / "smoke.yaml"), str(SEARCH_CONFIGS / "first_shot.yaml"))
+    assert p.synthetic.layout == "dcase2023" and p.data_root == str(empty_cwd / "store" / "smoke-data-first-shot")
+    (fan, fan_base), (valve, valve_base) = p.type_config("fan"), p.type_config("valve")
+    per_type = S.make_plan(S.parse_args(["--smoke-test"])).type_config("valve")[0]
+    assert fan.space == valve.space != per_type.space  # valve.yaml narrows a dimension; first-shot does not read it
+    assert fan_base.train.classes == valve_base.train.classes == "all"  # one section per type: (type, section) classes
+    fixed = plan("--first-shot", "--fixed", "--smoke-test", "--storage-path", "store").type_config("fan")[0]
+    assert fixed.space == {} and fixed.search.num_samples == 1  # the train mode: the configuration as given

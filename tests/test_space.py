@@ -73,7 +73,7 @@ def test_bad_synthetic_spec_is_an_error(tmp_path):
     from mimimi.config import ConfigError
     from tuning.space import load_search_config
 
-    for text, msg in (("synthetic: {ids: ['00']}\n", "at least two ids"),
+    for text, msg in (("synthetic: {ids: ['00']}\n", "at least two classes"),
                       ("synthetic: {n_train: 0}\n", ">= 1"), ("synthetic: {colour: red}\n", "colour")):
         f = tmp_path / "bad.yaml"
         f.write_text(text)

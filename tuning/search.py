@@ -34,11 +34,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 if __package__ in (None, ""):  # run as a script (`python tuning/search.py`, `ray submit`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import optuna
 import ray
 from ray import tune
@@ -125,6 +126,38 @@ def run_trial(params: dict, *, base: dict, resources: dict, use_gpu: bool, stora
         ),
     )
     trainer.fit()
+
+
+FIRST_SHOT = "first-shot"  # the Tune experiment, state entry and run names of a first-shot search
+
+
+def run_first_shot_trial(params: dict, *, bases: dict, resources: dict, use_gpu: bool, storage_path: str,
+                         metric: str, mode: str) -> None:
+    """Tune trial of a first-shot search: the sampled config trained on every machine type in turn, each in
+    Ray Train workers; one report at the end: ``metric`` = the mean over types of each type's best
+    validation figure, ``<type>/<metric>`` each, and every type's best checkpoint (``<type>/checkpoint.pt``)."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    res = Resources(**resources)
+    per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
+    trial = tune.get_context().get_trial_name()
+    figures, epochs = {}, 0
+    with tempfile.TemporaryDirectory(prefix="mimimi-first-shot-") as out:
+        for mtype, base in bases.items():
+            cfg = trial_config(merge(Config(), base), params)
+            result = TorchTrainer(
+                train_worker, train_loop_config={"config": cfg, "trial_started": time.time()},
+                scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
+                run_config=RunConfig(name=f"train-{trial}-{mtype}", storage_path=storage_path,
+                                     checkpoint_config=CheckpointConfig(num_to_keep=1)),  # latest = best
+            ).fit()
+            figures[mtype] = float(result.metrics[f"best_{metric}"])  # the final report's running best
+            epochs = max(epochs, int(result.metrics["epoch"]))
+            result.checkpoint.to_directory(str(Path(out) / mtype))
+        mean = float(np.mean(list(figures.values())))
+        tune.report({metric: mean, **{f"{t}/{metric}": v for t, v in figures.items()}, "epoch": epochs},
+                    checkpoint=tune.Checkpoint.from_directory(out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +304,7 @@ class TrialRuns(tune.Callback):
         self.logged_step[trial.trial_id] = step
         numeric = {k: shown_value(k, v) for k, v in result.items() if isinstance(v, (int, float)) and (
             k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "best_val_proxy_auc", "epoch_seconds")
-            or k.startswith("val_proxy_auc"))}
+            or k.startswith("val_proxy_auc") or k.endswith(f"/{self.metric}"))}  # first-shot: <type>/<metric>
         self.tracker.log_metrics(run_id, mlflow_names(numeric, self.metric), step=step)
         node = result.get("node_id")
         if node and self.nodes.get(trial.trial_id) != node:  # the node that trained it (a retry may move it)
@@ -315,7 +348,8 @@ RATES = ("val_acc", "val_proxy_auc", "best_val_proxy_auc")  # as Tune sees them:
 def shown_value(key: str, value: float) -> float:
     """A trial metric as MLflow and the console show it: rates in percent (``metrics.percent``), the rest as
     reported (losses, seconds). Tune, ASHA and Optuna work on the reported fractions."""
-    return M.percent(value) if key.startswith(RATES) and value == value else value
+    rate = any(part.startswith(RATES) for part in key.split("/"))  # val_proxy_auc/tone, fan/val_proxy_auc
+    return M.percent(value) if rate and value == value else value
 
 
 def mlflow_names(metrics: dict[str, float], search_metric: str) -> dict[str, float]:
@@ -395,12 +429,17 @@ class Plan:
     num_cpus: float | None = None
     use_gpu: bool = False
     verbose: bool = False
+    first_shot: bool = False  # one configuration for every type: no per-type search YAML, no per-type tuning
+    fixed: bool = False  # no search: one trial of the configuration as given (with first_shot: the train mode)
 
     def type_config(self, machine_type: str) -> tuple[SearchConfig, Config]:
-        """The search settings and the trials' base config of one machine type."""
-        scfg = load_search_config(machine_type, list(self.search_configs))
+        """The search settings and the trials' base config of one machine type (first-shot: the per-type
+        search YAMLs are not read, so every type gets the same settings and space)."""
+        scfg = load_search_config("" if self.first_shot else machine_type, list(self.search_configs))
         settings = {k: v for k, v in (("num_samples", self.num_samples), ("max_concurrent", self.max_concurrent))
                     if v}
+        if self.fixed:
+            scfg, settings = replace(scfg, space={}), {**settings, "num_samples": 1}
         if settings:
             scfg = replace(scfg, search=merge(scfg.search, settings))
         base = load_config(*self.configs, overrides=scfg.config)
@@ -412,27 +451,32 @@ class Plan:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
-    extra = list(args.search_config)
+    first = []
     if args.smoke_test:
-        extra.insert(0, str(SEARCH_CONFIGS / "smoke.yaml"))  # next to the package: `ray submit` copies this file
+        first.append(str(SEARCH_CONFIGS / "smoke.yaml"))  # next to the package: `ray submit` copies this file
     elif not args.data_root:  # the embedded default: synthetic data and a laptop-sized budget
-        extra.insert(0, str(SEARCH_CONFIGS / "embedded.yaml"))
+        first.append(str(SEARCH_CONFIGS / "embedded.yaml"))
+    if args.first_shot:  # (type, section) classes; without --data-root, synthetic data in the 2023 layout
+        first.append(str(SEARCH_CONFIGS / "first_shot.yaml"))
+    extra = first + list(args.search_config)
     synthetic = None if args.data_root else load_search_config("", extra).synthetic
     if not args.data_root and synthetic is None:
         raise SearchError(f"no --data-root, and the search configs {extra} give no synthetic: set")
+    suffix = "-first-shot" if args.first_shot else ""  # its own synthetic set (the 2023 layout)
     if args.data_root:
         data_root = str(Path(args.data_root).resolve())
     elif args.smoke_test:
-        data_root = str(Path(storage) / "smoke-data") if "://" not in storage else str(Path("runs/smoke-data").resolve())
+        data_root = (str(Path(storage) / f"smoke-data{suffix}") if "://" not in storage
+                     else str(Path(f"runs/smoke-data{suffix}").resolve()))
     else:
-        data_root = str(Path("data/synthetic").resolve())
+        data_root = str(Path(f"data/synthetic{suffix}").resolve())
     return Plan(storage=storage, search_configs=tuple(extra), data_root=data_root, synthetic=synthetic,
                 regenerate=synthetic is not None and not args.smoke_test,
                 machine_types=tuple(args.machine_types.split(",")) if args.machine_types else None,
                 configs=tuple(args.config), num_samples=args.num_samples, max_concurrent=args.max_concurrent,
                 smoke_test=args.smoke_test, name=args.name, resume=args.resume, tracking_uri=args.tracking_uri,
                 experiment=args.experiment, address=args.address, num_cpus=args.num_cpus, use_gpu=args.use_gpu,
-                verbose=args.verbose)
+                verbose=args.verbose, first_shot=args.first_shot, fixed=args.fixed)
 
 
 def prepare_data(plan: Plan) -> tuple[str, ...]:
@@ -558,8 +602,10 @@ def _best_trial(results, metric: str, mode: str):
 
 
 def tune_type(machine_type: str, scfg: SearchConfig, base: Config, plan: Plan, state: SearchState,
-              tracker: tracking.Tracker, parent_run_id: str, use_gpu: bool):
-    """Run (or resume) the Tune search of one machine type; its ``ResultGrid`` once every trial settled."""
+              tracker: tracking.Tracker, parent_run_id: str, use_gpu: bool, first_shot: dict | None = None):
+    """Run (or resume) the Tune search of one machine type — with ``first_shot`` ({type: base config}), of
+    one configuration for all of them (``machine_type`` is then ``FIRST_SHOT``); its ``ResultGrid`` once
+    every trial settled."""
     s, res = scfg.search, scfg.resources
     exp_root = f"{plan.storage}/{state.name}"
     exp_path = f"{exp_root}/{machine_type}"
@@ -567,10 +613,17 @@ def tune_type(machine_type: str, scfg: SearchConfig, base: Config, plan: Plan, s
     db.parent.mkdir(parents=True, exist_ok=True)
     optuna_url = f"sqlite:///{db}"
     tracker.set_tags(parent_run_id, {"mimimi.optuna_storage": optuna_url, "mimimi.optuna_study": study_name})
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=to_dict(base), resources=asdict(res), use_gpu=use_gpu,
-                             storage_path=exp_root),
-        {"CPU": res.trial_cpus})
+    if first_shot is None:
+        fn = tune.with_parameters(run_trial, base=to_dict(base), resources=asdict(res), use_gpu=use_gpu,
+                                  storage_path=exp_root)
+        scheduler = ASHAScheduler(metric=s.metric, mode=s.mode, max_t=base.train.epochs, grace_period=s.grace_period,
+                                  reduction_factor=s.reduction_factor)
+    else:  # one report per trial, after every type trained: nothing for ASHA to stop early
+        fn = tune.with_parameters(run_first_shot_trial, bases={t: to_dict(b) for t, b in first_shot.items()},
+                                  resources=asdict(res), use_gpu=use_gpu, storage_path=exp_root, metric=s.metric,
+                                  mode=s.mode)
+        scheduler = None
+    trainable = tune.with_resources(fn, {"CPU": res.trial_cpus})
     if plan.resume and tune.Tuner.can_restore(exp_path):
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -579,9 +632,8 @@ def tune_type(machine_type: str, scfg: SearchConfig, base: Config, plan: Plan, s
             param_space={k: p.to_tune() for k, p in scfg.space.items()},
             tune_config=tune.TuneConfig(
                 search_alg=OptunaSearch(metric=s.metric, mode=s.mode, seed=s.seed, study_name=study_name,
-                                        storage=optuna.storages.RDBStorage(optuna_url)),
-                scheduler=ASHAScheduler(metric=s.metric, mode=s.mode, max_t=base.train.epochs, grace_period=s.grace_period,
-                                        reduction_factor=s.reduction_factor),
+                                        storage=optuna.storages.RDBStorage(optuna_url)) if scfg.space else None,
+                scheduler=scheduler,
                 num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent, time_budget_s=s.time_budget_s),
             run_config=tune.RunConfig(
                 name=machine_type, storage_path=exp_root,
@@ -616,12 +668,23 @@ def promote(tracker: tracking.Tracker, registered: str, version: int, metric: st
         return tracking.ChampionUpdate(False, reason, None, None, None, None)
 
 
-def finish_type(machine_type: str, scfg: SearchConfig, base: Config, results, plan: Plan, state: SearchState,
-                tracker: tracking.Tracker, parent_run_id: str) -> dict[str, Any]:
-    """Evaluate the best trial's checkpoint once on the test split; log it on the type's parent run; register
-    it as ``mimimi-<type>`` and move ``champion`` to it if its test pAUC beats the champion's."""
-    s, res = scfg.search, scfg.resources
-    exp_root = f"{plan.storage}/{state.name}"
+class Pick(NamedTuple):
+    """What a search chose for one machine type, ready to evaluate: the checkpoint (a local file), the chosen
+    values, their validation figure (``shown_value``: percent for rates), how many trials were run."""
+
+    checkpoint: Path
+    params: dict
+    value: float
+    trials: int
+    errored: int
+    trial_dir: str  # the Tune trial folder's name
+    trial_id: str | None
+    mode: str = "per-type"  # or "first-shot": one configuration for every machine type
+
+
+def pick_best(machine_type: str, scfg: SearchConfig, results, exp_root: str, dst: Path) -> Pick:
+    """The best trial of a per-type search, its checkpoint fetched into ``dst``."""
+    s = scfg.search
     best = _best_trial(results, s.metric, s.mode)
     ckpt_paths = best.metrics_dataframe.get(CHECKPOINT_PATH_KEY)
     reported = list(ckpt_paths.dropna()) if ckpt_paths is not None else []
@@ -629,53 +692,66 @@ def finish_type(machine_type: str, scfg: SearchConfig, base: Config, results, pl
     if ckpt_path is None:
         raise SearchError(f"{machine_type}: the best trial reported no checkpoint that still exists"
                           + (f" (last reported: {reported[-1]})" if reported else ""))
-    best_params = {k: best.config[k] for k in scfg.space}
+    col = best.metrics_dataframe[s.metric]
+    return Pick(_fetch_checkpoint(ckpt_path, exp_root, dst), {k: best.config[k] for k in scfg.space},
+                shown_value(s.metric, float(col.min() if s.mode == "min" else col.max())), len(results),
+                sum(r.error is not None for r in results), str(best.path).rsplit("/", 1)[-1],
+                best.metrics.get("trial_id"))
+
+
+def finish_type(machine_type: str, scfg: SearchConfig, base: Config, pick: Pick, plan: Plan, state: SearchState,
+                tracker: tracking.Tracker, parent_run_id: str) -> dict[str, Any]:
+    """Evaluate the chosen checkpoint once on the test split; log it on the type's parent run; register it
+    as ``mimimi-<type>`` and move ``champion`` to it if its test pAUC beats the champion's."""
+    s, res = scfg.search, scfg.resources
     registered = f"mimimi-{machine_type}"
-    with tempfile.TemporaryDirectory() as d:
-        ckpt = _fetch_checkpoint(ckpt_path, exp_root, Path(d))
-        eval_dir = Path(tempfile.mkdtemp(prefix=f"mimimi-eval-{machine_type}-"))
-        try:
-            report = evaluate(ckpt, plan.data_root, eval_dir, progress=False)
-            # the chosen values as params; the space itself is one artifact (as params it buried the rest)
-            tracker.log_params(parent_run_id, {"best": best_params, "search": asdict(s), "resources": asdict(res)})
-            tracker.log_dict(parent_run_id, {k: asdict(p) for k, p in scfg.space.items()}, "search_space.json")
-            tracker.log_dict(parent_run_id, trial_config(base, best_params), "best_config.json")
-            # the search metric first: MLflow lists a run's metrics in the order they were first logged
-            col = best.metrics_dataframe[s.metric]
-            best_value = shown_value(s.metric, float(col.min() if s.mode == "min" else col.max()))
-            tracker.log_metrics(parent_run_id, {f"search/{s.metric}": best_value})
-            tracker.log_metrics(parent_run_id, report.tracked_metrics())  # every scorer and stats-knn, on test
-            tracker.log_artifacts(parent_run_id, eval_dir, "evaluation")
-            # --- mimimi.score: the model carries its normal-only thresholds (in the checkpoint), and the
-            # alias "champion" moves to it only if its test pAUC beats the current champion's
-            model = tracker.log_model(parent_run_id, ckpt, registered_name=registered)
-            champion = promote(tracker, registered, model.version, f"test/{machine_type}/mean_pauc", parent_run_id)
-            row = report.per_type.iloc[0]
-            scorer = report.comparison.loc[report.comparison["default"], "key"].iloc[0]
-            auc, pauc = M.percent(row.mean_auc), M.percent(row.mean_pauc)
-            description = (
-                f"{machine_type}: best of {len(results)} trials of search {state.name!r} by {s.metric} ({s.mode}, "
-                f"{best_value:g}{' %' if s.metric.startswith(RATES) else ''} on validation); test mean per-ID AUC "
-                f"{auc:.2f} %, pAUC {pauc:.2f} % with the {scorer} scorer on {plan.data_root}. "
-                f"Champion: {champion.reason}.")
-            tracker.set_tags(parent_run_id, {tracking.DESCRIPTION_TAG: description})  # the run page's description
-            tracker.describe_version(
-                registered, model.version, description,
-                {"mimimi.machine_type": machine_type, "mimimi.search": state.name, "mimimi.data_root": plan.data_root,
-                 "mimimi.metric": s.metric, "mimimi.scorer": scorer, "mimimi.test_mean_auc_pct": f"{auc:.2f}",
-                 "mimimi.test_mean_pauc_pct": f"{pauc:.2f}", "mimimi.champion": str(champion.promoted).lower()})
-            # --- end mimimi.score
-            trial_runs = {r.tags.get("mimimi.trial_id"): r.run_id for r in tracker.child_runs(parent_run_id)}
-            tracker.set_tags(parent_run_id, {"mimimi.best_trial": str(best.path).rsplit("/", 1)[-1],
-                                             "mimimi.best_trial_run_id": trial_runs.get(best.metrics.get("trial_id"), ""),
-                                             "mimimi.registered_version": str(model.version)})
-        finally:
-            shutil.rmtree(eval_dir, ignore_errors=True)
+    ckpt = pick.checkpoint
+    eval_dir = Path(tempfile.mkdtemp(prefix=f"mimimi-eval-{machine_type}-"))
+    try:
+        report = evaluate(ckpt, plan.data_root, eval_dir, progress=False)
+        # the search metric first: MLflow lists a run's metrics in the order they were first logged
+        tracker.log_metrics(parent_run_id, {f"search/{s.metric}": pick.value})
+        tracker.log_metrics(parent_run_id, report.tracked_metrics())  # every scorer and stats-knn, on test
+        # the chosen values as params; the space itself is one artifact (as params it buried the rest)
+        tracker.log_params(parent_run_id, {"best": pick.params, "search": asdict(s), "resources": asdict(res),
+                                           "mode": pick.mode})
+        tracker.log_dict(parent_run_id, {k: asdict(p) for k, p in scfg.space.items()}, "search_space.json")
+        tracker.log_dict(parent_run_id, trial_config(base, pick.params), "best_config.json")
+        tracker.log_artifacts(parent_run_id, eval_dir, "evaluation")
+        # --- mimimi.score: the model carries its normal-only thresholds (in the checkpoint), and the
+        # alias "champion" moves to it only if its test pAUC beats the current champion's
+        model = tracker.log_model(parent_run_id, ckpt, registered_name=registered)
+        champion = promote(tracker, registered, model.version, f"test/{machine_type}/mean_pauc", parent_run_id)
+        row = report.per_type.iloc[0]
+        scorer = report.comparison.loc[report.comparison["default"], "key"].iloc[0]
+        auc, pauc = M.percent(row.mean_auc), M.percent(row.mean_pauc)
+        how = ("one configuration for every machine type (first-shot), the best" if pick.mode == "first-shot"
+               else "the best")
+        official = ("" if report.official is None else
+                    f"; official {report.official.protocol} score {M.percent(report.official.score):.2f} %")
+        description = (
+            f"{machine_type}: {how} of {pick.trials} trials of search {state.name!r} by {s.metric} ({s.mode}, "
+            f"{pick.value:g}{' %' if s.metric.startswith(RATES) else ''} on validation); test mean per-ID AUC "
+            f"{auc:.2f} %, pAUC {pauc:.2f} %{official} with the {scorer} scorer on {plan.data_root}. "
+            f"Champion: {champion.reason}.")
+        tracker.set_tags(parent_run_id, {tracking.DESCRIPTION_TAG: description})  # the run page's description
+        tracker.describe_version(
+            registered, model.version, description,
+            {"mimimi.machine_type": machine_type, "mimimi.search": state.name, "mimimi.data_root": plan.data_root,
+             "mimimi.metric": s.metric, "mimimi.scorer": scorer, "mimimi.test_mean_auc_pct": f"{auc:.2f}",
+             "mimimi.test_mean_pauc_pct": f"{pauc:.2f}", "mimimi.champion": str(champion.promoted).lower(),
+             "mimimi.mode": pick.mode})
+        # --- end mimimi.score
+        trial_runs = {r.tags.get("mimimi.trial_id"): r.run_id for r in tracker.child_runs(parent_run_id)}
+        tracker.set_tags(parent_run_id, {"mimimi.best_trial": pick.trial_dir, "mimimi.mode": pick.mode,
+                                         "mimimi.best_trial_run_id": trial_runs.get(pick.trial_id, ""),
+                                         "mimimi.registered_version": str(model.version)})
+    finally:
+        shutil.rmtree(eval_dir, ignore_errors=True)
     tracker.end_run(parent_run_id, "FINISHED")
     return {"machine_type": machine_type, "per_type": report.per_type, "markdown": report.markdown,
             "comparison": report.comparison, "parent_run_id": parent_run_id, "model_version": model.version,
-            "trials": len(results), "errored_trials": sum(r.error is not None for r in results),
-            "champion": champion}
+            "trials": pick.trials, "errored_trials": pick.errored, "champion": champion, "official": report.official}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -698,6 +774,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--search-config", action="append", default=[], help="extra search YAML (after base and per-type)")
     ap.add_argument("--num-cpus", type=float, default=None, help="CPUs of a local Ray (default: all)")
     ap.add_argument("--verbose", action="store_true", help="show Tune's trial tables and Ray's logs on the console")
+    ap.add_argument("--first-shot", action="store_true",
+                    help="DCASE 2023+ rules: tune ONE configuration for every machine type, on the mean over types "
+                         "of the validation metric (no per-type search YAML)")
+    ap.add_argument("--fixed", action="store_true",
+                    help="no search: train the configuration as given (one trial); with --first-shot, on every type")
     ap.add_argument("--use-gpu", action="store_true",
                     help="give every Train worker a GPU even while the cluster has none, so that an autoscaler "
                          "adds GPU nodes (default: GPUs only when the cluster has some at the start)")
@@ -746,7 +827,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], SearchState, tracking.Tra
         print(f"Ray's logs: {plan.storage}/{state.name}/ray-logs when the search stops (--verbose shows them here)")
     outcomes = []
     try:
-        for mtype in types:
+        if plan.first_shot:
+            outcomes = run_first_shot(plan, state, tracker, types, clips, use_gpu)
+        for mtype in (() if plan.first_shot else types):
             if (done := state.type(mtype)).get("finished"):
                 print(f"{mtype}: finished before, skipped (parent run {done['parent_run_id']})")
                 continue
@@ -755,22 +838,75 @@ def run(args: argparse.Namespace) -> tuple[list[dict], SearchState, tracking.Tra
                 state.data["experiment_id"], f"{mtype} · {state.name}", state.data["search_run_id"],  # type first:
                 tags={"mimimi.role": "type-search", "mimimi.machine_type": mtype})          # the UI truncates
             state.set_type(mtype, parent, finished=False)
-            # decode and transform every training clip once, here, instead of in every trial at once (of every
-            # type when a trial may train on all: train.classes=all, and the other types' proxy clips)
-            pooled = base.train.classes == "all" or "train.classes" in scfg.space
-            train = select(clips, machine_type=None if pooled else mtype, split="train")
-            FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=kinds.of(base).features,
-                                                                  progress=plan.verbose)
+            pooled = base.train.classes == "all" or "train.classes" in scfg.space  # the other types' clips too
+            _warm(base, clips, None if pooled else mtype, plan.verbose)
             print(f"{mtype}: {scfg.search.num_samples} trials of up to {base.train.epochs} epochs, "
                   f"{scfg.search.max_concurrent} at a time, selected on {scfg.search.metric}", flush=True)
             results = tune_type(mtype, scfg, base, plan, state, tracker, parent, use_gpu)
-            outcomes.append(finish_type(mtype, scfg, base, results, plan, state, tracker, parent))
+            with tempfile.TemporaryDirectory() as d:
+                pick = pick_best(mtype, scfg, results, f"{plan.storage}/{state.name}", Path(d))
+                outcomes.append(finish_type(mtype, scfg, base, pick, plan, state, tracker, parent))
             state.set_type(mtype, parent, finished=True)
     finally:
         if ctx is not None:
             with contextlib.suppress(Exception):  # the logs are a convenience: never the reason a search fails
                 keep_ray_logs(ctx, plan.storage, state.name)
     return outcomes, state, tracker
+
+
+def _warm(base: Config, clips, machine_type: str | None, verbose: bool) -> None:
+    """Decode and transform the training clips once, here, instead of in every trial at once (of every type
+    when a trial may train on all of them: ``machine_type`` None)."""
+    train = select(clips, machine_type=machine_type, split="train")
+    FeatureCache(base.data.cache_dir, base.features).warm(train.path, kinds=kinds.of(base).features, progress=verbose)
+
+
+def run_first_shot(plan: Plan, state: SearchState, tracker: tracking.Tracker, types: tuple[str, ...], clips,
+                   use_gpu: bool) -> list[dict]:
+    """A first-shot search (DCASE 2023+: nothing may be tuned per machine type): every trial trains one
+    sampled configuration on every type; trials are compared on the mean over types of each type's best
+    validation metric; the best trial's model of each type is then evaluated, logged, registered and
+    promoted as a per-type search's is (``finish_type``), every run tagged ``mimimi.mode: first-shot``. With
+    ``--fixed``: one trial of the configuration as given (the train mode)."""
+    if (done := state.type(FIRST_SHOT)).get("finished"):
+        print(f"{FIRST_SHOT}: finished before, skipped (parent run {done['parent_run_id']})")
+        return []
+    configs = {t: plan.type_config(t) for t in types}
+    scfg, s = configs[types[0]][0], configs[types[0]][0].search  # the same for every type (no per-type YAML)
+    eid = state.data["experiment_id"]
+    parent = done.get("parent_run_id") or tracker.start_run(
+        eid, f"{FIRST_SHOT} · {state.name}", state.data["search_run_id"],
+        tags={"mimimi.role": "first-shot-search", "mimimi.mode": FIRST_SHOT, "mimimi.machine_types": ",".join(types)})
+    state.set_type(FIRST_SHOT, parent, finished=False)
+    _warm(configs[types[0]][1], clips, None, plan.verbose)
+    what = "the configuration as given" if plan.fixed else f"{s.num_samples} trials, {s.max_concurrent} at a time"
+    print(f"{FIRST_SHOT}: one configuration for {', '.join(types)}: {what}, selected on the mean {s.metric}",
+          flush=True)
+    results = tune_type(FIRST_SHOT, scfg, configs[types[0]][1], plan, state, tracker, parent, use_gpu,
+                        first_shot={t: b for t, (_, b) in configs.items()})
+    best = _best_trial(results, s.metric, s.mode)
+    params = {k: best.config[k] for k in scfg.space}
+    tracker.log_metrics(parent, {f"search/{s.metric}": shown_value(s.metric, float(best.metrics[s.metric]))})
+    tracker.log_params(parent, {"best": params, "search": asdict(s), "mode": FIRST_SHOT, "fixed": plan.fixed})
+    outcomes = []
+    with tempfile.TemporaryDirectory() as d:
+        best.checkpoint.to_directory(d)
+        for t in types:
+            key = f"{FIRST_SHOT}/{t}"
+            if (seen := state.type(key)).get("finished"):
+                continue
+            type_parent = seen.get("parent_run_id") or tracker.start_run(
+                eid, f"{t} · {state.name}", parent,
+                tags={"mimimi.role": "type-search", "mimimi.machine_type": t, "mimimi.mode": FIRST_SHOT})
+            state.set_type(key, type_parent, finished=False)
+            pick = Pick(Path(d) / t / CHECKPOINT_FILE, params, shown_value(s.metric, float(best.metrics[f"{t}/{s.metric}"])),
+                        len(results), sum(r.error is not None for r in results), str(best.path).rsplit("/", 1)[-1],
+                        best.metrics.get("trial_id"), FIRST_SHOT)
+            outcomes.append(finish_type(t, scfg, configs[t][1], pick, plan, state, tracker, type_parent))
+            state.set_type(key, type_parent, finished=True)
+    tracker.end_run(parent, "FINISHED")
+    state.set_type(FIRST_SHOT, parent, finished=True)
+    return outcomes
 
 
 def baseline_markdown(outcomes: list[dict]) -> str:
@@ -795,6 +931,18 @@ def baseline_markdown(outcomes: list[dict]) -> str:
             "baseline:\n\n" + "\n".join(lines))
 
 
+def official_line(outcomes: list[dict]) -> str:
+    """The challenge's score of the whole run: every evaluated type's per-section figures pooled (each type's
+    own is in its report); empty when a type has none (a section without anomalies, say)."""
+    results = [o.get("official") for o in outcomes]
+    if not results or any(r is None for r in results) or len({r.protocol for r in results}) != 1:
+        return ""
+    pooled = M.pooled_official(results)
+    types = ", ".join(o["machine_type"] for o in outcomes)
+    return (f"\n\nOfficial {pooled.protocol} score over {types}: {100 * pooled.score:.2f} % "
+            f"({M.OFFICIAL_DESCRIPTIONS[pooled.protocol]}; the tuned model's default scorer, test split).")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     interrupts.install()
@@ -814,7 +962,7 @@ def main(argv: list[str] | None = None) -> None:
     import pandas as pd
 
     per_type = pd.concat([o["per_type"] for o in outcomes], ignore_index=True)
-    summary = M.results_markdown(per_type) + "\n\n" + baseline_markdown(outcomes)
+    summary = M.results_markdown(per_type) + "\n\n" + baseline_markdown(outcomes) + official_line(outcomes)
     tracker.log_text(state.data["search_run_id"], summary, "summary.md")
     tracker.set_tags(state.data["search_run_id"], {tracking.DESCRIPTION_TAG: summary})  # the run page shows it
     tracker.end_run(state.data["search_run_id"], "FINISHED")

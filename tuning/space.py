@@ -112,10 +112,18 @@ class SyntheticData:
     n_test_anomaly: int = 8
     seconds: float = 5.0
     seed: int = 0
+    # the DCASE layout: dcase2020 (machine IDs), dcase2021 or dcase2023 (ids are sections; a target domain
+    # with n_target_train clips per section, shifted by domain_shift: mimimi.data.synth)
+    layout: str = "dcase2020"
+    n_target_train: Union[int, None] = None  # None: the layout's default (3 for 2021, 10 for 2023)
+    domain_shift: Union[float, None] = None  # None: the synthesizer's default
 
     def __post_init__(self) -> None:
-        if not self.machine_types or len(self.ids) < 2:
-            raise ConfigError("synthetic needs machine_types and at least two ids (the classifier's classes)")
+        classes = len(self.ids) * (len(self.machine_types) if self.layout == "dcase2023" else 1)
+        if not self.machine_types or classes < 2:
+            raise ConfigError("synthetic needs machine_types and at least two classes for the classifier: two ids "
+                              "(with layout dcase2023, whose one section per type trains with train.classes: all, "
+                              "two machine types will do)")
         if min(self.n_train, self.n_test_normal, self.n_test_anomaly) < 1 or self.seconds <= 0:
             raise ConfigError("synthetic clip counts must be >= 1 and seconds > 0")
 

@@ -1,29 +1,53 @@
-"""Download, verify and unpack the DCASE 2020 Task 2 and MIMII datasets from Zenodo.
+"""Download, verify and unpack the DCASE 2020–2025 Task 2 and MIMII datasets from Zenodo.
 
-``python -m mimimi.download --dataset {dcase2020-dev,dcase2020-eval,mimii} --out DIR
-[--machine-types fan,pump] [--snr=6,0,-6] [--base-url URL] [--keep-archives] [--dry-run]``
+``python -m mimimi.download --dataset NAME --out DIR [--part dev,eval-train,eval-test] [--machine-types fan,pump]
+[--snr=6,0,-6] [--base-url URL] [--keep-archives] [--dry-run] [--urls]`` (also ``mimimi download ...``)
 
-What goes where (``DIR`` is ``--out``; archives unpack as they are, nothing is reshuffled):
+What goes where (``DIR`` is ``--out``; archives unpack as they are, nothing is reshuffled). Each DCASE 2021–2025
+dataset lives in its own folder ``DIR/dcase<year>`` (its dev types reuse names like ``fan`` and its archive names
+like ``dev_fan.zip`` repeat from year to year), laid out like DCASE 2020 below it:
 
-================  ==========================================  ====================================
-dataset           Zenodo record -> archives                   unpacked into
-================  ==========================================  ====================================
-dcase2020-dev     3678171 -> ``dev_data_<type>.zip``          ``DIR/dev_data/<type>/{train,test}``
-dcase2020-eval    3727685 -> ``eval_data_train_<type>.zip``   ``DIR/eval_data/<type>/train``
-                  3841772 -> ``eval_data_test_<type>.zip``    ``DIR/eval_data/<type>/test``
-mimii             3384388 -> ``<snr>_dB_<type>.zip``          ``DIR/<snr>_dB_<type>/<type>/id_XX/..``
-================  ==========================================  ====================================
+==============  ==============  ===========================================  =========================================
+dataset         ``--part``      Zenodo record -> archives                    unpacked into
+==============  ==============  ===========================================  =========================================
+dcase2020-dev                   3678171 -> ``dev_data_<type>.zip``           ``DIR/dev_data/<type>/{train,test}``
+dcase2020-eval                  3727685 -> ``eval_data_train_<type>.zip``    ``DIR/eval_data/<type>/train``
+                                3841772 -> ``eval_data_test_<type>.zip``     ``DIR/eval_data/<type>/test``
+mimii                           3384388 -> ``<snr>_dB_<type>.zip``           ``DIR/<snr>_dB_<type>/<type>/id_XX/..``
+dcase2021       dev             4562016 -> ``dev_data_<type>.zip``           ``DIR/dcase2021/dev_data/<type>/..``
+                eval-train      4660992 -> ``eval_data_<type>_train.zip``    ``DIR/dcase2021/eval_data/<type>/train``
+                eval-test       4884786 -> ``eval_data_<type>_test.zip``     ``DIR/dcase2021/eval_data/<type>/..``
+dcase2022       dev             6355122 -> ``dev_<type>.zip``                ``DIR/dcase2022/dev_data/<type>/..``
+                eval-train      6462969 -> ``eval_data_<type>_train.zip``    ``DIR/dcase2022/eval_data/<type>/train``
+                eval-test       6586456 -> ``eval_data_<type>_test.zip``     ``DIR/dcase2022/eval_data/<type>/test``
+dcase2023       (same parts)    7882613, 7830345, 7860847 (names as 2022)    ``DIR/dcase2023/{dev_data,eval_data}/..``
+dcase2024       (same parts)    10902294, 11259435, 11363076 (as 2022, but   ``DIR/dcase2024/{dev_data,eval_data}/..``
+                                ``eval_data_{3DPrinter,RoboticArm}_train_r2.zip``)
+dcase2025       (same parts)    15097779, 15392814, 15519362 (as 2022)       ``DIR/dcase2025/{dev_data,eval_data}/..``
+==============  ==============  ===========================================  =========================================
 
-These are the layouts :func:`mimimi.data.index.index_dataset` reads (the MIMII archive name is kept as a
-folder because the archives of the three SNRs hold the same ``<type>/id_XX`` paths).
+Every archive holds one top-level ``<type>/`` folder: ``train/`` and ``test/`` (2021: ``source_test/`` and
+``target_test/``), the ``attributes_XX.csv`` files from 2022 on, and in 2025's additional training set a
+``supplemental/`` folder; an archive that unpacks to anything else is logged as a warning. These are the layouts
+:func:`mimimi.data.index.index_dataset` reads; index ``DIR/dcase<year>`` for one year (indexing ``DIR``
+would also take in every year below it). The MIMII archive name is kept as a folder because the archives of
+the three SNRs hold the same ``<type>/id_XX`` paths.
+
+``--part`` (DCASE 2021–2025 only; default: all three) picks the development set ``dev``, the additional training
+set ``eval-train`` and the evaluation test set ``eval-test`` (``eval`` = both). From 2023 on the evaluation
+machine types differ from the development ones, so ``--machine-types`` is checked against the chosen parts and
+each part fetches only the listed types it has.
 
 Steps per archive: the file list, sizes and MD5s come from Zenodo's records API
-(``GET {base_url}/api/records/{id}``); the archive is streamed into ``DIR/.mimimi-download/<name>.part``
+(``GET {base_url}/api/records/{id}``); where an archive's MD5 is also known from a second source (DCASE 2023:
+soundata's ``dcase23_task2`` loader) the records API must list that same MD5, or nothing is downloaded. The
+archive is streamed into ``<year folder>/.mimimi-download/<name>.part``
 (resumed with an HTTP ``Range`` request when a ``.part`` is already there; restarted from zero when the
 server ignores the range), checked against the size and MD5 (a mismatch deletes the file and downloads it
 again, ``retries`` times), every zip entry is checked to stay inside its target folder before anything is
-extracted, then ``DIR/.mimimi-download/<name>.done`` (JSON, with the MD5) is written and the archive is
-deleted unless ``--keep-archives``.
+extracted, then ``.mimimi-download/<name>.done`` (JSON, with the MD5) is written and the archive is
+deleted unless ``--keep-archives``. The state folder is ``DIR/.mimimi-download`` for DCASE 2020 and MIMII and
+``DIR/dcase<year>/.mimimi-download`` for the later years.
 
 Re-running is a no-op: an archive with a ``.done`` marker is skipped without any HTTP request, and a
 record whose wanted archives are all done is not even asked for its file list. Delete the marker to fetch
@@ -31,6 +55,8 @@ an archive again. The folder ``.mimimi-download`` starts with a dot, so the data
 
 ``--base-url`` points everything at a mirror (or a test server): the records JSON is fetched from it and
 the download links in that JSON are rewritten onto it (same path, the mirror's scheme, host and prefix).
+``--urls`` prints each archive's Zenodo address (``https://zenodo.org/records/<id>/files/<name>``) without any
+request, for fetching by hand.
 """
 from __future__ import annotations
 
@@ -65,6 +91,43 @@ MIMII_TYPES = ("fan", "pump", "slider", "valve")
 DCASE_TYPES = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
 MIMII_SNRS = (6, 0, -6)
 
+# DCASE 2021-2025 machine types, as the baselines' machine_type_*.yaml and download scripts spell them
+DCASE2021_TYPES = ("fan", "gearbox", "pump", "slider", "valve", "ToyCar", "ToyTrain")  # dev = eval
+DCASE2022_DEV_TYPES = ("bearing", "fan", "gearbox", "slider", "ToyCar", "ToyTrain", "valve")  # 2022-2025 dev
+DCASE2023_EVAL_TYPES = ("bandsaw", "grinder", "shaker", "ToyDrone", "ToyNscale", "ToyTank", "Vacuum")
+DCASE2024_EVAL_TYPES = ("3DPrinter", "AirCompressor", "Scanner", "ToyCircuit", "HoveringDrone", "HairDryer",
+                        "ToothBrush", "RoboticArm", "BrushlessMotor")
+DCASE2025_EVAL_TYPES = ("ToyRCCar", "ToyPet", "HomeCamera", "AutoTrash", "Polisher", "ScrewFeeder", "BandSealer",
+                        "CoffeeGrinder")
+
+PART_NAMES = ("dev", "eval-train", "eval-test")  # --part of DCASE 2021-2025; "eval" means the last two
+
+# DCASE 2023 MD5s as soundata's dcase23_task2 loader pins them (REMOTES, records 7882613, 7830345, 7860847): a
+# second source beside the records API, which must agree with it
+DCASE2023_MD5 = {
+    "dev_bearing.zip": "8a813bc8d8f156b5395bfccdfac7673c",
+    "dev_fan.zip": "9348591e96fb0ad499a1e33b082562fc",
+    "dev_gearbox.zip": "b6e55f6a31faa0fc8569ec0afdd53ccf",
+    "dev_slider.zip": "b3f8dee36b4718c36d659a4fd1c4afe0",
+    "dev_ToyCar.zip": "4e3bf15f4101ed4ed4f1fecde2e2b2a3",
+    "dev_ToyTrain.zip": "6b02a6c65eebb3b8b1ae59a6b25bb897",
+    "dev_valve.zip": "b2051a2022eadb53cd97581120811cae",
+    "eval_data_bandsaw_train.zip": "9274dfe63de028743823f1123f8b4b47",
+    "eval_data_grinder_train.zip": "17569c1f9df23621a0dbabc430684a35",
+    "eval_data_shaker_train.zip": "35f821b5645b731fb5a1750e33b95fc3",
+    "eval_data_ToyDrone_train.zip": "7fea367d1384a1521ae24f72203238de",
+    "eval_data_ToyNscale_train.zip": "9332822f3e47afd984c01f2ecb5ca3af",
+    "eval_data_ToyTank_train.zip": "b1fd3ab7de7561290df2d477de1c9d33",
+    "eval_data_Vacuum_train.zip": "1c8de33d9a8c7850a1f7aaddb97d87be",
+    "eval_data_bandsaw_test.zip": "2a8e8f39f6584ab366a8f4da52d4d7a6",
+    "eval_data_grinder_test.zip": "631b3e1608b6077772829a6e68c82c77",
+    "eval_data_shaker_test.zip": "ba98c98caa96051ec80e24e44b8fca56",
+    "eval_data_ToyDrone_test.zip": "fdae7b8d1f4cadb2bea88bc93e2367db",
+    "eval_data_ToyNscale_test.zip": "62f5f5043d8fb3a305b1c2e1025872de",
+    "eval_data_ToyTank_test.zip": "f5639bf58c47169c622751f19c6fc321",
+    "eval_data_Vacuum_test.zip": "a32524fd8c45b574a560685b38acc4e1",
+}
+
 
 class DownloadError(RuntimeError):
     """A download, verification or extraction that failed; the message is one line."""
@@ -80,7 +143,15 @@ class Part:
 
     record_id: int
     pattern: str  # str.format with {type} and {snr}
-    subdir: str  # folder under --out, same fields
+    subdir: str  # folder under the dataset's root, same fields
+    name: str = ""  # its --part (DCASE 2021-2025); "" where a dataset has no parts to choose
+    machine_types: tuple[str, ...] = ()  # the types this record has; empty: all of the dataset's
+    renamed: tuple[tuple[str, str], ...] = ()  # (type, archive name) where the record breaks the pattern
+    md5: tuple[tuple[str, str], ...] = ()  # (archive name, MD5) known from a second source
+
+    def archive(self, machine_type: str, snr: int | None = None) -> str:
+        """This record's archive name for one type (and SNR)."""
+        return dict(self.renamed).get(machine_type) or self.pattern.format(type=machine_type, snr=snr)
 
 
 @dataclass(frozen=True)
@@ -88,6 +159,27 @@ class DatasetSpec:
     parts: tuple[Part, ...]
     machine_types: tuple[str, ...]
     snrs: tuple[int, ...] = ()  # empty: the dataset has no SNR variants
+    root: str = ""  # folder under --out that holds it all, state folder included ("": --out itself)
+
+    def types_of(self, part: Part) -> tuple[str, ...]:
+        return part.machine_types or self.machine_types
+
+
+def _dcase_year(year: int, records: tuple[int, int, int], dev_pattern: str, dev_types: tuple[str, ...],
+                eval_types: tuple[str, ...], renamed_train: tuple[tuple[str, str], ...] = (),
+                md5: dict[str, str] | None = None) -> DatasetSpec:
+    """A DCASE 2021+ Task 2 dataset: dev set, additional training set and evaluation test set, in ``dcase<year>/``."""
+    pins = tuple(sorted((md5 or {}).items()))
+    dev, train, test = records
+    return DatasetSpec(
+        (
+            Part(dev, dev_pattern, "dev_data", "dev", dev_types, md5=pins),
+            Part(train, "eval_data_{type}_train.zip", "eval_data", "eval-train", eval_types, renamed_train, pins),
+            Part(test, "eval_data_{type}_test.zip", "eval_data", "eval-test", eval_types, md5=pins),
+        ),
+        tuple(dict.fromkeys(dev_types + eval_types)),
+        root=f"dcase{year}",
+    )
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -100,6 +192,19 @@ DATASETS: dict[str, DatasetSpec] = {
         DCASE_TYPES,
     ),
     "mimii": DatasetSpec((Part(3384388, "{snr}_dB_{type}.zip", "{snr}_dB_{type}"),), MIMII_TYPES, MIMII_SNRS),
+    # records as the official baselines' download_path_*.yaml name them (2023 dev: 7882613, as in soundata)
+    "dcase2021": _dcase_year(2021, (4562016, 4660992, 4884786), "dev_data_{type}.zip", DCASE2021_TYPES,
+                             DCASE2021_TYPES),
+    "dcase2022": _dcase_year(2022, (6355122, 6462969, 6586456), "dev_{type}.zip", DCASE2022_DEV_TYPES,
+                             DCASE2022_DEV_TYPES),
+    "dcase2023": _dcase_year(2023, (7882613, 7830345, 7860847), "dev_{type}.zip", DCASE2022_DEV_TYPES,
+                             DCASE2023_EVAL_TYPES, md5=DCASE2023_MD5),
+    # 2024's first 3DPrinter and RoboticArm training archives were replaced by *_r2 (baseline README v3.1.1)
+    "dcase2024": _dcase_year(2024, (10902294, 11259435, 11363076), "dev_{type}.zip", DCASE2022_DEV_TYPES,
+                             DCASE2024_EVAL_TYPES, (("3DPrinter", "eval_data_3DPrinter_train_r2.zip"),
+                                                    ("RoboticArm", "eval_data_RoboticArm_train_r2.zip"))),
+    "dcase2025": _dcase_year(2025, (15097779, 15392814, 15519362), "dev_{type}.zip", DCASE2022_DEV_TYPES,
+                             DCASE2025_EVAL_TYPES),
 }
 
 
@@ -122,6 +227,12 @@ class Archive:
     extract_to: Path
     state_dir: Path
     remote: RemoteFile | None = None  # None until the record was fetched (never, when done)
+    machine_type: str = ""  # the one top-level folder it should unpack; "": not checked
+    known_md5: str | None = None  # from a second source; the records API must list the same
+
+    @property
+    def zenodo_url(self) -> str:
+        return zenodo_url(self.record_id, self.key)
 
     @property
     def marker(self) -> Path:
@@ -154,32 +265,76 @@ def _split_list(values: Iterable[str | int] | str | int | None) -> list[str]:
     return [t.strip() for v in values or () for t in str(v).split(",") if t.strip()]
 
 
-def select_archives(
+@dataclass(frozen=True)
+class Selected:
+    """One archive a selection names: its record, type (and SNR), file name and folder under ``--out``."""
+
+    part: Part
+    machine_type: str
+    snr: int | None
+    key: str
+    subdir: str  # relative to --out, the dataset's root included
+
+    @property
+    def known_md5(self) -> str | None:
+        return dict(self.part.md5).get(self.key)
+
+
+def _parts(dataset: str, spec: DatasetSpec, parts: Sequence[str] | str | None) -> list[Part]:
+    """The dataset's records that ``--part`` names (all of them by default), in the dataset's order."""
+    tokens = [t.lower() for t in _split_list(parts)]
+    if not tokens:
+        return list(spec.parts)
+    named = [p.name for p in spec.parts if p.name]
+    if not named:
+        with_parts = ", ".join(d for d, s in DATASETS.items() if any(p.name for p in s.parts))
+        raise ValueError(f"--part applies only to {with_parts}, not to {dataset}")
+    wanted: set[str] = set()
+    for t in tokens:
+        if t == "eval":
+            wanted.update(("eval-train", "eval-test"))
+        elif t in named:
+            wanted.add(t)
+        else:
+            raise ValueError(f"unknown part {t!r} for {dataset}; valid: {', '.join(named)}, eval")
+    return [p for p in spec.parts if p.name in wanted]
+
+
+def select(
     dataset: str,
     machine_types: Sequence[str] | str | None = None,
     snr: Sequence[int | str] | int | str | None = None,
-) -> list[tuple[Part, str, str]]:
-    """Validate the selection and list ``(part, archive name, target subdir)``, in download order.
+    parts: Sequence[str] | str | None = None,
+) -> list[Selected]:
+    """Validate the selection and list its archives, in download order (part by part, then SNR, then type).
 
-    >>> [k for _, k, _ in select_archives("mimii", ["fan"], [6, -6])]
-    ['6_dB_fan.zip', '-6_dB_fan.zip']
-    >>> [k for _, k, _ in select_archives("mimii", "valve", "-6dB")]
-    ['-6_dB_valve.zip']
-    >>> [(k, d) for _, k, d in select_archives("dcase2020-eval", ["toycar"])]
-    [('eval_data_train_ToyCar.zip', 'eval_data'), ('eval_data_test_ToyCar.zip', 'eval_data')]
-    >>> select_archives("dcase2020-dev", ["drill"])
+    ``parts`` (DCASE 2021-2025 only): ``dev``, ``eval-train``, ``eval-test`` or ``eval`` (both), default all. A
+    machine type must belong to one of the chosen parts; each part then fetches the chosen types it has.
+
+    >>> [(a.key, a.subdir) for a in select("dcase2023", "fan,Vacuum")]
+    [('dev_fan.zip', 'dcase2023/dev_data'), ('eval_data_Vacuum_train.zip', 'dcase2023/eval_data'), \
+('eval_data_Vacuum_test.zip', 'dcase2023/eval_data')]
+    >>> [a.key for a in select("dcase2024", ["roboticarm"], parts="eval-train")]
+    ['eval_data_RoboticArm_train_r2.zip']
+    >>> select("dcase2023", ["fan"], parts="eval")
     Traceback (most recent call last):
     ...
-    ValueError: unknown machine type 'drill' for dcase2020-dev; valid: fan, pump, slider, valve, ToyCar, ToyConveyor
+    ValueError: unknown machine type 'fan' for dcase2023 eval-train, eval-test; valid: bandsaw, grinder, \
+shaker, ToyDrone, ToyNscale, ToyTank, Vacuum ('fan' is in dcase2023 dev)
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
     spec = DATASETS[dataset]
-    by_lower = {t.lower(): t for t in spec.machine_types}
+    chosen = _parts(dataset, spec, parts)
+    valid = list(dict.fromkeys(t for p in chosen for t in spec.types_of(p)))
+    by_lower = {t.lower(): t for t in valid}
     types: list[str] = []
-    for t in _split_list(machine_types) or list(spec.machine_types):
+    for t in _split_list(machine_types) or valid:
         if t.lower() not in by_lower:
-            raise ValueError(f"unknown machine type {t!r} for {dataset}; valid: {', '.join(spec.machine_types)}")
+            where = dataset if chosen == list(spec.parts) else f"{dataset} {', '.join(p.name for p in chosen)}"
+            others = [p.name for p in spec.parts if p not in chosen and t.lower() in map(str.lower, spec.types_of(p))]
+            hint = f" ({t!r} is in {dataset} {', '.join(others)})" if others else ""
+            raise ValueError(f"unknown machine type {t!r} for {where}; valid: {', '.join(valid)}{hint}")
         if by_lower[t.lower()] not in types:
             types.append(by_lower[t.lower()])
     snr_tokens = _split_list(snr)
@@ -193,11 +348,60 @@ def select_archives(
         if int(m.group(1)) not in snrs:
             snrs.append(int(m.group(1)))
     out = []
-    for part in spec.parts:
+    for part in chosen:
         for snr_db in snrs or [None]:
             for t in types:
-                out.append((part, part.pattern.format(type=t, snr=snr_db), part.subdir.format(type=t, snr=snr_db)))
+                if t in spec.types_of(part):
+                    subdir = part.subdir.format(type=t, snr=snr_db)
+                    out.append(Selected(part, t, snr_db, part.archive(t, snr_db),
+                                        f"{spec.root}/{subdir}" if spec.root else subdir))
     return out
+
+
+def select_archives(
+    dataset: str,
+    machine_types: Sequence[str] | str | None = None,
+    snr: Sequence[int | str] | int | str | None = None,
+    parts: Sequence[str] | str | None = None,
+) -> list[tuple[Part, str, str]]:
+    """:func:`select` as ``(part, archive name, target subdir)`` tuples.
+
+    >>> [k for _, k, _ in select_archives("mimii", ["fan"], [6, -6])]
+    ['6_dB_fan.zip', '-6_dB_fan.zip']
+    >>> [k for _, k, _ in select_archives("mimii", "valve", "-6dB")]
+    ['-6_dB_valve.zip']
+    >>> [(k, d) for _, k, d in select_archives("dcase2020-eval", ["toycar"])]
+    [('eval_data_train_ToyCar.zip', 'eval_data'), ('eval_data_test_ToyCar.zip', 'eval_data')]
+    >>> select_archives("dcase2020-dev", ["drill"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown machine type 'drill' for dcase2020-dev; valid: fan, pump, slider, valve, ToyCar, ToyConveyor
+    """
+    return [(a.part, a.key, a.subdir) for a in select(dataset, machine_types, snr, parts)]
+
+
+def zenodo_url(record_id: int, key: str) -> str:
+    """An archive's address on Zenodo (what a browser or ``wget`` fetches; this module asks the records API).
+
+    >>> zenodo_url(7882613, "dev_fan.zip")
+    'https://zenodo.org/records/7882613/files/dev_fan.zip'
+    """
+    return f"{ZENODO_URL}/records/{record_id}/files/{quote(key)}"
+
+
+def archive_urls(
+    dataset: str,
+    machine_types: Sequence[str] | str | None = None,
+    snr: Sequence[int | str] | int | str | None = None,
+    parts: Sequence[str] | str | None = None,
+) -> list[str]:
+    """The Zenodo addresses of a selection's archives, without any request.
+
+    >>> archive_urls("dcase2021", "gearbox", parts="dev,eval-test")
+    ['https://zenodo.org/records/4562016/files/dev_data_gearbox.zip', \
+'https://zenodo.org/records/4884786/files/eval_data_gearbox_test.zip']
+    """
+    return [zenodo_url(a.part.record_id, a.key) for a in select(dataset, machine_types, snr, parts)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -561,6 +765,7 @@ def plan(
     out: str | Path = "data",
     *,
     snr: Sequence[int | str] | None = None,
+    parts: Sequence[str] | str | None = None,
     base_url: str = ZENODO_URL,
     session: requests.Session | None = None,
     timeout: float | tuple[float, float] = TIMEOUT,
@@ -568,12 +773,16 @@ def plan(
     """The archives a download needs, each with its remote file unless it is already done.
 
     Asks the records API only for records that have an archive still to fetch, and fails with a one-line
-    :class:`DownloadError` when a wanted archive is not in its record.
+    :class:`DownloadError` when a wanted archive is not in its record, or when the record lists another MD5
+    than the one known from a second source (then its bytes are not what that source checked).
     """
     out = Path(out)
+    selected = select(dataset, machine_types, snr, parts)
+    state_dir = out / DATASETS[dataset].root / STATE_DIR  # per year: archive names repeat across years
     archives = [
-        Archive(part.record_id, key, out / subdir, out / STATE_DIR)
-        for part, key, subdir in select_archives(dataset, machine_types, snr)
+        Archive(a.part.record_id, a.key, out / a.subdir, state_dir, machine_type=a.machine_type,
+                known_md5=a.known_md5)
+        for a in selected
     ]
     records: dict[int, dict[str, RemoteFile]] = {}
     session = session or _session()
@@ -587,7 +796,13 @@ def plan(
             raise DownloadError(
                 f"record {a.record_id} has no file {a.key!r} (it has: {', '.join(sorted(files)[:20])})"
             )
-        a.remote = files[a.key]
+        remote = files[a.key]
+        if a.known_md5 is not None and remote.md5 != a.known_md5:
+            raise DownloadError(
+                f"record {a.record_id} lists {a.key} with MD5 {remote.md5}, not the known {a.known_md5}; "
+                "the file changed or the mirror serves another one, so nothing was downloaded"
+            )
+        a.remote = remote
     return archives
 
 
@@ -597,6 +812,7 @@ def download(
     out: str | Path = "data",
     *,
     snr: Sequence[int | str] | None = None,
+    parts: Sequence[str] | str | None = None,
     base_url: str = ZENODO_URL,
     keep_archives: bool = False,
     retries: int = 1,
@@ -606,11 +822,13 @@ def download(
 ) -> list[Path]:
     """Download, verify and unpack a dataset into ``out``; return the top-level paths unpacked.
 
-    ``machine_types`` defaults to all of the dataset's, ``snr`` (mimii only) to 6, 0 and -6. Already done
+    ``machine_types`` defaults to all of the dataset's (of the chosen ``parts``), ``snr`` (mimii only) to 6, 0
+    and -6, ``parts`` (DCASE 2021-2025 only) to ``dev``, ``eval-train`` and ``eval-test``. Already done
     archives (``.done`` marker) are skipped without HTTP. See the module docstring for the layout.
     """
     session = session or _session()
-    archives = plan(dataset, machine_types, out, snr=snr, base_url=base_url, session=session, timeout=timeout)
+    archives = plan(dataset, machine_types, out, snr=snr, parts=parts, base_url=base_url, session=session,
+                    timeout=timeout)
     todo = [a for a in archives if a.remote is not None]
     if todo:
         need = sum(a.remote.size for a in todo) * 2  # archive + unpacked copy (wav in zip barely shrinks)
@@ -629,6 +847,9 @@ def download(
             download_file(a.remote.url, a.path, size=a.remote.size, md5=a.remote.md5, retries=retries,
                           session=session, timeout=timeout, progress=progress)
             paths = safe_extract(a.path, a.extract_to)
+            if a.machine_type and [p.name for p in paths] != [a.machine_type]:
+                log.warning("%s: unpacked %s into %s, not one %r folder; the index may not find its clips",
+                            a.key, ", ".join(p.name for p in paths) or "nothing", a.extract_to, a.machine_type)
             marker = {
                 "archive": a.key,
                 "record": a.record_id,
@@ -656,17 +877,25 @@ def download(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mimimi.download",
-        description="Download, verify (size + MD5) and unpack DCASE 2020 Task 2 / MIMII archives from Zenodo. "
+        description="Download, verify (size + MD5) and unpack DCASE 2020-2025 Task 2 / MIMII archives from Zenodo. "
         "Interrupted downloads resume; re-running skips what is done.",
     )
     p.add_argument("--dataset", required=True, choices=list(DATASETS))
-    p.add_argument("--machine-types", nargs="+", metavar="TYPE", help="comma- or space-separated (default: all)")
+    p.add_argument("--part", nargs="+", metavar="PART",
+                   help="dcase2021..dcase2025 only: dev, eval-train (additional training set), eval-test "
+                   "(evaluation test set) or eval (both); comma- or space-separated (default: all)")
+    p.add_argument("--machine-types", nargs="+", metavar="TYPE",
+                   help="comma- or space-separated (default: all of the chosen parts')")
     p.add_argument("--snr", nargs="+", metavar="DB",
                    help="mimii only: 6, 0, -6 (default: all); write a leading negative as --snr=-6,0")
-    p.add_argument("--out", required=True, type=Path, help="dataset root to unpack into")
+    p.add_argument("--out", type=Path, help="folder to unpack into (DCASE 2021-2025: into OUT/dcase<year>/); "
+                   "required unless --urls")
     p.add_argument("--base-url", default=ZENODO_URL, help=f"Zenodo or a mirror of it (default: {ZENODO_URL})")
-    p.add_argument("--keep-archives", action="store_true", help=f"keep the zips in OUT/{STATE_DIR}/")
+    p.add_argument("--keep-archives", action="store_true",
+                   help=f"keep the zips in OUT/{STATE_DIR}/ (DCASE 2021-2025: OUT/dcase<year>/{STATE_DIR}/)")
     p.add_argument("--dry-run", action="store_true", help="list what would be downloaded, change nothing")
+    p.add_argument("--urls", action="store_true",
+                   help="print the archives' Zenodo addresses, one a line, without any request")
     p.add_argument("--retries", type=int, default=1, help="downloads again after a checksum mismatch (default: 1)")
     p.add_argument("--timeout", type=float, default=TIMEOUT[1], help="read timeout in seconds (default: 60)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -675,14 +904,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; errors end in one ``error:`` line on stderr (exit 2: arguments, 1: download)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.out is None and not args.urls:
+        parser.error("the following arguments are required: --out")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     timeout = (TIMEOUT[0], args.timeout)
     try:
+        if args.urls:
+            for url in archive_urls(args.dataset, args.machine_types, args.snr, args.part):
+                print(url)
+            return 0
         if args.dry_run:
-            archives = plan(args.dataset, args.machine_types, args.out, snr=args.snr, base_url=args.base_url,
-                            timeout=timeout)
+            archives = plan(args.dataset, args.machine_types, args.out, snr=args.snr, parts=args.part,
+                            base_url=args.base_url, timeout=timeout)
             total = 0
             for a in archives:
                 if a.remote is None:
@@ -693,7 +929,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"  ->  {a.extract_to}")
             print(f"{sum(a.remote is not None for a in archives)} archive(s) to download, {total / 1e9:.2f} GB")
             return 0
-        paths = download(args.dataset, args.machine_types, args.out, snr=args.snr, base_url=args.base_url,
+        paths = download(args.dataset, args.machine_types, args.out, snr=args.snr, parts=args.part,
+                         base_url=args.base_url,
                          keep_archives=args.keep_archives, retries=args.retries, progress=not args.no_progress,
                          timeout=timeout)
     except ValueError as exc:

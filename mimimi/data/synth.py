@@ -1,4 +1,4 @@
-"""Synthetic MIMII-like machine sounds in the DCASE 2020 Task 2 development layout.
+"""Synthetic MIMII-like machine sounds in the DCASE 2020, 2021 and 2022-2025 Task 2 development layouts.
 
 **These data are synthetic.** They stand in for MIMII / DCASE recordings, which cannot be downloaded
 everywhere, so the pipeline can run offline in demos and tests. A score on them (ID accuracy,
@@ -6,11 +6,39 @@ AUC, pAUC) does NOT predict the score on real recordings and must not be compare
 results: it only shows that the pipeline runs end to end and that a model learns *something* (that
 IDs can be told apart and that anomalies differ from normal sounds).
 
-Layout written by ``generate`` (16 kHz, mono, 16-bit PCM; ``NNNNNNNN`` counts from 0 per ID and label)::
+Layouts written by ``generate`` (16 kHz, mono, 16-bit PCM), chosen by ``layout`` (``LAYOUTS``):
+
+``"dcase2020"`` (the default; ``NNNNNNNN`` counts from 0 per ID and label)::
 
     <out>/<type>/train/normal_id_XX_NNNNNNNN.wav
     <out>/<type>/test/normal_id_XX_NNNNNNNN.wav
     <out>/<type>/test/anomaly_id_XX_NNNNNNNN.wav
+
+``"dcase2021"`` (sections ``XX`` as the classes, default 00 01 02; ``NNNN`` counts from 0000 per section,
+domain, split and label; test names carry no attribute, as in 2021)::
+
+    <out>/<type>/train/section_XX_{source,target}_train_normal_NNNN_<attr>.wav
+    <out>/<type>/source_test/section_XX_source_test_{normal,anomaly}_NNNN.wav
+    <out>/<type>/target_test/section_XX_target_test_{normal,anomaly}_NNNN.wav
+
+``"dcase2023"`` (the 2022-2025 names; default one section 00, as in 2023-2025)::
+
+    <out>/<type>/train/section_XX_{source,target}_train_normal_NNNN_<attr>.wav
+    <out>/<type>/test/section_XX_{source,target}_test_{normal,anomaly}_NNNN_<attr>.wav
+    <out>/<type>/attributes_XX.csv      header file_name,d1p,d1v; one row per clip of section XX
+
+In the section layouts a section is a machine instance exactly as an ID is in ``"dcase2020"`` (section
+``XX`` sounds like ID ``XX``), so a classifier over sections can learn. Each section has a source domain
+(``n_train`` training clips) and a target domain (``n_target_train``, default 3 for 2021 and 10 for 2023,
+as in the challenges); each domain has ``n_test_normal`` normal and ``n_test_anomaly`` anomalous test clips.
+The target domain is a real shift of the operating condition, set by ``domain_shift`` (s in 0..1; 0 = none):
+the machine runs at ``1 + s`` times its source speed (the fan's and pump's shaft rates, the pump's
+pulsation, their airflow and flow-noise bands, the slider's travel rate and whine, the valve's actuation
+rate: harmonics move up by that factor) and its background is ``TARGET_SNR_DROP_DB * s`` dB louder. The
+attribute ``<attr>`` is the operating speed, ``vel_<percent of the source speed>``: ``vel_100`` in the
+source domain, ``vel_125`` in the target domain at s = 0.25 (``DEFAULT_DOMAIN_SHIFT``). A clip of the section
+layouts is seeded by (seed, type, section, split, label, index, domain), so ``"dcase2021"`` and
+``"dcase2023"`` name the same clips differently, and the source clips do not depend on ``domain_shift``.
 
 Sound models, one per machine type:
 
@@ -60,6 +88,10 @@ majority ID while a training-free log-mel statistics kNN still finds the anomali
 (dtype('float32'), (8000,), True, 'blade_flutter')
 >>> clip_name("anomaly", "06", 12)
 'anomaly_id_06_00000012.wav'
+>>> section_clip_path("dcase2023", "fan", "00", "target", "test", "anomaly", 7, attribute("target", 0.25))
+'fan/test/section_00_target_test_anomaly_0007_vel_125.wav'
+>>> section_clip_path("dcase2021", "fan", "01", "source", "test", "normal", 3, attribute("source", 0.25))
+'fan/source_test/section_01_source_test_normal_0003.wav'
 """
 from __future__ import annotations
 
@@ -112,11 +144,64 @@ _SIGNATURE_TAG = 0x5167_AB1E  # keeps the per-ID signature streams apart from th
 _ID_RE = re.compile(r"[0-9]{2}")
 TAU = 2.0 * np.pi
 
+LAYOUTS = ("dcase2020", "dcase2021", "dcase2023")
+# layout -> (default ids or sections, default target-domain training clips per section; None: no domains)
+_LAYOUT_DEFAULTS: dict[str, tuple[tuple[str, ...], int | None]] = {
+    "dcase2020": (DEFAULT_IDS, None), "dcase2021": (("00", "01", "02"), 3), "dcase2023": (("00",), 10)}
+DOMAINS = ("source", "target")
+_DOMAINS = {"source": 0, "target": 1}
+DEFAULT_DOMAIN_SHIFT = 0.25  # the target domain runs 25 % faster, with a 3 dB louder background
+MAX_DOMAIN_SHIFT = 1.0  # twice the source speed at most (the fan's harmonics stay below Nyquist: see _fan)
+TARGET_SNR_DROP_DB = 12.0  # per unit of domain_shift: the target domain's background is this much louder
+SPEED_RANGE = (0.25, 2.0)  # synth_clip's speed, relative to the machine's nominal (source) speed
+ATTRIBUTE_PARAMETER = "vel"  # d1p of attributes_XX.csv: the operating speed
+_MAX_SECTION_CLIPS = 10_000  # NNNN has four digits
+
 
 # ----------------------------------------------------------------------------- naming and seeding
 def clip_name(label: str, machine_id: str, index: int) -> str:
     """DCASE 2020 Task 2 file name, e.g. ``normal_id_00_00000003.wav``."""
     return f"{label}_id_{machine_id}_{index:08d}.wav"
+
+
+def operating_speed(domain: str, domain_shift: float) -> float:
+    """The machine's speed relative to its source-domain speed: 1 in the source domain, ``1 + domain_shift``
+    in the target domain."""
+    return 1.0 + float(domain_shift) if _check_domain(domain) == "target" else 1.0
+
+
+def attribute(domain: str, domain_shift: float) -> str:
+    """The attribute part of a section-layout file name: the operating speed in percent of the source speed,
+    rounded, e.g. ``vel_100`` (source) or ``vel_125`` (target at ``domain_shift`` 0.25)."""
+    return f"{ATTRIBUTE_PARAMETER}_{round(100.0 * operating_speed(domain, domain_shift))}"
+
+
+def section_clip_path(layout: str, machine_type: str, section: str, domain: str, split: str, label: str,
+                      index: int, attr: str) -> str:
+    """The path of a section-layout clip below the output root, ``<type>/<folder>/<name>`` (see the module
+    docstring): ``layout`` "dcase2021" or "dcase2023", ``attr`` as ``attribute`` gives it."""
+    if _check_layout(layout) == "dcase2020":
+        raise ValueError("section_clip_path names dcase2021 and dcase2023 clips; use clip_name for dcase2020")
+    if split not in _SPLITS or label not in _LABELS or (split == "train" and label != "normal"):
+        raise ValueError(f"split and label must be train/normal, test/normal or test/anomaly, got {split}/{label}")
+    if not 0 <= index < _MAX_SECTION_CLIPS:
+        raise ValueError(f"index must be in 0..{_MAX_SECTION_CLIPS - 1} (four digits), got {index}")
+    stem = f"section_{_check_id(section)}_{_check_domain(domain)}_{split}_{label}_{index:04d}"
+    if layout == "dcase2021" and split == "test":
+        return f"{_check_type(machine_type)}/{domain}_test/{stem}.wav"  # 2021: per-domain folders, no attribute
+    return f"{_check_type(machine_type)}/{split}/{stem}_{attr}.wav"
+
+
+def _check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    return layout
+
+
+def _check_domain(domain: str) -> str:
+    if domain not in _DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; choose from {', '.join(DOMAINS)}")
+    return domain
 
 
 def anomaly_kind(machine_type: str, index: int, anomalies: str = "default") -> str:
@@ -133,16 +218,21 @@ def _check_anomalies(anomalies: str) -> str:
 
 
 def clip_seed(seed: int, machine_type: str, machine_id: str, split: str, label: str,
-              index: int) -> np.random.SeedSequence:
-    """The seed of one clip: a function of all of (seed, type, id, split, label, index) and nothing else."""
+              index: int, domain: str | None = None) -> np.random.SeedSequence:
+    """The seed of one clip: a function of all of (seed, type, id, split, label, index) and nothing else.
+
+    ``domain`` ("source" or "target") seeds the clips of the section layouts, ``machine_id`` then being the
+    section; None (the dcase2020 clips) keeps the seeds those clips always had.
+    """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if split not in _SPLITS or label not in _LABELS:
         raise ValueError(f"split must be one of {list(_SPLITS)} and label one of {list(_LABELS)}")
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
-    return np.random.SeedSequence([int(seed), _tag(_check_type(machine_type)), int(_check_id(machine_id)),
-                                   _SPLITS[split], _LABELS[label], int(index)])
+    entropy = [int(seed), _tag(_check_type(machine_type)), int(_check_id(machine_id)), _SPLITS[split],
+               _LABELS[label], int(index)]
+    return np.random.SeedSequence(entropy if domain is None else entropy + [_DOMAINS[_check_domain(domain)]])
 
 
 def _tag(s: str) -> int:
@@ -293,19 +383,22 @@ def _poisson_times(rng: np.random.Generator, n: int, rate_hz: float) -> np.ndarr
 
 
 # ----------------------------------------------------------------------------- machine models
-# Each model takes (n, sig, rng, arng, anomaly, sev): sig draws the ID's signature (same for every clip of
-# the ID), rng the clip's normal variability, arng only the anomaly; sev in [0.5, 1] scales the anomaly.
-# All draws from sig and rng come first and do not depend on the anomaly, so a clip and its anomalous
-# twin (same seed) share everything but the anomaly.
+# Each model takes (n, sig, rng, arng, anomaly, sev, pace): sig draws the ID's signature (same for every clip
+# of the ID), rng the clip's normal variability, arng only the anomaly; sev in [0.5, 1] scales the anomaly;
+# pace (synth_clip's speed) scales the machine's operating rates (the target domain's shift). All draws from
+# sig and rng come first and depend on neither the anomaly nor the pace, so a clip and its anomalous twin
+# (same seed) share everything but the anomaly. Pace 1.0 multiplies or divides exactly: it changes no sample.
 
-def _fan(n, sig, rng, arng, anomaly, sev):
+def _fan(n, sig, rng, arng, anomaly, sev, pace=1.0):
     blades = int(sig.choice([5, 6, 7, 9, 11]))
-    rot = sig.uniform(14.0, 24.0)  # shaft rate, Hz; blade-pass frequency = blades * rot
+    rot = sig.uniform(14.0, 24.0) * pace  # shaft rate, Hz; blade-pass frequency = blades * rot
     K = 20
     k = np.arange(1, K + 1)
     profile = np.exp(-k * sig.uniform(0.1, 0.25)) * sig.uniform(0.4, 1.6, K)
+    # harmonics that pace would push near Nyquist are dropped, not aliased (none at pace 1: 20 x 264 Hz)
+    profile = profile * (k * blades * rot < 0.45 * SAMPLE_RATE)
     phase0 = sig.uniform(0.0, TAU, K)  # fixed harmonic phases: the blade-pass pulse shape of this fan
-    air_shape = _band(sig.uniform(300.0, 1200.0), sig.uniform(0.8, 1.6))
+    air_shape = _band(sig.uniform(300.0, 1200.0) * pace, sig.uniform(0.8, 1.6))  # faster air, higher band
     air_tilt = sig.uniform(0.3, 0.8)
     air_level = sig.uniform(0.5, 1.0)
 
@@ -354,18 +447,18 @@ def _fan(n, sig, rng, arng, anomaly, sev):
     return x
 
 
-def _pump(n, sig, rng, arng, anomaly, sev):
+def _pump(n, sig, rng, arng, anomaly, sev, pace=1.0):
     vanes = int(sig.choice([5, 6, 7]))
-    rot = sig.uniform(24.0, 40.0)  # motor shaft rate, Hz
+    rot = sig.uniform(24.0, 40.0) * pace  # motor shaft rate, Hz (30 harmonics: below 2.4 kHz at pace 2)
     K = 30
     k = np.arange(1, K + 1)
     profile = np.exp(-k * sig.uniform(0.05, 0.12)) * (0.3 + (k % vanes == 0) * sig.uniform(1.0, 2.0))
     profile *= sig.uniform(0.5, 1.5, K)  # vane-pass harmonics stand out
     phase0 = sig.uniform(0.0, TAU, K)
-    puls = sig.uniform(0.8, 2.0)  # pulsation rate, Hz
+    puls = sig.uniform(0.8, 2.0) * pace  # pulsation rate, Hz
     depth = sig.uniform(0.3, 0.6)
     sharp = sig.uniform(1.0, 4.0)  # how peaky each pressure pulse is
-    flow_shape = _band(sig.uniform(150.0, 600.0), sig.uniform(0.7, 1.3))
+    flow_shape = _band(sig.uniform(150.0, 600.0) * pace, sig.uniform(0.7, 1.3))  # faster flow, higher band
     pipe_shape = _band(sig.uniform(900.0, 2500.0), 0.08)  # pipe resonance
     pipe_level = sig.uniform(0.3, 1.0)
     flow_level = sig.uniform(0.4, 0.9)
@@ -416,13 +509,13 @@ def _pump(n, sig, rng, arng, anomaly, sev):
     return x
 
 
-def _slider(n, sig, rng, arng, anomaly, sev):
-    period = sig.uniform(0.9, 1.6)  # one back-and-forth cycle, s
+def _slider(n, sig, rng, arng, anomaly, sev, pace=1.0):
+    period = sig.uniform(0.9, 1.6) / pace  # one back-and-forth cycle, s
     dwell = sig.uniform(0.05, 0.15)  # fraction of the cycle resting at each end
     fwd = (1.0 - 2.0 * dwell) * sig.uniform(0.35, 0.65)  # fraction of the cycle moving forward
     back = 1.0 - 2.0 * dwell - fwd
     fric_shape = _band(sig.uniform(1500.0, 4500.0), sig.uniform(0.4, 0.9))
-    whine_hz = sig.uniform(250.0, 700.0)  # motor whine at full speed
+    whine_hz = sig.uniform(250.0, 700.0) * pace  # motor whine at full travel speed
     whine_level = sig.uniform(0.2, 0.5)
     whine_harm = np.array([1.0, sig.uniform(0.2, 0.6), sig.uniform(0.1, 0.3)])
     modes = sig.uniform(700.0, 3500.0, 3)
@@ -484,8 +577,8 @@ def _slider(n, sig, rng, arng, anomaly, sev):
     return x
 
 
-def _valve(n, sig, rng, arng, anomaly, sev):
-    period = sig.uniform(0.6, 1.3)  # one open/close pattern, s
+def _valve(n, sig, rng, arng, anomaly, sev, pace=1.0):
+    period = sig.uniform(0.6, 1.3) / pace  # one open/close pattern, s
     pulses = int(sig.choice([1, 2]))
     if pulses == 1:
         opens, durs = np.array([0.0]), np.array([sig.uniform(0.25, 0.6)])
@@ -591,13 +684,16 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- one clip, many clips
 def synth_clip(machine_type: str, machine_id: str, seed: int | np.random.SeedSequence = 0, *,
-               seconds: float = 10.0, snr_db: float = 6.0, anomaly: str | None = None) -> np.ndarray:
+               seconds: float = 10.0, snr_db: float = 6.0, anomaly: str | None = None,
+               speed: float = 1.0) -> np.ndarray:
     """One clip as float32 in (-1, 1), shape (round(seconds * 16000),).
 
     seed: an int or a ``clip_seed(...)``; the same seed with and without ``anomaly`` gives the same
     machine, background and gain, differing only by the anomaly. ``anomaly`` is None (normal) or one
     of ``ANOMALY_KINDS[machine_type]`` or ``OFF_MANIFOLD_KINDS[machine_type]``. ``snr_db`` is machine vs
-    background power; ``inf`` gives the machine alone.
+    background power; ``inf`` gives the machine alone. ``speed`` (within ``SPEED_RANGE``) is the operating
+    speed relative to the machine's nominal one: its rates and harmonics scale by it (the target domain's
+    shift, see ``operating_speed``); 1.0 is the machine as the dcase2020 layout has it.
     """
     _check_type(machine_type)
     _check_id(machine_id)
@@ -607,11 +703,13 @@ def synth_clip(machine_type: str, machine_id: str, seed: int | np.random.SeedSeq
     n = _n_samples(seconds)
     if math.isnan(snr_db) or snr_db == -math.inf:
         raise ValueError(f"snr_db must be a number or +inf, got {snr_db}")
+    if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:  # also rejects nan
+        raise ValueError(f"speed must be within {SPEED_RANGE[0]}..{SPEED_RANGE[1]}, got {speed}")
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     sig = np.random.default_rng(np.random.SeedSequence([_SIGNATURE_TAG, _tag(machine_type), int(machine_id)]))
     arng = _child(ss, 1)
     sev = arng.uniform(0.5, 1.0)
-    x = _unit(_MODELS[machine_type](n, sig, _child(ss, 0), arng, anomaly, sev))
+    x = _unit(_MODELS[machine_type](n, sig, _child(ss, 0), arng, anomaly, sev, float(speed)))
     if snr_db != math.inf:
         x = x + 10.0 ** (-snr_db / 20.0) * _background(_child(ss, 2), n)  # both unit RMS: ratio = SNR
     gain = 10.0 ** ((RMS_DBFS + _child(ss, 3).uniform(-RMS_JITTER_DB, RMS_JITTER_DB)) / 20.0)
@@ -629,45 +727,126 @@ def _n_samples(seconds: float) -> int:
     return n
 
 
-def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids: Sequence[str] = DEFAULT_IDS,
+def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids: Sequence[str] | None = None,
              n_train: int = 40, n_test_normal: int = 10, n_test_anomaly: int = 10, seconds: float = 10.0,
              seed: int = 0, snr_db: float = 6.0, workers: int = 1, *,
-             train_counts: Mapping[str, int] | None = None, anomalies: str = "default") -> list[Path]:
-    """Write a synthetic DCASE-layout tree under ``out``; returns the written paths in order.
+             train_counts: Mapping[str, int] | None = None, anomalies: str = "default", layout: str = "dcase2020",
+             sections: Sequence[str] | None = None, n_target_train: int | None = None,
+             domain_shift: float | None = None) -> list[Path]:
+    """Write a synthetic DCASE-layout tree under ``out``; returns the written clip paths in order.
 
-    ``train_counts`` ({id: clips}) overrides ``n_train`` for the IDs it names (each one of ``ids``).
+    ``layout`` is one of ``LAYOUTS`` (module docstring). ``ids`` are the classes: machine IDs (default
+    ``DEFAULT_IDS``) for "dcase2020", sections for "dcase2021" (default 00 01 02) and "dcase2023" (default
+    00); ``sections`` is another name for them in the section layouts (give one of the two).
+    ``train_counts`` ({id or section: clips}) overrides ``n_train`` for the classes it names (each one of
+    them); in the section layouts ``n_train`` counts the source domain's training clips, ``n_target_train``
+    (default 3 for dcase2021, 10 for dcase2023) the target domain's, and ``n_test_normal`` and
+    ``n_test_anomaly`` the test clips of each domain. ``domain_shift`` (0..``MAX_DOMAIN_SHIFT``, default
+    ``DEFAULT_DOMAIN_SHIFT``; 0 = none) sets how far the target domain's operating speed and background
+    level move. "dcase2023" also writes ``<type>/attributes_XX.csv`` per section: header
+    ``file_name,d1p,d1v``, the training rows and then the test rows, each in name order.
     ``anomalies`` picks the anomaly kinds: ``"default"`` (``ANOMALY_KINDS``) or ``"off-manifold"``
     (``OFF_MANIFOLD_KINDS``). ``workers`` > 1 writes clips in that many processes (the files are the same
     for any number). Files with the same names are overwritten; other files under ``out`` are left alone.
     """
+    layout = _check_layout(layout)
+    sectioned = layout != "dcase2020"
+    if sections is not None:
+        if not sectioned:
+            raise ValueError("sections are the classes of the dcase2021 and dcase2023 layouts; dcase2020 has ids")
+        if ids is not None:
+            raise ValueError("give the sections once: as ids or as sections, not both")
+        ids = sections
+    default_ids, default_target = _LAYOUT_DEFAULTS[layout]
+    if not sectioned:
+        for name, v in (("n_target_train", n_target_train), ("domain_shift", domain_shift)):
+            if v is not None:
+                raise ValueError(f"{name} applies to the dcase2021 and dcase2023 layouts (which have a target "
+                                 f"domain), not to dcase2020")
     machine_types = list(dict.fromkeys(_check_type(t) for t in machine_types))
-    ids = list(dict.fromkeys(_check_id(i) for i in ids))
+    ids = list(dict.fromkeys(_check_id(i) for i in (default_ids if ids is None else ids)))
     if not machine_types or not ids:
-        raise ValueError("need at least one machine type and one id")
-    for name, v in (("n_train", n_train), ("n_test_normal", n_test_normal), ("n_test_anomaly", n_test_anomaly),
-                    ("workers", workers)):
+        raise ValueError(f"need at least one machine type and one {'section' if sectioned else 'id'}")
+    n_target = default_target if n_target_train is None else n_target_train
+    counts = [("n_train", n_train), ("n_test_normal", n_test_normal), ("n_test_anomaly", n_test_anomaly)]
+    counts += [("n_target_train", n_target)] if sectioned else []
+    for name, v in counts + [("workers", workers)]:
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     per_id = {mid: n_train for mid in ids}
     for mid, v in (train_counts or {}).items():
         if mid not in per_id:
-            raise ValueError(f"train_counts names id {mid!r}, which is not one of the ids {', '.join(ids)}")
+            raise ValueError(f"train_counts names {'section' if sectioned else 'id'} {mid!r}, which is not one "
+                             f"of the {'sections' if sectioned else 'ids'} {', '.join(ids)}")
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"train_counts[{mid!r}] must be a positive integer, got {v!r}")
         per_id[mid] = int(v)
+    if sectioned:
+        counts += [(f"train_counts[{mid!r}]", v) for mid, v in per_id.items()]
+        for name, v in counts:
+            if v > _MAX_SECTION_CLIPS:
+                raise ValueError(f"{name} is {v}, but {layout} numbers clips with four digits (at most "
+                                 f"{_MAX_SECTION_CLIPS} per section, domain and label)")
+        shift = DEFAULT_DOMAIN_SHIFT if domain_shift is None else domain_shift
+        if isinstance(shift, bool) or not isinstance(shift, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= shift <= MAX_DOMAIN_SHIFT:
+            raise ValueError(f"domain_shift must be a number within 0..{MAX_DOMAIN_SHIFT}, got {domain_shift!r}")
+        shift = float(shift)
     _check_anomalies(anomalies)
     _n_samples(seconds)
     if math.isnan(snr_db) or snr_db == -math.inf:
         raise ValueError(f"snr_db must be a number or +inf, got {snr_db}")
     clip_seed(seed, machine_types[0], ids[0], "train", "normal", 0)  # validates the seed
     out = Path(out)
+    if sectioned:
+        return _generate_sections(out, layout, machine_types, ids, per_id, n_target, n_test_normal, n_test_anomaly,
+                                  seconds, seed, snr_db, workers, anomalies, shift)
     jobs = []
     for mt in machine_types:
         for split, label, count in (("train", "normal", per_id), ("test", "normal", n_test_normal),
                                     ("test", "anomaly", n_test_anomaly)):
             (out / mt / split).mkdir(parents=True, exist_ok=True)
             jobs += [(out / mt / split / clip_name(label, mid, i), mt, mid, split, label, i, seconds, seed, snr_db,
-                      anomalies) for mid in ids for i in range(count[mid] if isinstance(count, dict) else count)]
+                      anomalies, None, 1.0)  # no domain, nominal speed: the seeds and clips dcase2020 always had
+                     for mid in ids for i in range(count[mid] if isinstance(count, dict) else count)]
+    return _run_jobs(jobs, workers)
+
+
+def _generate_sections(out: Path, layout: str, machine_types: list[str], sections: list[str],
+                       per_section: dict[str, int], n_target: int, n_test_normal: int, n_test_anomaly: int,
+                       seconds: float, seed: int, snr_db: float, workers: int, anomalies: str,
+                       shift: float) -> list[Path]:
+    """``generate`` for the dcase2021 and dcase2023 layouts (arguments checked): per type and section, the
+    source domain's training and test clips, then the target domain's; then dcase2023's attributes_XX.csv."""
+    jobs, rows = [], {}
+    for mt in machine_types:
+        for sec in sections:
+            for domain in DOMAINS:
+                speed = operating_speed(domain, shift)
+                snr = snr_db if domain == "source" else snr_db - TARGET_SNR_DROP_DB * shift
+                attr = attribute(domain, shift)
+                n_tr = per_section[sec] if domain == "source" else n_target
+                for split, label, count in (("train", "normal", n_tr), ("test", "normal", n_test_normal),
+                                            ("test", "anomaly", n_test_anomaly)):
+                    for i in range(count):
+                        rel = section_clip_path(layout, mt, sec, domain, split, label, i, attr)
+                        jobs.append((out / rel, mt, sec, split, label, i, seconds, seed, snr, anomalies, domain,
+                                     speed))
+                        rows.setdefault((mt, sec), []).append((split, rel, attr.split("_", 1)[1]))
+    for folder in dict.fromkeys(job[0].parent for job in jobs):
+        folder.mkdir(parents=True, exist_ok=True)
+    paths = _run_jobs(jobs, workers)
+    if layout == "dcase2023":  # written after the clips, so a table never names a clip that is not there
+        for (mt, sec), clips in rows.items():
+            lines = ["file_name,d1p,d1v"]
+            for split in _SPLITS:  # train rows, then test rows
+                lines += [f"{rel},{ATTRIBUTE_PARAMETER},{value}" for _, rel, value in sorted(c for c in clips
+                                                                                          if c[0] == split)]
+            (out / mt / f"attributes_{sec}.csv").write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def _run_jobs(jobs: list[tuple], workers: int) -> list[Path]:
     if workers == 1:
         return [_write_clip(job) for job in jobs]
     # spawn, not fork: the caller may hold threads (torch, Ray) that a forked child would inherit broken
@@ -676,9 +855,9 @@ def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids:
 
 
 def _write_clip(job: tuple) -> Path:
-    path, mt, mid, split, label, i, seconds, seed, snr_db, anomalies = job
-    x = synth_clip(mt, mid, clip_seed(seed, mt, mid, split, label, i), seconds=seconds, snr_db=snr_db,
-                   anomaly=anomaly_kind(mt, i, anomalies) if label == "anomaly" else None)
+    path, mt, mid, split, label, i, seconds, seed, snr_db, anomalies, domain, speed = job
+    x = synth_clip(mt, mid, clip_seed(seed, mt, mid, split, label, i, domain), seconds=seconds, snr_db=snr_db,
+                   anomaly=anomaly_kind(mt, i, anomalies) if label == "anomaly" else None, speed=speed)
     sf.write(path, x, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return path
 
@@ -728,6 +907,16 @@ def _seed(s: str) -> int:
     return v
 
 
+def _shift(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not 0.0 <= v <= MAX_DOMAIN_SHIFT:
+        raise argparse.ArgumentTypeError(f"must be within 0..{MAX_DOMAIN_SHIFT:g}, got {s}")
+    return v
+
+
 def _counts(s: str) -> dict[str, int]:
     """``00=40,02=20`` -> {"00": 40, "02": 20}."""
     out: dict[str, int] = {}
@@ -755,17 +944,31 @@ PRESETS: dict[str, dict] = {"fails-like-real": FAILS_LIKE_REAL}
 def main(argv: list[str] | None = None) -> int:
     """``python -m mimimi.synth --out DIR ...``: write a synthetic dataset and print a one-line summary."""
     ap = argparse.ArgumentParser(prog="python -m mimimi.synth",
-                                 description="Write a SYNTHETIC MIMII-like dataset in the DCASE 2020 Task 2 "
-                                             "dev layout (scores on it say nothing about real recordings).")
+                                 description="Write a SYNTHETIC MIMII-like dataset in a DCASE Task 2 dev layout "
+                                             "(2020, 2021 or 2023; scores on it say nothing about real "
+                                             "recordings).")
     ap.add_argument("--out", required=True, type=Path, help="output root")
     ap.add_argument("--machine-types", type=_csv(_check_type), default=list(MACHINE_TYPES),
                     help=f"comma-separated, from {','.join(MACHINE_TYPES)} (default: all)")
-    ap.add_argument("--ids", type=_csv(_check_id), default=list(DEFAULT_IDS),
-                    help=f"comma-separated two-digit IDs (default: {','.join(DEFAULT_IDS)})")
-    ap.add_argument("--train", type=_positive(int), default=40, help="normal training clips per ID (default: 40)")
-    ap.add_argument("--test-normal", type=_positive(int), default=10, help="normal test clips per ID (default: 10)")
+    ap.add_argument("--layout", choices=list(LAYOUTS), default="dcase2020",
+                    help="dcase2020 (machine IDs), dcase2021 or dcase2023 (sections, source and target domains; "
+                         "see the module docs) (default: dcase2020)")
+    ap.add_argument("--ids", "--sections", dest="ids", type=_csv(_check_id), default=None,
+                    help=f"comma-separated two-digit IDs, or sections for dcase2021/dcase2023 (default: "
+                         f"{','.join(DEFAULT_IDS)}; sections {','.join(_LAYOUT_DEFAULTS['dcase2021'][0])} for "
+                         f"dcase2021, {','.join(_LAYOUT_DEFAULTS['dcase2023'][0])} for dcase2023)")
+    ap.add_argument("--train", type=_positive(int), default=40,
+                    help="normal training clips per ID (per section: source domain) (default: 40)")
+    ap.add_argument("--target-train", type=_positive(int), default=None,
+                    help="dcase2021/dcase2023: target-domain training clips per section (default: 3 for dcase2021, "
+                         "10 for dcase2023)")
+    ap.add_argument("--domain-shift", type=_shift, default=None,
+                    help=f"dcase2021/dcase2023: the target domain runs at 1+S times the source speed, its background "
+                         f"{TARGET_SNR_DROP_DB:g}*S dB louder; 0 = no shift (default: {DEFAULT_DOMAIN_SHIFT:g})")
+    ap.add_argument("--test-normal", type=_positive(int), default=10,
+                    help="normal test clips per ID (per section and domain) (default: 10)")
     ap.add_argument("--test-anomaly", type=_positive(int), default=10,
-                    help="anomalous test clips per ID (default: 10)")
+                    help="anomalous test clips per ID (per section and domain) (default: 10)")
     ap.add_argument("--seconds", type=_positive(float), default=10.0, help="clip length (default: 10)")
     ap.add_argument("--seed", type=_seed, default=0, help="non-negative integer (default: 0)")
     ap.add_argument("--snr", type=_snr, default=6.0,
@@ -784,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if round(args.seconds * SAMPLE_RATE) < 1:
         ap.error(f"--seconds {args.seconds} is shorter than one sample")
-    ids = list(dict.fromkeys(args.ids))
+    ids = list(dict.fromkeys(args.ids or _LAYOUT_DEFAULTS[args.layout][0]))
     counts = args.train_counts
     if counts is not None and counts is preset.get("train_counts"):
         counts = {m: v for m, v in counts.items() if m in ids}  # a preset's counts, for the IDs asked for
@@ -795,7 +998,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = generate(args.out, args.machine_types, ids, args.train, args.test_normal, args.test_anomaly,
                          args.seconds, args.seed, args.snr, args.workers, train_counts=counts,
-                         anomalies=args.anomalies)
+                         anomalies=args.anomalies, layout=args.layout, n_target_train=args.target_train,
+                         domain_shift=args.domain_shift)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -803,10 +1007,19 @@ def main(argv: list[str] | None = None) -> int:
     train = (str(args.train) if len(set(n_train.values())) == 1 and not counts
              else ",".join(f"{m}={v}" for m, v in n_train.items()))
     kinds = "" if args.anomalies == "default" else f", {args.anomalies} anomalies"
+    took = f"({time.perf_counter() - t:.1f} s)"
+    if args.layout != "dcase2020":
+        n_target = _LAYOUT_DEFAULTS[args.layout][1] if args.target_train is None else args.target_train
+        shift = DEFAULT_DOMAIN_SHIFT if args.domain_shift is None else args.domain_shift
+        print(f"wrote {len(files)} synthetic clips to {args.out} ({args.layout} layout): "
+              f"{','.join(dict.fromkeys(args.machine_types))} x sections {','.join(ids)} x ({train} source + "
+              f"{n_target} target train, {args.test_normal} normal + {args.test_anomaly} anomaly test per domain), "
+              f"domain shift {shift:g}, {args.seconds:g} s, SNR {args.snr:g} dB, seed {args.seed}{kinds} {took}")
+        return 0
     print(f"wrote {len(files)} synthetic clips to {args.out}: {','.join(dict.fromkeys(args.machine_types))} x ids "
           f"{','.join(ids)} x ({train} train + {args.test_normal} normal + "
           f"{args.test_anomaly} anomaly test), {args.seconds:g} s, SNR {args.snr:g} dB, seed {args.seed}{kinds} "
-          f"({time.perf_counter() - t:.1f} s)")
+          f"{took}")
     return 0
 
 
