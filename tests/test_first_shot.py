@@ -1,6 +1,7 @@
-"""The DCASE 2023+ path end to end (slow): a synthetic set in the 2023 layout (one section per machine type,
-source and target domains, attributes), a first-shot search (one configuration for every type), the train
-mode (--fixed), the official 2022–2025 score recomputed from the submission files it wrote."""
+"""The DCASE 2021–2025 paths end to end (slow): a synthetic set in the 2023 layout (one section per machine
+type, source and target domains, attributes) through a first-shot search (one configuration for every type)
+and the train mode (--fixed), the official 2022–2025 score recomputed from the submission files it wrote;
+a synthetic 2021 set (three sections, per-domain test folders) through a per-type search."""
 from __future__ import annotations
 
 import csv
@@ -104,3 +105,28 @@ def test_train_mode_and_the_official_score_from_the_submission_files(tree, tmp_p
     figures = official_2022(rows, truth)  # recomputed from the submission file alone, as the evaluator does
     official = scipy.stats.hmean(np.maximum(figures, sys.float_info.epsilon))
     assert fan.data.metrics["test/official/dcase2022"] == pytest.approx(100 * official, abs=0.006)
+
+
+def test_a_2021_layout_runs_through_a_per_type_search(tmp_path):
+    """Sections are the classes (three per type); the 2021 protocol scores each domain's own test clips and
+    its submission files are split by domain."""
+    from mlflow import MlflowClient
+
+    from mimimi.data.synth import generate
+
+    root = tmp_path / "dcase2021"
+    generate(root, ["valve"], ["00", "01", "02"], n_train=6, n_target_train=2, n_test_normal=3, n_test_anomaly=3,
+             seconds=3.0, seed=0, layout="dcase2021")
+    cmd = [sys.executable, str(SEARCH), "--smoke-test", "--data-root", str(root), "--name", "y2021",
+           "--storage-path", str(tmp_path / "storage"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+           "--num-cpus", "2"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=800)
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    assert "Official dcase2021 score over valve:" in r.stdout
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (parent,) = c.search_runs([c.get_experiment_by_name("mimimi").experiment_id], "tags.`mimimi.role` = 'type-search'")
+    assert 0 <= parent.data.metrics["test/official/dcase2021"] <= 100
+    assert {f"test/scorers/stats-knn/{sec}/auc" for sec in ("00", "01", "02")} <= set(parent.data.metrics)  # per section
+    files = {a.path.rsplit("/", 1)[-1] for a in c.list_artifacts(parent.info.run_id, "evaluation")}
+    assert {f"anomaly_score_valve_section_{sec}_{d}_test.csv" for sec in ("00", "01", "02")
+            for d in ("source", "target")} <= files
