@@ -86,13 +86,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output quiet
         pass
 
-    def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None, send_only: int | None = None):
+    def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None, send_only: int | None = None,
+              count: str | None = None):
+        """Reply; with ``count`` (a URL path), add the body bytes to ``sent`` BEFORE they go out, so a client
+        that has read them all never sees the count lag behind (the test thread asserts right after)."""
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
         data = body if send_only is None else body[:send_only]
+        if count is not None:
+            with self.server.lock:
+                self.server.sent[count] = self.server.sent.get(count, 0) + len(data)
         self.wfile.write(data)
         self.wfile.flush()
         return len(data)
@@ -129,12 +135,10 @@ class _Handler(BaseHTTPRequestHandler):
             if start >= len(data):
                 self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
                 return
-            n = self._send(206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
-                           send_only=cut)
+            self._send(206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
+                       send_only=cut, count=path)
         else:
-            n = self._send(200, data, {"Accept-Ranges": "bytes"}, send_only=cut)
-        with srv.lock:
-            srv.sent[path] = srv.sent.get(path, 0) + n
+            self._send(200, data, {"Accept-Ranges": "bytes"}, send_only=cut, count=path)
         if cut is not None:
             self.close_connection = True
 
