@@ -29,7 +29,7 @@ def zenodo():
 
 
 # --------------------------------------------------------------------------------------------------
-# The addresses and machine types as /tmp/dcase_facts.md section 4 (and section 1 for the types) gives them,
+# The addresses and machine types as the official baselines' download_path_*.yaml / data_download_*.sh give them,
 # written out here rather than taken from the module, so that the table test checks one against the other.
 
 DEV_2022_ON = ["bearing", "fan", "gearbox", "slider", "ToyCar", "ToyTrain", "valve"]
@@ -69,7 +69,7 @@ FACTS = {  # dataset -> part -> (URL with <mt>, machine types)
 }
 R2 = {("dcase2024", "eval-train", "3DPrinter"), ("dcase2024", "eval-train", "RoboticArm")}  # *_train_r2.zip
 
-MD5_2023 = {  # soundata dcase23_task2 REMOTES, as the facts file lists them
+MD5_2023 = {  # soundata's dcase23_task2 loader (REMOTES)
     "dev_bearing.zip": "8a813bc8d8f156b5395bfccdfac7673c", "dev_fan.zip": "9348591e96fb0ad499a1e33b082562fc",
     "dev_gearbox.zip": "b6e55f6a31faa0fc8569ec0afdd53ccf", "dev_slider.zip": "b3f8dee36b4718c36d659a4fd1c4afe0",
     "dev_ToyCar.zip": "4e3bf15f4101ed4ed4f1fecde2e2b2a3", "dev_ToyTrain.zip": "6b02a6c65eebb3b8b1ae59a6b25bb897",

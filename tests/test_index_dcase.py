@@ -1,5 +1,6 @@
 """The DCASE 2021-2025 Task 2 layouts of mimimi.data.index: names as the official sets spell them
-(/tmp facts: the baselines' READMEs and the evaluators' ground-truth files), files created empty."""
+(as the official baselines' READMEs (nttcslab/dcase2023_task2_baseline_ae and earlier) and the evaluators'
+ground-truth files show them), files created empty."""
 import pytest
 
 from mimimi.data.index import (ATTRIBUTE_KEYS, COLUMNS, DatasetError, DatasetIndex, counts, index_dataset,
