@@ -191,6 +191,30 @@ def test_driver_killed_after_a_trial_finished_resumes_without_training_it_again(
     assert c.search_model_versions("name='mimimi-valve'")
 
 
+def test_driver_killed_after_registering_resumes_without_a_second_version(tmp_path):
+    """SIGKILL right after a type's best model was registered, before the search state marks the type done:
+    --resume evaluates again but logs each figure once and keeps the one registered version."""
+    marker = tmp_path / "killed-after-register"
+    env = {**os.environ, "MIMIMI_FAULT_INJECT": str(marker), "MIMIMI_FAULT_INJECT_AT": "driver-after-register"}
+    proc = subprocess.Popen(search_cmd(tmp_path, "--name", "rkill"), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert marker.read_text() == "failed once, at driver-after-register\n"
+    run(search_cmd(tmp_path, "--name", "rkill", "--resume"), tmp_path)
+    c = client(tmp_path)
+    (parent,) = runs_by_role(c, "type-search")
+    assert parent.info.status == "FINISHED"
+    (version,) = c.search_model_versions("name='mimimi-valve'")
+    assert version.run_id == parent.info.run_id and version.tags["mimimi.champion"] == "true"
+    for key in ("search/val_proxy_auc", "test/valve/mean_pauc"):
+        assert len(c.get_metric_history(parent.info.run_id, key)) == 1, key
+
+
 def test_interrupted_search_resumes_without_losing_or_repeating_trials(tmp_path):
     cmd = search_cmd(tmp_path, "--name", "resume", "--max-concurrent", "1")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -187,3 +187,17 @@ def test_ctrl_c_inside_tune_is_noted_and_tune_still_stops_gracefully():
         assert fresh.requested
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_best_trial_does_not_depend_on_the_order_tune_lists_them():
+    """Tied trials (common on small validation sets) go to the first by folder name: a resumed search, whose
+    ResultGrid may list the trials in another order, evaluates and registers the same one."""
+    import pandas as pd
+
+    def result(name, value):
+        return SimpleNamespace(error=None, path=f"/s/valve/{name}", metrics_dataframe=pd.DataFrame({"m": [0.5, value]}))
+
+    trials = [result("run_trial_b", 0.875), result("run_trial_a", 0.875), result("run_trial_c", 0.5)]
+    assert S._best_trial(trials, "m", "max").path.endswith("run_trial_a")
+    assert S._best_trial(trials[::-1], "m", "max").path.endswith("run_trial_a")
+    assert S._best_trial(trials, "m", "min").path.endswith("run_trial_a")  # 0.5 in every trial's history

@@ -597,8 +597,10 @@ def _best_trial(results, metric: str, mode: str):
           and metric in r.metrics_dataframe and r.metrics_dataframe[metric].notna().any()]
     if not ok:
         raise SearchError(f"no trial reported {metric!r}; see the errors under {results.experiment_path}")
-    key = (lambda r: r.metrics_dataframe[metric].min()) if mode == "min" else (lambda r: -r.metrics_dataframe[metric].max())
-    return min(ok, key=key)
+    best = (lambda r: r.metrics_dataframe[metric].min()) if mode == "min" else (lambda r: -r.metrics_dataframe[metric].max())
+    # ties (small validation sets tie often) go to the first trial by its folder name, so a resumed search,
+    # whose ResultGrid may list the trials in another order, picks the same trial
+    return min(ok, key=lambda r: (best(r), str(r.path).rsplit("/", 1)[-1]))
 
 
 def tune_type(machine_type: str, scfg: SearchConfig, base: Config, plan: Plan, state: SearchState,
@@ -709,9 +711,12 @@ def finish_type(machine_type: str, scfg: SearchConfig, base: Config, pick: Pick,
     eval_dir = Path(tempfile.mkdtemp(prefix=f"mimimi-eval-{machine_type}-"))
     try:
         report = evaluate(ckpt, plan.data_root, eval_dir, progress=False)
-        # the search metric first: MLflow lists a run's metrics in the order they were first logged
-        tracker.log_metrics(parent_run_id, {f"search/{s.metric}": pick.value})
-        tracker.log_metrics(parent_run_id, report.tracked_metrics())  # every scorer and stats-knn, on test
+        # a driver killed in here and resumed finds what it logged before: each figure once, one version
+        before = tracker.get_run(parent_run_id)
+        if f"search/{s.metric}" not in before.metrics:
+            # the search metric first: MLflow lists a run's metrics in the order they were first logged
+            tracker.log_metrics(parent_run_id, {f"search/{s.metric}": pick.value})
+            tracker.log_metrics(parent_run_id, report.tracked_metrics())  # every scorer and stats-knn, on test
         # the chosen values as params; the space itself is one artifact (as params it buried the rest)
         tracker.log_params(parent_run_id, {"best": pick.params, "search": asdict(s), "resources": asdict(res),
                                            "mode": pick.mode})
@@ -720,7 +725,11 @@ def finish_type(machine_type: str, scfg: SearchConfig, base: Config, pick: Pick,
         tracker.log_artifacts(parent_run_id, eval_dir, "evaluation")
         # --- mimimi.score: the model carries its normal-only thresholds (in the checkpoint), and the
         # alias "champion" moves to it only if its test pAUC beats the current champion's
-        model = tracker.log_model(parent_run_id, ckpt, registered_name=registered)
+        if registered_as := before.tags.get(tracking.REGISTERED_TAG):  # models:/<name>/<version>
+            model = tracking.ModelRef(before.tags[tracking.MODEL_URI_TAG], int(registered_as.rsplit("/", 1)[1]))
+        else:
+            model = tracker.log_model(parent_run_id, ckpt, registered_name=registered)
+        maybe_inject_fault("driver-after-register")
         champion = promote(tracker, registered, model.version, f"test/{machine_type}/mean_pauc", parent_run_id)
         row = report.per_type.iloc[0]
         scorer = report.comparison.loc[report.comparison["default"], "key"].iloc[0]

@@ -32,7 +32,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_FILE = "final.json"  # beside the checkpoint of a finished Train run: its last report's metrics
 FAULT_ENV = "MIMIMI_FAULT_INJECT"  # testing hook: "<marker file>" -> one process fails once (tests prove recovery)
 # where: "start" (default): a worker raises before training; "epoch": a worker is SIGKILLed after epoch 0;
-# "driver-after-trial": the search driver is SIGKILLed right after its first trial finished
+# "driver-after-trial": the search driver is SIGKILLed right after its first trial finished;
+# "driver-after-register": ... right after a type's best model was registered, before the type is marked done
 FAULT_AT_ENV = "MIMIMI_FAULT_INJECT_AT"
 
 
