@@ -201,3 +201,30 @@ def test_the_best_trial_does_not_depend_on_the_order_tune_lists_them():
     assert S._best_trial(trials, "m", "max").path.endswith("run_trial_a")
     assert S._best_trial(trials[::-1], "m", "max").path.endswith("run_trial_a")
     assert S._best_trial(trials, "m", "min").path.endswith("run_trial_a")  # 0.5 in every trial's history
+
+
+def test_a_report_of_a_trial_the_optuna_study_already_finished_is_skipped(tmp_path):
+    """The study lives in an RDB file and commits at once, so after a driver crash it can be ahead of Tune's
+    snapshot (the searcher's saved state): the resumed trial reports again to an Optuna trial that is
+    finished. Plain OptunaSearch fails the search there; StudySearch skips the report."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    for cls in (OptunaSearch, S.StudySearch):
+        def make():
+            storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / cls.__name__}.db")  # as tune_type keeps it
+            return cls(space={"x": tune.uniform(0.0, 1.0)}, metric="m", mode="max", seed=0, storage=storage,
+                       study_name="s/valve")
+        search = make()
+        search.suggest("t1")
+        search.save(str(tmp_path / f"{cls.__name__}.pkl"))  # Tune's last snapshot: t1 still running
+        search.on_trial_complete("t1", {"m": 0.5, "training_iteration": 2})  # recorded by Optuna; then the kill
+        resumed = make()
+        resumed.restore(str(tmp_path / f"{cls.__name__}.pkl"))
+        report = lambda: resumed.on_trial_result("t1", {"m": 0.5, "training_iteration": 1})  # noqa: E731
+        if cls is OptunaSearch:
+            with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+                report()
+        else:
+            report()  # skipped: Optuna has it

@@ -592,6 +592,19 @@ def optuna_db(tracking_uri: str, storage: str) -> Path:
     return (Path(storage) if "://" not in storage else Path("runs").resolve()) / "optuna.db"
 
 
+class StudySearch(OptunaSearch):
+    """Tune's OptunaSearch on a study kept in an RDB file (``optuna_db``: optuna-dashboard opens it). That
+    study can be ahead of Tune's saved experiment: a driver killed after Optuna recorded a trial as finished
+    but before Tune's next snapshot resumes the trial, and the trial reports again. Optuna already has those
+    figures, so such a report is skipped instead of failing the search (``UpdateFinishedTrialError``)."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
+
 def _best_trial(results, metric: str, mode: str):
     ok = [r for r in results if r.error is None and r.metrics_dataframe is not None
           and metric in r.metrics_dataframe and r.metrics_dataframe[metric].notna().any()]
@@ -633,8 +646,8 @@ def tune_type(machine_type: str, scfg: SearchConfig, base: Config, plan: Plan, s
             trainable,
             param_space={k: p.to_tune() for k, p in scfg.space.items()},
             tune_config=tune.TuneConfig(
-                search_alg=OptunaSearch(metric=s.metric, mode=s.mode, seed=s.seed, study_name=study_name,
-                                        storage=optuna.storages.RDBStorage(optuna_url)) if scfg.space else None,
+                search_alg=StudySearch(metric=s.metric, mode=s.mode, seed=s.seed, study_name=study_name,
+                                       storage=optuna.storages.RDBStorage(optuna_url)) if scfg.space else None,
                 scheduler=scheduler,
                 num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent, time_budget_s=s.time_budget_s),
             run_config=tune.RunConfig(
