@@ -461,6 +461,14 @@ def _floored_hmean(values) -> float:
     return float(hmean(np.maximum(np.asarray(values, dtype=float), sys.float_info.epsilon), axis=None))
 
 
+def domain_rows(y, domains, domain: str, protocol: str) -> np.ndarray:
+    """Which clips of one section an official per-domain AUC uses: the domain's own test clips (2021), or
+    the domain's normals and every anomaly of the section (2022–2025: the evaluators'
+    ``(y_domain == domain_idx) | (y_true_all != 0)``)."""
+    keep = np.asarray(domains) == domain
+    return keep if protocol == "dcase2021" else keep | (np.asarray(y) == 1)
+
+
 def official_score(scores: pd.DataFrame, protocol: str, max_fpr: float = 0.1) -> OfficialScore:
     """The official score of ``protocol`` (one of ``PROTOCOLS``; see the module docstring) on a per-clip
     table with ``machine_type``, ``machine_id`` (the section for 2021+), ``path``, ``domain`` (``"source"``
@@ -506,7 +514,7 @@ def official_score(scores: pd.DataFrame, protocol: str, max_fpr: float = 0.1) ->
             row = dict(machine_type=mt, section=sec, n_normal_source=int(((y == 0) & (d == "source")).sum()),
                        n_normal_target=int(((y == 0) & (d == "target")).sum()), n_anomaly=int(y.sum()))
             for dom in DOMAINS:
-                keep = (d == dom) | (y == 1)  # the evaluator's (y_domain == domain_idx) | (y_true_all != 0)
+                keep = domain_rows(y, d, dom, protocol)
                 row[f"auc_{dom}"] = auc(y[keep], s[keep],
                                         where=f"{where}, AUC ({dom}: {dom}-domain normals + all anomalies)")
             row["pauc"] = pauc(y, s, max_fpr, where=f"{where}, pAUC (all clips)")

@@ -164,12 +164,16 @@ def plot_roc(scores: pd.DataFrame, out_path: str | Path, max_fpr: float = 0.1) -
         g = df[df["machine_id"] == r.machine_id]
         fpr, tpr, _ = roc_curve(M.labels_to_y(g["label"]), g["score"].to_numpy())
         ax.plot(fpr, tpr, lw=1.5, label=f"ID {r.machine_id}: AUC {100 * r.auc:.2f}%, pAUC {100 * r.pauc:.2f}%")
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
+    return _save(_roc_frame(fig, ax, max_fpr, f"ROC per machine ID — {mt}"), out_path)
+
+
+def _roc_frame(fig: Figure, ax, max_fpr: float, title: str, chance_ls: str = "--") -> Figure:
+    """The chance diagonal, the pAUC limit, axes, title and legend of a ROC figure."""
+    ax.plot([0, 1], [0, 1], ls=chance_ls, c="grey", lw=0.8, label="chance")
     ax.axvline(max_fpr, ls=":", c="k", lw=0.8, label=f"FPR = {max_fpr:g} (pAUC limit)")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-           title=f"ROC per machine ID — {mt}")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, out_path)
+    return fig
 
 
 def plot_roc_domains(scores: pd.DataFrame, out_path: str | Path, protocol: str, max_fpr: float = 0.1) -> Path:
@@ -181,21 +185,15 @@ def plot_roc_domains(scores: pd.DataFrame, out_path: str | Path, protocol: str, 
     for sec, g in df.groupby("machine_id", sort=True):
         y = M.labels_to_y(g["label"])
         for domain, style in (("source", "-"), ("target", "--")):
-            keep = (g["domain"] == domain).to_numpy()
-            if protocol != "dcase2021":
-                keep = keep | (y == 1)
+            keep = M.domain_rows(y, g["domain"], domain, protocol)
             if len(set(y[keep])) < 2:
                 ax.plot([], [], " ", label=f"section {sec} {domain}: not scorable (one class)")
                 continue
             fpr, tpr, _ = roc_curve(y[keep], g["score"].to_numpy()[keep])
             auc = M.auc(y[keep], g["score"].to_numpy()[keep])
             ax.plot(fpr, tpr, ls=style, lw=1.5, label=f"section {sec} {domain}: AUC {100 * auc:.2f}%")
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8, label="chance")
-    ax.axvline(max_fpr, ls=":", c="k", lw=0.8, label=f"FPR = {max_fpr:g} (pAUC limit)")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-           title=f"ROC per section and domain ({protocol}) — {mt}")
-    ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, out_path)
+    title = f"ROC per section and domain ({protocol}) — {mt}"
+    return _save(_roc_frame(fig, ax, max_fpr, title, chance_ls=":"), out_path)  # "--" is the target domain
 
 
 def plot_score_distributions(scores: pd.DataFrame, out_path: str | Path,

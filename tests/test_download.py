@@ -149,8 +149,9 @@ def corrupted(data: bytes) -> bytes:
     return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
 
 
-@pytest.fixture
-def zenodo():
+def serve_fake_zenodo():
+    """A ``FakeZenodo`` serving on 127.0.0.1 until this generator is closed (the ``zenodo`` fixture here and
+    in test_download_years)."""
     srv = FakeZenodo()
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -158,6 +159,11 @@ def zenodo():
     srv.shutdown()
     srv.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def zenodo():
+    yield from serve_fake_zenodo()
 
 
 @pytest.fixture

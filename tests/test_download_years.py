@@ -6,26 +6,19 @@ import hashlib
 import io
 import json
 import re
-import threading
 import zipfile
 
 import pytest
 
 from mimimi.data import download as dl
 from mimimi.data.download import DownloadError
-from test_download import FakeZenodo, corrupted, make_zip, tree
+from test_download import corrupted, make_zip, serve_fake_zenodo, tree
 
 
 @pytest.fixture
 def zenodo():
     """The fake Zenodo of ``test_download`` (records API + ranged downloads on 127.0.0.1)."""
-    srv = FakeZenodo()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    yield from serve_fake_zenodo()
 
 
 # --------------------------------------------------------------------------------------------------

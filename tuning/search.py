@@ -894,7 +894,8 @@ def run_first_shot(plan: Plan, state: SearchState, tracker: tracking.Tracker, ty
         print(f"{FIRST_SHOT}: finished before, skipped (parent run {done['parent_run_id']})")
         return []
     configs = {t: plan.type_config(t) for t in types}
-    scfg, s = configs[types[0]][0], configs[types[0]][0].search  # the same for every type (no per-type YAML)
+    scfg = configs[types[0]][0]  # the same for every type (no per-type YAML)
+    s = scfg.search
     eid = state.data["experiment_id"]
     parent = done.get("parent_run_id") or tracker.start_run(
         eid, f"{FIRST_SHOT} · {state.name}", state.data["search_run_id"],
