@@ -3,7 +3,7 @@ module's own CLI (``mimimi score --help`` is ``python -m mimimi.score --help``),
 ``python -m …`` / ``python tuning/search.py`` keeps working.
 
 >>> sorted(COMMANDS)
-['download', 'evaluate', 'features', 'index', 'score', 'search', 'synth', 'train']
+['auth', 'download', 'evaluate', 'features', 'index', 'score', 'search', 'synth', 'train']
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ COMMANDS = {  # name -> (module with main(argv), what it does)
     "download": ("mimimi.data.download", "download and verify the DCASE 2020–2025 Task 2 / MIMII archives"),
     "index": ("mimimi.data.index", "show what a dataset root holds"),
     "features": ("mimimi.features", "fill the feature cache of a dataset root"),
+    "auth": ("mimimi.auth", "a cluster's secrets: Ray token, MLflow users (cluster/README.md, Security)"),
 }
 
 

@@ -30,6 +30,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from mimimi import auth
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "cluster").glob("*.yaml"))
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -157,7 +159,8 @@ def test_setup_installs_exactly_the_lock_and_then_the_project(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=ids(CONFIGS))
 def test_the_head_serves_mlflow_to_the_cluster_and_train_waits_for_new_nodes(path):
     cfg = load(path)
-    (server,) = [shlex.split(c) for c in cfg["head_start_ray_commands"] if "mlflow server" in c]
+    (server,) = [shlex.split(c) for c in cfg["head_start_ray_commands"] if "mimimi.auth serve" in c]
+    server = server[server.index("--") + 1:]  # mlflow server's own options
     opts = {w: server[i + 1] for i, w in enumerate(server[:-1]) if w.startswith("--")}
     assert opts["--host"] == "0.0.0.0" and opts["--allowed-hosts"]
     assert opts["--backend-store-uri"].startswith(("sqlite:////", "postgresql://"))
@@ -169,3 +172,30 @@ def test_the_head_serves_mlflow_to_the_cluster_and_train_waits_for_new_nodes(pat
         m = re.search(r"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S=(\d+)", start)
         assert m and int(m[1]) > 60, f"{path.name}: {key} keeps Train's 60 s worker-group start timeout"
         assert start.index(m[0]) < start.index("ray start")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=ids(CONFIGS))
+def test_security_is_on_by_default(path):
+    """Ray requires the token on every node, MLflow runs its basic-auth app with the two users, and the
+    secrets come from the user's ~/.mimimi/clusters/<cluster_name> (never the repository, never inline)."""
+    cfg = load(path)
+    text = path.read_text()
+    (mount, source), = [(m, s) for m, s in cfg["file_mounts"].items() if m != "~/mimimi"]
+    assert source == f"~/.mimimi/clusters/{cfg['cluster_name']}", f"{path.name}: secrets from {source}"
+    assert Path(auth.CLUSTERS / cfg["cluster_name"]).expanduser() == auth.cluster_dir(path)
+    assert not re.search(r"\b[0-9a-f]{32,}\b", text), f"{path.name}: something like a secret written inline"
+    setup = cfg["setup_commands"]
+    (at,) = [i for i, c in enumerate(setup) if "mimimi.auth node" in c]
+    assert shlex.split(setup[at]) == ["python", "-m", "mimimi.auth", "node", mount]
+    assert at > max(i for i, c in enumerate(setup) if "pip install" in c)  # mimimi is installed by then
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in cfg[key] if re.search(r"\bray start\b", c)]
+        m = re.search(r"export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=(\S+);", start)
+        assert m and start.index(m[0]) < start.index("ray start"), f"{path.name}: {key} starts Ray without a token"
+        assert m[1] == f"$HOME/{mount.removeprefix('~/')}/{auth.RAY_TOKEN}"
+    assert "mlflow server" not in " ".join(cfg["head_start_ray_commands"]), f"{path.name}: MLflow without auth"
+    (serve,) = [shlex.split(c) for c in cfg["head_start_ray_commands"] if "mimimi.auth serve" in c]
+    opts = {w: serve[i + 1] for i, w in enumerate(serve[:serve.index("--")]) if w.startswith("--")}
+    assert opts["--secrets"] == mount and not opts["--state"].startswith("/srv"), opts  # admin: head only
+    port = serve[serve.index("--port", serve.index("--")) + 1]
+    assert opts["--uri"] == f"http://127.0.0.1:{port}"

@@ -1,10 +1,12 @@
 """A real two-node Ray cluster on this machine (slow): the smoke search trains its trials on both nodes and
-records everything in an MLflow tracking server over HTTP.
+records everything in an MLflow tracking server over HTTP, both locked as ``cluster/*.yaml`` lock them.
 
 Both Ray nodes, the MLflow server and the search are processes this test starts and stops itself, each
 in a process group of its own that it kills by id: never ``ray stop``, which would stop every Ray on the
 machine. The cluster requires a token (Ray 2.59+ token authentication), a fresh one passed to every
-process as ``RAY_AUTH_TOKEN``, so ``~/.ray/auth_token`` is neither read nor written.
+process as ``RAY_AUTH_TOKEN``, so ``~/.ray/auth_token`` is neither read nor written. The MLflow server is
+``python -m mimimi.auth serve`` (MLflow's basic-auth app, users ``mimimi`` and ``mimimi-reader`` from secrets
+that ``mimimi.auth.init`` made): the search writes as ``mimimi``, the checks read as ``mimimi-reader``.
 
 Placement: each node has 1 CPU. A trial takes 0.2 CPU for its Tune function and 0.6 for its Train
 worker, so whatever node the two trial functions land on, each node still fits one Train worker and
@@ -30,6 +32,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from mimimi import auth
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = REPO / "tuning" / "search.py"
@@ -139,7 +143,12 @@ def cluster(tmp_path_factory):
                                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
                                     "--ray-client-server-port", str(free_port()),
                                     "--dashboard-agent-listen-port", str(free_port())], env)
-        mlflow = procs.start("mlflow", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+        secrets_dir = tmp / "secrets"
+        auth.init(secrets_dir)
+        passwords = {user: (secrets_dir / f).read_text() for user, f in auth.PASSWORD_FILES.items()}
+        mlflow = procs.start("mlflow", [sys.executable, "-m", "mimimi.auth", "serve", "--secrets", str(secrets_dir),
+                                        "--state", str(tmp / "mlflow-auth"), "--uri", f"http://127.0.0.1:{mlflow_port}",
+                                        "--", "--host", "127.0.0.1", "--port", str(mlflow_port),
                                         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
                                         "--artifacts-destination", str(tmp / "artifacts")],
                              # no job runner (GenAI jobs): it would leave its queue folder in /dev/shm
@@ -157,16 +166,10 @@ def cluster(tmp_path_factory):
         nodes = wait_for("two alive Ray nodes", lambda: (n := alive_nodes(dashboard, token)) and len(n) == 2 and n,
                          180, [head, node_b])
 
-        def mlflow_up():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{mlflow_port}/health", timeout=5) as r:
-                    return r.status == 200
-            except (urllib.error.URLError, OSError):
-                return False
-
-        wait_for("mlflow server", mlflow_up, 120, [mlflow])
+        wait_for("mlflow server and its users", lambda: "users mimimi, mimimi-reader ready" in mlflow.log.read_text(),
+                 240, [mlflow])
         yield dict(tmp=tmp, env=env, address=f"127.0.0.1:{gcs}", dashboard=dashboard, token=token, nodes=nodes,
-                   tracking_uri=f"http://127.0.0.1:{mlflow_port}")
+                   tracking_uri=f"http://127.0.0.1:{mlflow_port}", passwords=passwords)
     finally:
         procs.stop_all()
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -181,8 +184,10 @@ def search(cluster):
     cmd = [sys.executable, str(SEARCH), "--smoke-test", "--name", "multinode", "--address", cluster["address"],
            "--tracking-uri", cluster["tracking_uri"], "--storage-path", str(tmp / "storage"),
            "--search-config", str(tmp / "placement.yaml")]
+    env = {**cluster["env"], "MLFLOW_TRACKING_USERNAME": auth.WRITER,  # on a node: ~/.mlflow/credentials
+           "MLFLOW_TRACKING_PASSWORD": cluster["passwords"][auth.WRITER]}
     t0 = time.monotonic()
-    r = subprocess.run(cmd, cwd=tmp / "cwd", env=cluster["env"], capture_output=True, text=True, timeout=420,
+    r = subprocess.run(cmd, cwd=tmp / "cwd", env=env, capture_output=True, text=True, timeout=420,
                        start_new_session=True)
     assert r.returncode == 0, f"{cmd}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
     print(f"smoke search on 2 nodes: {time.monotonic() - t0:.0f} s")
@@ -201,19 +206,39 @@ def test_the_cluster_requires_its_token(cluster):
     assert alive_nodes(cluster["dashboard"], cluster["token"]) == cluster["nodes"]
 
 
-def test_trials_train_on_both_nodes(cluster, search):
+@pytest.fixture
+def reader(cluster, monkeypatch):
+    """An MLflow client logged in as the read-only user."""
     from mlflow.tracking import MlflowClient
 
-    trials = runs_by_role(MlflowClient(tracking_uri=cluster["tracking_uri"]), "trial")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", auth.READER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", cluster["passwords"][auth.READER])
+    return MlflowClient(tracking_uri=cluster["tracking_uri"])
+
+
+def test_the_tracking_server_requires_a_user_and_the_reader_writes_nothing(cluster, search, reader):
+    runs = f"{cluster['tracking_uri']}/api/2.0/mlflow/experiments/search?max_results=5"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        http_json(runs)
+    assert e.value.code == 401
+    (parent,) = runs_by_role(reader, "type-search")
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="403"):
+        reader.set_registered_model_alias("mimimi-valve", "champion", "1")
+    with pytest.raises(MlflowException, match="403"):
+        reader.log_metric(parent.info.run_id, "test/valve/mean_auc", 100.0)
+
+
+def test_trials_train_on_both_nodes(cluster, search, reader):
+    trials = runs_by_role(reader, "trial")
     assert len(trials) == 2
     where = {t.data.tags["mimimi.trial_id"]: t.data.tags.get("mimimi.node_id") for t in trials}
     assert set(where.values()) == set(cluster["nodes"].values()), (where, cluster["nodes"])
 
 
-def test_every_run_is_in_the_tracking_server(cluster, search):
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(tracking_uri=cluster["tracking_uri"])
+def test_every_run_is_in_the_tracking_server(cluster, search, reader):
+    c = reader
     (run,) = runs_by_role(c, "search")
     (parent,) = runs_by_role(c, "type-search")
     trials = runs_by_role(c, "trial")
