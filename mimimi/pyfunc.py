@@ -2,7 +2,8 @@
 
 ``mimimi.tracking.log_model`` writes the model folder: ``artifacts/checkpoint.pt`` (the checkpoint with
 its fitted scorers), optionally ``artifacts/thresholds.json``, and the model-from-code file ``MODEL_CODE``
-that builds a ``MimimiModel``. Scoring is ``mimimi.score.score_frame``'s, shared with the CLI.
+that builds a ``MimimiModel``, with every file's sha256 in the MLmodel metadata; ``load_context`` loads
+nothing that ``mimimi.verify`` refuses. Scoring is ``mimimi.score.score_frame``'s, shared with the CLI.
 
 A checkpoint with fitted scorers (every ``best.pt`` training writes) gives a model that takes rows of
 ``path`` or ``waveform`` (+ ``machine_id``) and answers ``score``, ``decision``, ``threshold``,
@@ -35,6 +36,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType
 
 import mimimi
+from mimimi import verify
 from mimimi.checkpoint import CheckpointError, Loaded, load_checkpoint
 from mimimi.score import ScoreError, score_frame
 
@@ -59,15 +61,10 @@ SCORING_SIGNATURE = ModelSignature(
                     ColSpec("string", "pred_id", required=False), ColSpec("string", "error", required=False)]),
     params=ParamSchema([ParamSpec("aggregate", "string", "mean"), ParamSpec("scorer", "string", "default")]),
 )
-# the model-from-code file stored in the model folder; MLflow runs it on load. (Models logged before this
-# module existed import MimimiModel from mimimi.tracking, which re-exports it.)
-MODEL_CODE = '''"""MIMIMI pyfunc model: written by mimimi.tracking.log_model, run by MLflow on load."""
-import mlflow
-
-from mimimi.pyfunc import MimimiModel
-
-mlflow.models.set_model(MimimiModel())
-'''
+# the model-from-code file stored in the model folder; MLflow runs it on load. It lives in mimimi.verify (which
+# checks a model's code file against it without importing MLflow). Models logged before this module existed
+# import MimimiModel from mimimi.tracking, which re-exports it.
+MODEL_CODE = verify.MODEL_CODE
 # what predict imports (mimimi itself is not on PyPI: install the project, e.g. pip install -e .)
 REQUIREMENTS = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "soundfile", "scikit-learn", "matplotlib",
                 "pyyaml", "tqdm")
@@ -129,6 +126,11 @@ class MimimiModel(mlflow.pyfunc.PythonModel):
     ``thresholds`` (models logged before checkpoints carried them)."""
 
     def load_context(self, context) -> None:
+        """Verify the model folder (``mimimi.verify``: every file's sha256 against the MLmodel metadata, the
+        code file against ``MODEL_CODE``), then load. A refused model raises ``verify.ModelVerificationError``
+        in one line: ``mlflow.pyfunc.load_model`` fails with it and ``mlflow models serve`` does not start.
+        MLflow has run the model's code file by then; ``python -m mimimi.score`` checks before loading."""
+        verify.verify_loaded_artifacts(context.artifacts)
         self.loaded = load_checkpoint(context.artifacts["checkpoint"])
         path = context.artifacts.get("thresholds")
         self.thresholds = read_thresholds(path) if path else None

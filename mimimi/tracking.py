@@ -15,9 +15,11 @@ that read nothing else (``Model.log``, loading or downloading a ``models:/`` URI
 so two stores can be used from one process and importing this module changes nothing.
 
 ``log_model`` logs a checkpoint as the run's pyfunc model (``mimimi.pyfunc``: MLflow's "model from
-code", not a pickled object), with the checkpoint's digest and the versions it was built with.
-``resolve_model`` downloads a model to score with, and ``update_champion`` moves the registry alias
-``champion`` (``mimimi.champion``'s rule).
+code", not a pickled object), with the versions it was built with and the sha256 of every file in it
+(``mimimi.verify``), the checkpoint's also as a tag of the run and of the registered version.
+``resolve_model`` downloads a model to score with and refuses one that is not MIMIMI's or not as logged,
+before anything in it is loaded; ``update_champion`` moves the registry alias ``champion``
+(``mimimi.champion``'s rule).
 
 Metrics may be NaN (a diverged trial is information). MLflow's sqlite store keeps NaN, but clamps
 ±inf to ±1.797e308.
@@ -32,7 +34,6 @@ Metrics may be NaN (a diverged trial is information). MLflow's sqlite store keep
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import numbers
 import os
@@ -58,7 +59,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-from mimimi import champion, pyfunc
+from mimimi import champion, pyfunc, verify
 from mimimi.checkpoint import load_checkpoint
 from mimimi.config import to_dict
 
@@ -70,6 +71,7 @@ DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the MLflow UI 
 MODEL_URI_TAG = "mimimi.model_uri"  # set on a run by log_model: models:/m-...
 REGISTERED_TAG = "mimimi.registered_model"  # models:/<name>/<version>, when log_model registered it
 BEST_MODEL_RUN_TAG = "mimimi.best_model_run_id"  # set on a search's parent run: the trial run with the best model
+DIGEST_TAG = verify.DIGEST_TAG  # mimimi.checkpoint_sha256: set by log_model on the run and the registered version
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -139,8 +141,23 @@ def _shown(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
+_HTTP_STATUS = re.compile(r"failed with error code (401|403) != 200")
+
+
 def _first_line(e: MlflowException) -> str:
-    return (str(e.message).strip().splitlines() or [e.error_code])[0]
+    """The message's first line; a refusal by an authenticated server (cluster/README.md, Security) in words.
+
+    >>> _first_line(MlflowException("API request to endpoint /x failed with error code 401 != 200. Response ..."))
+    'the server requires a user (HTTP 401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials'
+    """
+    line = (str(e.message).strip().splitlines() or [e.error_code])[0]
+    if m := _HTTP_STATUS.search(line):
+        if m[1] == "401":
+            return ("the server requires a user (HTTP 401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
+                    "or ~/.mlflow/credentials")
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "this user"
+        return f"permission denied to {user} (HTTP 403): a read-only user cannot write"
+    return line
 
 
 def _artifact_location(uri: str, name: str) -> str | None:
@@ -227,14 +244,6 @@ def _plain(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # the MLflow model of a checkpoint
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checked_thresholds(run_id: str, thresholds: Mapping[str, float | None], ids: Mapping[str, int]) -> dict:
     """``{machine ID: float or None}`` for the model's IDs; an ID the model does not know raises."""
     out = {}
@@ -253,6 +262,8 @@ def _checked_thresholds(run_id: str, thresholds: Mapping[str, float | None], ids
 # --- mimimi.score: resolve a model to score with; the registry alias "champion"
 
 _REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+_LOGGED_URI = re.compile(r"^models:/(?P<id>m-[0-9a-f]+)/?$")  # a logged model: models:/m-<id>
+_RUNS_URI = re.compile(r"^runs:/(?P<run>[^/]+)(?:/|$)")
 
 
 class ResolvedModel(NamedTuple):
@@ -467,7 +478,10 @@ class Tracker:
 
         The model folder holds ``artifacts/checkpoint.pt`` and ``config.json``, ``features.json``, ``ids.json``
         (resolved config, feature settings, ID map); its MLmodel metadata has them under ``mimimi`` beside
-        ``extra``. The run is tagged ``mimimi.model_uri``. A bad checkpoint raises ``CheckpointError``.
+        ``extra``, with what ``mimimi.verify`` checks before the model loads (``verify.model_record``: format,
+        loader, the sha256 of every artifact and of the code file). The run is tagged ``mimimi.model_uri`` and,
+        as is the registered version, ``mimimi.checkpoint_sha256`` (a run logs one model: a second one moves
+        the tag, and the first no longer resolves). A bad checkpoint raises ``CheckpointError``.
 
         ``thresholds`` (machine ID -> score threshold, None/NaN where there is none) are stored as
         ``artifacts/thresholds.json`` and in the metadata (``mimimi.thresholds``); such a model takes a
@@ -490,7 +504,7 @@ class Tracker:
         info_json = {"config": to_dict(cfg), "features": to_dict(cfg.features), "ids": dict(loaded.ids)}
         meta = {"machine_type": loaded.meta.get("machine_type"), "model": cfg.model.name, "ids": dict(loaded.ids),
                 "features": info_json["features"], "epoch": loaded.meta.get("epoch"),
-                "versions": loaded.meta.get("versions"), "checkpoint_sha256": _sha256(checkpoint)}
+                "versions": loaded.meta.get("versions")}
         if per_id is not None:  # --- mimimi.score
             meta.update(thresholds=per_id, threshold_method=threshold_method)
             if loaded.scoring is not None:
@@ -506,6 +520,9 @@ class Tracker:
                 artifacts[name].write_text(json.dumps(obj, indent=1))
             code = tmp / "mimimi_model.py"
             code.write_text(pyfunc.MODEL_CODE)
+            meta.update(verify.model_record(artifacts, code))  # the digests of the files as logged
+            digest = meta["checkpoint_sha256"]
+            self.set_tags(run_id, {DIGEST_TAG: digest})  # before the model: a model never exists without it
             with self._errors(f"run {run_id}"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*An input example was not provided")  # paths: none to give
                 # Created here, in the run's experiment: Model.log without an active run would put it in
@@ -525,6 +542,8 @@ class Tracker:
         tags = {MODEL_URI_TAG: info.model_uri}
         if version is not None:
             tags[REGISTERED_TAG] = f"models:/{registered_name}/{version}"
+            with self._errors(f"registered model {registered_name!r} version {version}"):
+                self.client.set_model_version_tag(registered_name, str(version), DIGEST_TAG, digest)
         self.set_tags(run_id, tags)
         return ModelRef(info.model_uri, int(version) if version is not None else None)
 
@@ -553,54 +572,117 @@ class Tracker:
         """Download the checkpoint of the model logged in ``run_id`` (or in the run its
         ``mimimi.best_model_run_id`` tag names) into ``dst_dir`` (default: a new temporary folder).
 
-        Returns the path of ``<dst_dir>/checkpoint.pt``; ``mimimi.checkpoint.load_checkpoint`` loads it.
+        Returns the path of ``<dst_dir>/checkpoint.pt``; ``mimimi.checkpoint.load_checkpoint`` loads it. Only
+        the MLmodel and the checkpoint are downloaded; the checkpoint's sha256 must match the metadata's and
+        the source run's ``mimimi.checkpoint_sha256`` tag (as ``resolve_model`` checks it), else
+        ``verify.ModelVerificationError``.
         """
         model_uri = self._model_uri_of(run_id)
-        with self._errors(f"run {run_id}: model {model_uri}"), _no_progress_bars():
-            root = self.client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+        name = f"run {run_id}: model {model_uri}"
+        with self._errors(name), _no_progress_bars():
+            logged = self.client.get_logged_model(model_uri.removeprefix("models:/"))
+            root = logged.artifact_location
             with tempfile.TemporaryDirectory(prefix="mimimi-mlmodel-") as tmp:
-                mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=tmp,
-                                                              tracking_uri=self.uri)
-                conf = mlflow.models.Model.load(mlmodel).flavors.get("python_function", {})
-            rel = conf.get("artifacts", {}).get("checkpoint", {}).get("path")
+                mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=tmp, tracking_uri=self.uri)
+                conf = verify.read_mlmodel(tmp, name)
+            flavor = (conf.get("flavors") or {}).get("python_function") or {}
+            rel = ((flavor.get("artifacts") or {}).get("checkpoint") or {}).get("path")
             if not rel:
-                raise TrackingError(f"run {run_id}: model {model_uri} has no checkpoint artifact (not logged by mimimi?)")
+                raise TrackingError(f"{name} has no checkpoint artifact (not logged by mimimi?)")
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise verify.ModelVerificationError(f"{name}: checkpoint path {rel!r} leads outside the model folder")
             dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="mimimi-checkpoint-"))
             dst.mkdir(parents=True, exist_ok=True)
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{rel}", dst_path=str(dst),
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{rel}", dst_path=str(dst),
                                                             tracking_uri=self.uri))
+        meta = (conf.get("metadata") or {}).get("mimimi") or {}
+        got = verify.sha256_file(path)
+        if meta.get("checkpoint_sha256") != got:
+            raise verify.ModelVerificationError(
+                f"{name}: {rel}: sha256 {got[:16]}… does not match the checkpoint_sha256 recorded at log time "
+                f"({str(meta.get('checkpoint_sha256'))[:16]}…)")
+        fmt = meta.get("format", 0)
+        self._check_digest(name, verify.Verified(dst, {"checkpoint": path}, got, fmt if isinstance(fmt, int) else 1),
+                           logged.source_run_id, None)
+        return path
 
     def resolve_model(self, model_uri: str | None = None, *, run_id: str | None = None,
                       dst_dir: str | Path | None = None) -> ResolvedModel:
         """Download the model of ``model_uri`` (``models:/mimimi-fan@champion``, ``models:/mimimi-fan/3``,
         ``models:/m-...``, ``runs:/<run>/model``) or of run ``run_id`` (its model, or that of the run its
-        ``mimimi.best_model_run_id`` names) into ``dst_dir`` (default: a new temporary folder).
+        ``mimimi.best_model_run_id`` names) into ``dst_dir`` (default: a new temporary folder), and verify it
+        before anything in it is loaded.
 
-        An unknown model, alias, version or run raises a one-line ``TrackingError``.
+        ``mimimi.verify.verify_model_dir`` checks the folder (MIMIMI's code file, every file's sha256 against
+        the MLmodel metadata); then the checkpoint's sha256 is compared with the ``mimimi.checkpoint_sha256``
+        tag of the run that logged the model, as the store says (the registered version's run, the logged
+        model's source run; for other ``models:/`` forms the MLmodel's ``run_id``), and of the registered
+        version when it has one. That catches files and metadata rewritten together by someone who cannot
+        write runs; whoever can write runs can write that tag too. A model logged before digests were recorded
+        has no such tag and passes on its metadata alone; a URI outside the store (a folder, ``s3://...``) is
+        checked against its own metadata only.
+
+        An unknown model, alias, version or run raises a one-line ``TrackingError``; a refused model a one-line
+        ``verify.ModelVerificationError`` (a ``CheckpointError``).
         """
         if (model_uri is None) == (run_id is None):
             raise TrackingError("give a model URI or a run id (one of them)")
         if run_id is not None:
             model_uri = self._model_uri_of(run_id)
-        version = None
-        with self._errors(f"model {model_uri}"), _no_progress_bars():
-            if (m := _REGISTERED_URI.match(model_uri)) and m["alias"]:
-                version = int(self.client.get_model_version_by_alias(m["name"], m["alias"]).version)
-            elif m and m["version"]:
-                version = int(self.client.get_model_version(m["name"], m["version"]).version)
+        name = f"model {model_uri}"
+        version, source_run, version_digest = None, None, None
+        tracked = model_uri.startswith(("models:/", "runs:/"))
+        with self._errors(name), _no_progress_bars():
+            if (m := _REGISTERED_URI.match(model_uri)) and (m["alias"] or m["version"]):
+                mv = (self.client.get_model_version_by_alias(m["name"], m["alias"]) if m["alias"]
+                      else self.client.get_model_version(m["name"], m["version"]))
+                version, source_run, version_digest = int(mv.version), mv.run_id, (mv.tags or {}).get(DIGEST_TAG)
+            elif m := _LOGGED_URI.match(model_uri):
+                source_run = self.client.get_logged_model(m["id"]).source_run_id
+            elif m := _RUNS_URI.match(model_uri):
+                source_run = m["run"]
             dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="mimimi-model-"))
             dst.mkdir(parents=True, exist_ok=True)
             with _fluent_uri(self.uri):  # a models:/ URI is looked up in the process-wide store
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst),
                                                                  tracking_uri=self.uri))
-        if not (local / "MLmodel").is_file():
-            raise TrackingError(f"model {model_uri}: no MLmodel file (not an MLflow model)")
-        arts = mlflow.models.Model.load(str(local / "MLmodel")).flavors.get("python_function", {}).get("artifacts", {})
-        rel = arts.get("checkpoint", {}).get("path")
-        if not rel:
-            raise TrackingError(f"model {model_uri} has no checkpoint artifact (not logged by mimimi?)")
-        thr = arts.get("thresholds", {}).get("path")
-        return ResolvedModel(model_uri, local / rel, pyfunc.read_thresholds(local / thr) if thr else None, version)
+        verified = verify.verify_model_dir(local, name)  # reads files only: nothing is imported or unpickled
+        if tracked:
+            if source_run is None and not _REGISTERED_URI.match(model_uri) and not _LOGGED_URI.match(model_uri):
+                source_run = verify.read_mlmodel(local, name).get("run_id")  # models:/<name>/latest and the like
+            self._check_digest(name, verified, source_run, version_digest)
+        thr = verified.artifacts.get("thresholds")
+        return ResolvedModel(model_uri, verified.artifacts["checkpoint"],
+                             pyfunc.read_thresholds(thr) if thr else None, version)
+
+    def _check_digest(self, name: str, verified: verify.Verified, source_run: str | None,
+                      version_digest: str | None) -> None:
+        """The verified checkpoint against the ``mimimi.checkpoint_sha256`` tags of its registered version (when
+        set) and of its source run (required for a model that recorded digests, ``format`` >= 1)."""
+        got = verified.checkpoint_sha256
+        if version_digest is not None and version_digest != got:
+            raise verify.ModelVerificationError(
+                f"{name}: checkpoint sha256 {got[:16]}… does not match the registered version's {DIGEST_TAG} "
+                f"{version_digest[:16]}…")
+        recorded = None
+        if source_run:
+            try:
+                recorded = self._mlflow_run(source_run).data.tags.get(DIGEST_TAG)
+            except TrackingError as e:
+                if verified.format:
+                    raise verify.ModelVerificationError(f"{name}: cannot read the run that logged it ({e})") from None
+        elif verified.format:
+            raise verify.ModelVerificationError(f"{name}: the store names no run that logged it, so its "
+                                                f"{DIGEST_TAG} cannot be checked")
+        if recorded is None:
+            if verified.format:
+                raise verify.ModelVerificationError(f"{name}: the run that logged it ({source_run}) has no "
+                                                    f"{DIGEST_TAG} tag")
+            return  # logged before digests were recorded: its metadata is all there is
+        if recorded != got:
+            raise verify.ModelVerificationError(
+                f"{name}: checkpoint sha256 {got[:16]}… does not match the {DIGEST_TAG} tag {recorded[:16]}… of "
+                f"the run that logged it ({source_run})")
 
     def load_pyfunc(self, model_uri: str):
         """``mlflow.pyfunc.load_model(model_uri)`` from this store (the model ``mlflow models serve`` runs)."""

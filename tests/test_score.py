@@ -7,18 +7,21 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 from mlflow.exceptions import MlflowException
 from scoring_helpers import MODEL_NAME, NO_THRESHOLD_ID, valve_clips
 
-from mimimi import champion, score
+from mimimi import champion, score, verify
 from mimimi import tracking as T
+from mimimi.checkpoint import load_checkpoint
 from mimimi.data.index import machine_id_from_path
-from mimimi.pyfunc import ModelInputError
+from mimimi.pyfunc import MODEL_CODE, ModelInputError
 
 
 
@@ -281,8 +284,6 @@ def test_champion_alias_moves_only_when_the_test_pauc_beats_the_champions(tr, mo
 
 
 def test_the_scorer_is_chosen_without_retraining_with_its_own_thresholds(model, real_samples, capsys):
-    from mimimi.checkpoint import load_checkpoint
-
     clips = valve_clips(real_samples)[:6]
     args = ["--run-id", model["run_id"], "--tracking-uri", model["store"], "--format", "json", *map(str, clips)]
     fitted = load_checkpoint(model["checkpoint"]).scoring
@@ -298,3 +299,204 @@ def test_the_scorer_is_chosen_without_retraining_with_its_own_thresholds(model, 
     code, out, err = cli(capsys, *args, "--scorer", "recon")
     assert code == 2 and out == "" and err.strip().splitlines() == [
         "error: scorer 'recon' is not one this model has: ce, knn, mahalanobis, gmm, knn-stats"]
+
+
+# ---------------------------------------------------------------------------------------------
+# verified before loading (mimimi.verify): each test logs its own model in a store of this module's, and
+# tampers with it there, so the session's mimimi-valve stays as logged
+
+@pytest.fixture(scope="module")
+def own_store(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('verify-store') / 'mlflow.db'}"
+
+
+class Fresh(NamedTuple):
+    tr: T.Tracker
+    run_id: str
+    version: int
+    name: str  # the registered model
+    folder: Path  # the model folder in the artifact store: what every download copies
+
+
+def fresh_model(store: str, checkpoint: Path, name: str) -> Fresh:
+    """The session's checkpoint logged (and made champion) as version 1 of ``name`` in ``store``."""
+    tr = T.Tracker(store)
+    run = tr.start_run(tr.ensure_experiment("verify"), name)
+    ref = tr.log_model(run, checkpoint, registered_name=name)
+    tr.set_champion(name, ref.version)
+    tr.end_run(run)
+    location = tr.client.get_logged_model(ref.model_uri.removeprefix("models:/")).artifact_location
+    return Fresh(tr, run, ref.version, name, Path(location.removeprefix("file://")))
+
+
+def refused_by_cli(capsys, store: str, args: list[str], clip: Path, *message: str) -> str:
+    capsys.readouterr()  # MLflow's lines from logging the model
+    code, out, err = cli(capsys, *args, "--tracking-uri", store, str(clip))
+    assert code == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and all(m in lines[0] for m in message), err
+    return lines[0]
+
+
+def test_an_untampered_model_scores_exactly_as_its_checkpoint(own_store, model, real_samples, capsys):
+    fresh = fresh_model(own_store, model["checkpoint"], "mimimi-intact")
+    clips = valve_clips(real_samples)[::4]
+    code, out, err = cli(capsys, "--model", "models:/mimimi-intact@champion", "--tracking-uri", own_store,
+                         "--format", "json", *map(str, clips))
+    assert code == 0, err
+    want = score.score_paths(score.Model(load_checkpoint(model["checkpoint"]), None, "checkpoint", None), clips)
+    assert [r["score"] for r in json.loads(out)] == want.scores.score.tolist()  # no MLflow on this side
+    # what was recorded: every file's digest in the metadata, the checkpoint's on the run and the version
+    meta = yaml.safe_load((fresh.folder / "MLmodel").read_text())["metadata"]["mimimi"]
+    digest = verify.sha256_file(fresh.folder / "artifacts" / "checkpoint.pt")
+    assert meta["format"] == 1 and meta["loader"] == "mimimi.pyfunc" and meta["checkpoint_sha256"] == digest
+    assert sorted(meta["artifacts_sha256"]) == ["checkpoint", "config", "features", "ids", "thresholds"]
+    assert meta["code_sha256"] == verify.sha256_file(fresh.folder / "mimimi_model.py")
+    assert (fresh.folder / "mimimi_model.py").read_text() == MODEL_CODE
+    assert fresh.tr.get_run(fresh.run_id).tags[T.DIGEST_TAG] == digest
+    assert fresh.tr.client.get_model_version("mimimi-intact", "1").tags[T.DIGEST_TAG] == digest
+    assert fresh.tr.load_checkpoint_from_run(fresh.run_id).is_file()  # evaluate --run-id checks it too
+
+
+def test_a_tampered_checkpoint_is_refused_by_score_and_by_the_pyfunc_model(own_store, model, real_samples, capsys):
+    fresh = fresh_model(own_store, model["checkpoint"], "mimimi-tampered")
+    ckpt = fresh.folder / "artifacts" / "checkpoint.pt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of the weights, in the artifact store
+    ckpt.write_bytes(bytes(data))
+    clip = valve_clips(real_samples)[0]
+    refused_by_cli(capsys, own_store, ["--model", "models:/mimimi-tampered@champion"], clip,
+                   "error: model models:/mimimi-tampered@champion: artifacts/checkpoint.pt: sha256",
+                   "does not match", "recorded at log time")
+    with pytest.raises(verify.ModelVerificationError, match="artifacts/checkpoint.pt: sha256 .* does not match") as e:
+        fresh.tr.load_pyfunc("models:/mimimi-tampered/1")  # what mlflow models serve loads
+    assert "\n" not in str(e.value)
+    with pytest.raises(verify.ModelVerificationError, match="does not match"):
+        fresh.tr.load_checkpoint_from_run(fresh.run_id)
+
+    # checkpoint and metadata rewritten together: the folder is consistent, the run's tag is not
+    mlmodel = yaml.safe_load((fresh.folder / "MLmodel").read_text())
+    mlmodel["metadata"]["mimimi"]["checkpoint_sha256"] = verify.sha256_file(ckpt)
+    mlmodel["metadata"]["mimimi"]["artifacts_sha256"]["checkpoint"] = verify.sha256_file(ckpt)
+    (fresh.folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    refused_by_cli(capsys, own_store, ["--model", "models:/mimimi-tampered@champion"], clip,
+                   f"does not match the registered version's {T.DIGEST_TAG}")
+    fresh.tr.client.delete_model_version_tag("mimimi-tampered", "1", T.DIGEST_TAG)
+    refused_by_cli(capsys, own_store, ["--model", "models:/mimimi-tampered@champion"], clip,
+                   f"does not match the {T.DIGEST_TAG} tag", f"of the run that logged it ({fresh.run_id})")
+    # the served model checks the folder only (no tracking store there): it loads. The limit the README states
+    assert fresh.tr.load_pyfunc("models:/mimimi-tampered/1") is not None
+
+
+class Foreign:
+    """A plain pyfunc model (pickled by MLflow) whose every step leaves a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def load_context(self, context):
+        Path(self.marker).write_text("load_context")
+
+    def predict(self, context, model_input, params=None):
+        Path(self.marker).write_text("predict")
+        return model_input
+
+
+FOREIGN_CODE = """import pathlib
+
+import mlflow
+
+MARKER = pathlib.Path({marker!r})
+MARKER.write_text("imported")  # runs whenever MLflow loads this model
+
+
+class Foreign(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        MARKER.write_text("load_context")
+
+    def predict(self, context, model_input, params=None):
+        MARKER.write_text("predict")
+        return model_input
+
+
+mlflow.models.set_model(Foreign())
+"""
+
+
+def log_foreign(fresh: Fresh, python_model, checkpoint: Path) -> int:
+    """``python_model`` dressed as MIMIMI's (mimimi metadata, the real checkpoint as its artifact), registered as
+    a new version of ``fresh.name`` and made its champion."""
+    import mlflow
+
+    run = fresh.tr.start_run(fresh.tr.ensure_experiment("foreign"), "foreign")
+    with T._fluent_uri(fresh.tr.uri), mlflow.start_run(run_id=run):
+        info = mlflow.pyfunc.log_model(name="model", python_model=python_model, pip_requirements=["mlflow"],
+                                       artifacts={"checkpoint": str(checkpoint)},
+                                       metadata={"mimimi": {"checkpoint_sha256": verify.sha256_file(checkpoint)}},
+                                       registered_model_name=fresh.name)
+    fresh.tr.set_champion(fresh.name, int(info.registered_model_version))
+    return int(info.registered_model_version)
+
+
+def test_a_foreign_model_made_champion_is_refused_without_running_its_code(own_store, model, real_samples, capsys,
+                                                                          tmp_path):
+    import mlflow
+
+    fresh = fresh_model(own_store, model["checkpoint"], "mimimi-hijacked")
+    marker, clip = tmp_path / "foreign-code-ran", valve_clips(real_samples)[0]
+    foreign = type("Foreign", (Foreign, mlflow.pyfunc.PythonModel), {})  # a PythonModel, defined here
+    assert log_foreign(fresh, foreign(marker), model["checkpoint"]) == 2
+    marker.unlink(missing_ok=True)
+    refused_by_cli(capsys, own_store, ["--model", "models:/mimimi-hijacked@champion"], clip,
+                   "error: model models:/mimimi-hijacked@champion: not a MIMIMI model",
+                   "python_function loader is 'mlflow.pyfunc.model'")
+    assert not marker.exists()
+
+    # the same as a model from code: MLflow's code loader, but the code file is not MIMIMI's
+    code = tmp_path / "foreign_model.py"
+    code.write_text(FOREIGN_CODE.format(marker=str(marker)))
+    assert log_foreign(fresh, str(code), model["checkpoint"]) == 3
+    marker.unlink()  # MLflow ran the code file once, while logging it
+    refused_by_cli(capsys, own_store, ["--model", "models:/mimimi-hijacked@champion"], clip,
+                   "error: model models:/mimimi-hijacked@champion: model code file foreign_model.py differs from "
+                   "MIMIMI's")
+    assert not marker.exists()
+    assert fresh.tr.resolve_model("models:/mimimi-hijacked/1").version == 1  # MIMIMI's own version still resolves
+
+
+def test_a_changed_model_code_file_is_refused(own_store, model, real_samples, capsys, tmp_path):
+    fresh = fresh_model(own_store, model["checkpoint"], "mimimi-recoded")
+    marker = tmp_path / "code-ran"
+    code = fresh.folder / "mimimi_model.py"
+    code.write_text(code.read_text() + f"open({str(marker)!r}, 'w').close()\n")
+    refused_by_cli(capsys, own_store, ["--model", "models:/mimimi-recoded/1"], valve_clips(real_samples)[0],
+                   "error: model models:/mimimi-recoded/1: model code file mimimi_model.py differs from MIMIMI's")
+    assert not marker.exists()  # mimimi.score refuses before anything in the folder runs
+    with pytest.raises(verify.ModelVerificationError, match="mimimi_model.py differs from MIMIMI's"):
+        fresh.tr.load_pyfunc("models:/mimimi-recoded/1")
+    assert marker.exists()  # MLflow runs the code file before load_context can refuse: the served path's limit
+
+
+def test_a_model_logged_before_digests_still_loads(own_store, model, real_samples, capsys):
+    fresh = fresh_model(own_store, model["checkpoint"], "mimimi-old")
+    # as log_model wrote it before this change: checkpoint_sha256 only, no tags, and (older still) the code file
+    # that imports MimimiModel from mimimi.tracking
+    mlmodel = yaml.safe_load((fresh.folder / "MLmodel").read_text())
+    for key in ("format", "loader", "artifacts_sha256", "code_sha256"):
+        del mlmodel["metadata"]["mimimi"][key]
+    (fresh.folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    (fresh.folder / "mimimi_model.py").write_text(verify.OLD_MODEL_CODES[0])
+    fresh.tr.client.delete_tag(fresh.run_id, T.DIGEST_TAG)
+    fresh.tr.client.delete_model_version_tag("mimimi-old", "1", T.DIGEST_TAG)
+    clips = valve_clips(real_samples)[::4]
+    code, out, err = cli(capsys, "--model", "models:/mimimi-old@champion", "--tracking-uri", own_store, "--format", "json",
+                         *map(str, clips))
+    assert code == 0, err
+    want = score.score_paths(score.Model(load_checkpoint(model["checkpoint"]), None, "checkpoint", None), clips)
+    assert [r["score"] for r in json.loads(out)] == want.scores.score.tolist()
+    served = fresh.tr.load_pyfunc("models:/mimimi-old/1").predict(pd.DataFrame({"path": [str(c) for c in clips]}))
+    assert served.score.tolist() == want.scores.score.tolist()
+
+    (fresh.folder / "artifacts" / "checkpoint.pt").write_bytes(model["checkpoint"].read_bytes() + b"\0")
+    refused_by_cli(capsys, own_store, ["--model", "models:/mimimi-old@champion"], clips[0], "artifacts/checkpoint.pt: sha256",
+                   "does not match")

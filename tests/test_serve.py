@@ -50,13 +50,10 @@ def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"mlflow models serve did not answer /ping within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, valve_model):
-    """Version 1 of mimimi-valve (the session's store), served on 127.0.0.1 by `mlflow models serve`."""
-    tmp, store = tmp_path_factory.mktemp("serve"), valve_model["store"]
-
+def start_server(model_uri: str, store: str, tmp: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`mlflow models serve` of ``model_uri`` from ``store`` on a free loopback port: (process, URL, its log)."""
     port, log = free_port(), tmp / "server.log"
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL_NAME}/1", "--env-manager",
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
            "local", "--host", "127.0.0.1", "--port", str(port)]
     # the server execs `uvicorn`: the virtual environment's bin folder must be on PATH, even when not activated
     env = {**os.environ, "MLFLOW_TRACKING_URI": store,
@@ -64,8 +61,15 @@ def served(tmp_path_factory, valve_model):
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # its own process group
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, valve_model):
+    """Version 1 of mimimi-valve (the session's store), served on 127.0.0.1 by `mlflow models serve`."""
+    tmp, store = tmp_path_factory.mktemp("serve"), valve_model["store"]
+    proc, url, log = start_server(f"models:/{MODEL_NAME}/1", store, tmp)
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_for_ping(url, proc, log)
         yield {"url": url, "store": store, "tmp": tmp}
     finally:
@@ -153,3 +157,31 @@ def test_good_and_bad_rows_are_answered_row_by_row(served, real_samples):
     assert first["error"] is None and first["machine_id"] == "00" and first["decision"] in ("normal", "anomaly")
     assert missing["error"] == "/nowhere/clip.wav: no such file" and missing["decision"] is None
     assert "too short" in short["error"] and short["machine_id"] == "00"
+
+
+def test_a_tampered_model_is_not_served(tmp_path, valve_model):
+    """A checkpoint changed in the artifact store after logging: MimimiModel.load_context refuses it, so the
+    scoring server's app fails to load and `mlflow models serve` exits with an error; /ping never answers."""
+    from mimimi.tracking import Tracker
+
+    tr = Tracker(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")  # a store of its own: the session's stays intact
+    run = tr.start_run(tr.ensure_experiment("serve"), "tampered")
+    ref = tr.log_model(run, valve_model["checkpoint"], registered_name=MODEL_NAME)
+    tr.end_run(run)
+    folder = Path(tr.client.get_logged_model(ref.model_uri.removeprefix("models:/")).artifact_location
+                  .removeprefix("file://"))
+    ckpt = folder / "artifacts" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:-1] + bytes([ckpt.read_bytes()[-1] ^ 1]))
+
+    proc, url, log = start_server(f"models:/{MODEL_NAME}/{ref.version}", tr.uri, tmp_path)
+    try:
+        rc = proc.wait(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        pytest.fail(f"mlflow models serve kept running with a tampered model:\n{log.read_text()[-3000:]}")
+    text = log.read_text()
+    assert rc != 0, text[-3000:]
+    refusals = [line for line in text.splitlines() if line.startswith("mimimi.verify.ModelVerificationError: ")]
+    assert refusals and "artifacts/checkpoint.pt: sha256" in refusals[0] and "does not match" in refusals[0], text[-3000:]
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{url}/ping", timeout=2)
