@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from bench.report import replace_section
 from mimimi import kinds, metrics, scoring
@@ -185,6 +186,77 @@ def recipe_study(work: Path, seeds: list[int], seconds: float, epochs: int, feat
     return pd.DataFrame(rows)
 
 
+# the first-shot search's synthetic 2023 set (configs/search/first_shot.yaml, `synthetic:`); seed and clip length
+# come from the command line
+FIRST_SHOT_SET = {k: v for k, v in yaml.safe_load((REPO / "configs" / "search" / "first_shot.yaml").read_text())[
+    "synthetic"].items() if k not in ("seed", "seconds")}
+
+
+def attribute_study(work: Path, seeds: list[int], seconds: float, epochs: int, features: dict | None) -> pd.DataFrame:
+    """Section x attribute classes (``train.attributes``) against sections alone, both over every (type,
+    section) (``train.classes: all``, as first-shot trains): per seed the first-shot synthetic 2023 set is
+    generated, each type trained both ways and evaluated; one row per (seed, attributes, type, scorer) with
+    the mean per-section AUC and pAUC, the per-domain AUC and the year's official score."""
+    rows = []
+    for seed in seeds:
+        root = work / f"attributes-{seed}"
+        spec = dict(FIRST_SHOT_SET, seconds=seconds, seed=seed)
+        synth.generate(root, workers=2, **spec)
+        for attributes in (False, True):
+            for mtype in spec["machine_types"]:
+                cfg = study_config(root, work, features, {"machine_type": mtype, "epochs": epochs, "seed": seed,
+                                                          "classes": "all", "attributes": attributes})
+                tag = f"attributes-{seed}-{attributes}-{mtype}"
+                t = time.perf_counter()
+                result = fit(cfg, work / "runs" / tag)
+                rep = evaluate(result.best_checkpoint, root, work / "eval" / tag, progress=False, baseline=False)
+                mean = rep.comparison[rep.comparison.machine_id == "mean"]
+                rows += [{"seed": seed, "attributes": attributes, "machine_type": mtype, "scorer": r.key,
+                          "default": bool(r.default), "auc": r.auc, "pauc": r.pauc,
+                          "seconds": time.perf_counter() - t} for r in mean.itertuples()]
+                print(f"attributes {attributes} seed {seed} {mtype}: " + ", ".join(
+                    f"{r.key} {100 * r.auc:.1f}" for r in mean.itertuples()), file=sys.stderr)
+    return pd.DataFrame(rows)
+
+
+ATTRIBUTE_TITLE = "## Section × attribute classes (`train.attributes`)"
+
+
+def attribute_section(study: pd.DataFrame, epochs: int, seconds: float, features: dict | None) -> str:
+    seeds = sorted(set(study.seed))
+    types = sorted(set(study.machine_type))
+    default = study.loc[study["default"], "scorer"].iloc[0]
+    lines = ["| scorer | classes | " + " | ".join(types) + " | mean over types | change, same seed |",
+             "|---|---|" + "---|" * (len(types) + 2)]
+    for scorer, g in study.groupby("scorer", sort=False):
+        plain = g[~g.attributes].groupby("seed").auc.mean()  # per seed: the mean over types, sections alone
+        for attributes, h in g.groupby("attributes", sort=True):
+            per_seed = h.groupby("seed").auc.mean()
+            change = f"{_pm(per_seed - plain)}" if attributes else ""
+            lines.append(f"| {scorer}{' (default)' if scorer == default else ''} | "
+                         f"{'section × attribute' if attributes else 'section'} | "
+                         + " | ".join(_pm(h[h.machine_type == t].auc) for t in types)
+                         + f" | {_pm(per_seed)} | {change} |")
+    spec = ", ".join(f"{k} {v}" for k, v in FIRST_SHOT_SET.items() if k != "layout")
+    n, a = 2 * FIRST_SHOT_SET["n_test_normal"], 2 * FIRST_SHOT_SET["n_test_anomaly"]  # source + target
+    shift = FIRST_SHOT_SET["domain_shift"]
+    return "\n\n".join([
+        ATTRIBUTE_TITLE,
+        f"The classifier over every (type, section) (`train.classes: all`, as `--first-shot` trains) with its "
+        f"classes split by the training clips' attributes (`train.attributes: true`) or not, on the first-shot "
+        f"search's synthetic DCASE 2023 set ({spec}; {seconds:g} s clips), whose attribute is the domain's "
+        f"operating speed (`{synth.attribute('source', shift)}` source, `{synth.attribute('target', shift)}` "
+        f"target), so the split is section × domain here. Seeds {seeds} (the seed generates the set and seeds "
+        f"training), {epochs} epochs" + (f", features {features}" if features else "")
+        + "; test AUC in % of each type's one section over both domains (± std over seeds; the last column is "
+        "the change of the mean over types against sections alone on the same seed's data). Each type has "
+        f"{n} + {a} test clips (both domains), so one swapped normal/anomalous pair moves its AUC by "
+        f"{100 / (n * a):.1f} points; pAUC (FPR ≤ 0.1 of {n} normals) is left out as too coarse here. "
+        f"`python -m bench.accuracy --only attributes --attribute-seeds {','.join(map(str, seeds))} --epochs "
+        f"{epochs} --threads {torch.get_num_threads()}` reruns this section alone.",
+        "\n".join(lines)])
+
+
 def precision_study(work: Path, seeds: list[int], seconds: float, epochs: int, features: dict | None) -> pd.DataFrame:
     """The default model trained and scored in fp32 and in bf16 (``train.precision`` and ``scoring.precision``)
     per machine type of the synthetic set, same seed, same data: one row per (seed, type, ID, precision) with
@@ -310,7 +382,7 @@ def per_id_table(rows: pd.DataFrame, name: str) -> str:
 
 def markdown(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict,
              trials: pd.DataFrame | None = None, recipes: pd.DataFrame | None = None,
-             precisions: pd.DataFrame | None = None) -> str:
+             precisions: pd.DataFrame | None = None, attributes: pd.DataFrame | None = None) -> str:
     tables = summary_tables(rows)
     parts = [
         "# MIMIMI accuracy report",
@@ -345,6 +417,8 @@ def markdown(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict,
         parts.append(recipe_section(recipes, settings["epochs"]))
     if precisions is not None and len(precisions):
         parts.append(precision_section(precisions, settings["epochs"]))
+    if attributes is not None and len(attributes):
+        parts.append(attribute_section(attributes, settings["epochs"], settings["seconds"], settings["features"]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -392,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objective-trials", type=int, default=20, help="trials of the objective study (0: skip)")
     ap.add_argument("--recipe-seeds", default="0,1", help="seeds of the recipe study, comma-separated ('': skip)")
     ap.add_argument("--precision-seeds", default="0,1,2", help="seeds of the bf16-vs-fp32 study ('': skip)")
-    ap.add_argument("--only", choices=["main", "recipes", "precision", "objective"], default=None,
+    ap.add_argument("--attribute-seeds", default=",".join(map(str, range(10))),
+                    help="seeds of the section x attribute study (default: 0..9; '': skip)")
+    ap.add_argument("--only", choices=["main", "recipes", "precision", "objective", "attributes"], default=None,
                     help="run one part alone: its section(s) of --out are replaced, its rows go to the JSON "
                          "(main: the synthetic, fails-like-real and real-sample tables; the studies are kept)")
     args = ap.parse_args(argv)
@@ -402,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s]
         recipe_seeds = [int(s) for s in args.recipe_seeds.split(",") if s]
         precision_seeds = [int(s) for s in args.precision_seeds.split(",") if s]
+        attribute_seeds = [int(s) for s in args.attribute_seeds.split(",") if s]
     except ValueError:
         ap.error(f"--seeds and --recipe-seeds must be comma-separated integers, got {args.seeds!r}, {args.recipe_seeds!r}")
     sets = [s for s in args.sets.split(",") if s]
@@ -412,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds, sets, features = QUICK["seeds"], list(QUICK["sets"]), QUICK["features"]
         args.seconds, args.epochs = QUICK["seconds"], QUICK["epochs"]
     if args.quick:
-        recipe_seeds, precision_seeds = recipe_seeds[:1], precision_seeds[:1]
+        recipe_seeds, precision_seeds, attribute_seeds = recipe_seeds[:1], precision_seeds[:1], attribute_seeds[:1]
     start = time.perf_counter()
     if args.only == "main":
         return _main_tables(args, seeds, sets, features, start)
@@ -424,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.only == "precision":
                 study = precision_study(Path(d), precision_seeds, args.seconds, args.epochs, features)
                 title, section = PRECISION_TITLE, precision_section(study, args.epochs)
+            elif args.only == "attributes":
+                study = attribute_study(Path(d), attribute_seeds, args.seconds, args.epochs, features)
+                title, section = ATTRIBUTE_TITLE, attribute_section(study, args.epochs, args.seconds, features)
             else:
                 study = objective_study(Path(d), 3 if args.quick else args.objective_trials, args.seconds, features)
                 title, section = OBJECTIVE_TITLE, objective_section(study)
@@ -442,18 +522,22 @@ def main(argv: list[str] | None = None) -> int:
         recipes = recipe_study(work, recipe_seeds, args.seconds, args.epochs, features) if recipe_seeds else None
         precisions = (precision_study(work, precision_seeds, args.seconds, args.epochs, features)
                       if precision_seeds else None)
+        attribute_rows = (attribute_study(work, attribute_seeds, args.seconds, args.epochs, features)
+                          if attribute_seeds else None)
         rows, real = _main_rows(work, args, seeds, sets, features)
         n_obj = 3 if args.quick else args.objective_trials
         trials = objective_study(work, n_obj, args.seconds, features) if n_obj else None
     settings = _settings(args, seeds, features, start, objective_type="slider")
     out = Path(args.out)
-    out.write_text(markdown(rows, real, settings, trials, recipes, precisions))
+    out.write_text(markdown(rows, real, settings, trials, recipes, precisions, attribute_rows))
     out.with_suffix(".json").write_text(json.dumps(
         {"settings": settings, "rows": json.loads(rows.to_json(orient="records")),
          "real_samples": None if real is None else json.loads(real.to_json(orient="records")),
          "objective_trials": None if trials is None else json.loads(trials.to_json(orient="records")),
          "recipes": None if recipes is None else json.loads(recipes.to_json(orient="records")),
-         "precision": None if precisions is None else json.loads(precisions.to_json(orient="records"))}, indent=1))
+         "precision": None if precisions is None else json.loads(precisions.to_json(orient="records")),
+         "attributes": None if attribute_rows is None else json.loads(attribute_rows.to_json(orient="records"))},
+        indent=1))
     print(f"wrote {out} and {out.with_suffix('.json').name}", file=sys.stderr)
     return 0
 
@@ -484,7 +568,7 @@ def _main_tables(args, seeds: list[int], sets: list[str], features, start: float
     text = markdown(rows, real, settings).rstrip("\n") + "\n"
     if out.is_file():  # the studies' sections as they were written, each by its own command
         old = out.read_text()
-        starts = [i for i in (old.find(t) for t in (OBJECTIVE_TITLE, RECIPE_TITLE, PRECISION_TITLE)) if i >= 0]
+        starts = [i for i in (old.find(t) for t in (OBJECTIVE_TITLE, RECIPE_TITLE, PRECISION_TITLE, ATTRIBUTE_TITLE)) if i >= 0]
         if starts:
             text += "\n" + old[min(starts):]
     out.write_text(text)

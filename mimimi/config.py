@@ -100,6 +100,11 @@ class TrainConfig:
     # pair under data.root, or of data.machine_types when given (the 41-class setup of the DCASE 2020
     # leaders). Validation, scorers and the checkpoint stay per type either way.
     classes: Literal["type", "all"] = "type"
+    # split each of those classes by the training clip's attributes (the name's part after NNNN_, DCASE 2021+:
+    # "fan/00/vel_12", the 2022+ top systems' section x attribute classes); a clip without any ("" in 2020 and
+    # MIMII, "noAttribute") keeps "<type>/<ID>". Scorers stay per ID: ce is -log of the summed probability of
+    # the ID's classes, pred_id the ID of the likeliest class. Classifiers only.
+    attributes: bool = False
     arcface_margin: float = 0.5  # additive angular margin of the arcface head (model.net.head), radians
     monitor: Literal["val_loss", "val_proxy_auc"] = "val_proxy_auc"  # best checkpoint and early stopping
     loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # cross-entropy of the magnitude, complex, fused heads

@@ -2,7 +2,8 @@
 outputs per segment. Training, evaluation, scoring and the search ask the kind instead of testing names.
 
 * ``complex``: the paper's complex network on 64-frame complex STFT segments, trained to tell machine IDs
-  apart; native score ``ce`` (cross-entropy against the clip's own ID).
+  apart; native score ``ce`` (cross-entropy against the clip's own ID: with several classes per ID,
+  ``train.attributes``, −log of the summed probability of the ID's classes, ``group_nll``).
 * ``magnitude``: the same backbone fed |STFT| (phase dropped), native score ``ce``.
 * ``ae``: the DCASE 2020 baseline autoencoder on 5 stacked log-mel frames; native score ``recon``.
 * ``stats-knn``: no training. A clip is the mean and standard deviation over time of its log-mel
@@ -20,6 +21,7 @@ code, for ``stats-knn`` the statistics themselves.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -41,7 +43,7 @@ class SegmentOutputs(NamedTuple):
     loss: Tensor  # (S,) the training loss of each segment against the clip's ID (validation loss)
     native: Tensor | None  # (S,) the kind's own anomaly score (ce, recon); None for stats-knn
     embedding: Tensor  # (S, D) real
-    log_probs: Tensor | None  # (S, n_ids) ID log-probabilities of a classifier, else None
+    log_probs: Tensor | None  # (S, n_classes) class log-probabilities of a classifier, else None
 
 
 class LogMelStats(nn.Module):
@@ -59,22 +61,48 @@ class ClipLogMel(ClipSegments):
         return ClipItem(torch.from_numpy(logmel[None]), int(self.classes[i]), int(self.labels[i]), i)
 
 
+def member_mask(targets: Tensor, n_classes: int) -> Tensor:
+    """(S, G) class indices padded with -1 (each row: the classes of one segment's machine ID) -> (S, n_classes)
+    bool, True at those classes.
+
+    >>> member_mask(torch.tensor([[0, 2], [1, -1]]), 3)
+    tensor([[ True, False,  True],
+            [False,  True, False]])
+    """
+    return (targets[:, :, None] == torch.arange(n_classes, device=targets.device)).any(1)
+
+
+def group_nll(log_probs: Tensor, member: Tensor) -> Tensor:
+    """−log Σ_{c in member} p(c) per row: (S, n) log-probabilities, (S, n) bool -> (S,). For one class per row
+    exactly ``F.nll_loss(log_probs, c, reduction="none")`` (the logsumexp of a single finite value is itself).
+
+    >>> lp = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    >>> round(float(group_nll(lp, torch.tensor([[True, True, False]]))), 4) == round(-math.log(0.8), 4)
+    True
+    """
+    return -log_probs.masked_fill(~member, -math.inf).logsumexp(1)
+
+
 def arcface_loss(cos_logits: Tensor, target: Tensor, scale: float, margin: float, reduction: str = "mean") -> Tensor:
     """ArcFace (additive angular margin) cross-entropy for ``cos_logits = scale * cos`` (B, n).
 
     ``target`` is class indices (B,) or soft targets (B, n) from mixup: the loss is then the target-weighted
     sum over classes c of the cross-entropy with the margin applied at c (Σ_c y_c · CE_c), which equals the
-    usual ArcFace loss for a one-hot target.
+    usual ArcFace loss for a one-hot target. A bool ``target`` (B, n) is a set of classes (a machine ID's with
+    ``train.attributes``): −log Σ_{c in the set} exp(−CE_c), which is CE_c for a set of one.
     """
     n = cos_logits.shape[1]
-    if target.ndim == 1:
+    if target.ndim == 1 and target.dtype != torch.bool:
         target = F.one_hot(target, n).to(cos_logits.dtype)
     cos = (cos_logits.float() / scale).clamp(-1 + 1e-6, 1 - 1e-6)  # (B, n)
     with_margin = scale * torch.cos(torch.acos(cos) + margin)  # (B, n): the logit of c when c is the target
     eye = torch.eye(n, dtype=torch.bool, device=cos.device)
     logits = torch.where(eye, with_margin[:, None, :], scale * cos[:, None, :])  # (B, c, n): margin at c only
     ce = -logits.log_softmax(dim=2).diagonal(dim1=1, dim2=2)  # (B, n): CE_c
-    per_item = (target.float() * ce).sum(1)  # (B,)
+    if target.dtype == torch.bool:
+        per_item = -(-ce).masked_fill(~target, -math.inf).logsumexp(1)  # (B,)
+    else:
+        per_item = (target.float() * ce).sum(1)  # (B,)
     return per_item.mean() if reduction == "mean" else per_item
 
 
@@ -114,8 +142,9 @@ class ModelKind:
         raise NotImplementedError(f"{self.name} is not trained")
 
     def segment_outputs(self, model: nn.Module, x: Tensor, targets: Tensor, cfg: Config) -> SegmentOutputs:
-        """``x``: (S, ...) segments; ``targets``: (S,) the class index of each segment's clip (its machine
-        ID's output; with ``train.classes: all`` one of every type's classes)."""
+        """``x``: (S, ...) segments; ``targets``: (S, G) long, the output classes of each segment's machine ID
+        padded with -1 (G = 1 but with ``train.attributes``; with ``train.classes: all`` they are among every
+        type's classes)."""
         raise NotImplementedError
 
 
@@ -144,13 +173,22 @@ class Classifier(ModelKind):
     def clip_dataset(self, cfg, clips, cache, ids):
         return ClipSegments(clips, cache, ids)
 
+    @staticmethod
+    def _ce(logits: Tensor, target: Tensor, reduction: str) -> Tensor:
+        """One head's cross-entropy: soft targets (B, n), or a bool (B, n) set of classes (``group_nll``)."""
+        if target.dtype != torch.bool:
+            return F.cross_entropy(logits.float(), target, reduction=reduction)
+        per_item = group_nll(logits.float().log_softmax(1), target)
+        return per_item.mean() if reduction == "mean" else per_item
+
     def _loss(self, logits, target: Tensor, cfg: Config, reduction: str = "mean") -> Tensor:
-        """Weighted cross-entropy of the three heads; the fused head with the ArcFace margin when it is one."""
+        """Weighted cross-entropy of the three heads; the fused head with the ArcFace margin when it is one.
+        ``target``: soft targets (B, n) (training) or each item's machine-ID classes as a bool (B, n) (scoring)."""
         w, net = cfg.train.loss_weights, cfg.model.net
-        terms = [w[0] * F.cross_entropy(logits.magnitude.float(), target, reduction=reduction),
-                 w[1] * F.cross_entropy(logits.complex.float(), target, reduction=reduction)]
+        terms = [w[0] * self._ce(logits.magnitude, target, reduction),
+                 w[1] * self._ce(logits.complex, target, reduction)]
         fused = (arcface_loss(logits.total, target, net.arcface_scale, cfg.train.arcface_margin, reduction)
-                 if net.head == "arcface" else F.cross_entropy(logits.total.float(), target, reduction=reduction))
+                 if net.head == "arcface" else self._ce(logits.total, target, reduction))
         return sum(t for t, wi in zip(terms + [w[2] * fused], w) if wi)
 
     def loss(self, model, batch, cfg):
@@ -160,10 +198,11 @@ class Classifier(ModelKind):
     def segment_outputs(self, model, x, targets, cfg):
         emb = model.embed_and_classify(x)
         logits = emb.logits
-        target = targets
-        total = logits.total.float()
-        return SegmentOutputs(loss=self._loss(logits, target, cfg, reduction="none"), native=F.cross_entropy(total, target, reduction="none"),
-                              embedding=emb.embedding.float(), log_probs=total.log_softmax(1))
+        log_probs = logits.total.float().log_softmax(1)  # (S, n_classes)
+        member = member_mask(targets, log_probs.shape[1])  # (S, n_classes): the classes of the segment's ID
+        return SegmentOutputs(loss=self._loss(logits, member, cfg, reduction="none"),
+                              native=group_nll(log_probs, member), embedding=emb.embedding.float(),
+                              log_probs=log_probs)
 
 
 class Autoencoder(ModelKind):

@@ -2,9 +2,10 @@
 model; it imports no MLflow.
 
 A model kind (``mimimi.kinds``) gives per segment an embedding, and for trained kinds its native score
-(``ce``: cross-entropy against the clip's own ID; ``recon``: reconstruction error). ``clip_outputs``
-turns them into one row per clip: the native score aggregated over segments, the clip embedding (the
-mean of its segment embeddings) and the predicted ID. The scorers:
+(``ce``: cross-entropy against the clip's own ID, −log Σ p(c) over the ID's classes c when it owns several,
+``train.attributes``; ``recon``: reconstruction error). ``clip_outputs`` turns them into one row per clip:
+the native score aggregated over segments, the clip embedding (the mean of its segment embeddings) and the
+predicted ID (the owner of the likeliest of the type's classes). The scorers:
 
 * ``ce`` / ``recon``: the native score itself (the paper's score for the network);
 * ``knn`` (cosine, ``scoring.knn_k``), ``mahalanobis`` (shrinkage covariance), ``gmm`` (diagonal mixture):
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.special
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -41,6 +43,7 @@ from mimimi import metrics as M
 from mimimi import precision
 from mimimi.config import Config
 from mimimi.data import corrupt
+from mimimi.data.dataset import id_classes
 from mimimi.features import FeatureCache, compute, decode
 from mimimi.kinds import LogMelStats, ModelKind
 from mimimi.scorers import IDScorers, ScorerError, cross_fitted_scores, fit_threshold
@@ -148,8 +151,12 @@ def clip_outputs(model: nn.Module, kind: ModelKind, cfg: Config, clips: pd.DataF
     other clips were scored with it (a batched convolution may round differently)."""
     was_training = model.training
     model.eval().to(device)
-    own = sorted(ids.items(), key=lambda kv: kv[1])  # the pred_id is the likeliest of the clips' type's IDs
-    own_names, own_classes = [m for m, _ in own], [i for _, i in own]
+    groups = id_classes(ids)  # machine ID -> its output classes (several with train.attributes)
+    own = sorted((c, m) for m, cs in groups.items() for c in cs)  # pred_id: the ID of the likeliest own class
+    own_classes, own_names = [c for c, _ in own], [m for _, m in own]
+    width = max(len(cs) for cs in groups.values())
+    padded = {m: torch.tensor(list(cs) + [-1] * (width - len(cs))) for m, cs in groups.items()}  # (G,) each
+    row_ids = clips.machine_id.tolist()
     ds = kind.clip_dataset(cfg, clips, features, dict(ids))
     n = len(ds)
     native = np.empty(n) if kind.native else None
@@ -157,7 +164,8 @@ def clip_outputs(model: nn.Module, kind: ModelKind, cfg: Config, clips: pd.DataF
     bar = tqdm(total=n, desc="scoring", unit="clip", leave=False, disable=not progress)
     for batch in _batches(ds, batch_segments):
         x = torch.cat([item.x for item in batch]).to(device)
-        targets = torch.cat([torch.full((len(item.x),), item.machine_id) for item in batch]).to(device)
+        targets = torch.cat([padded[row_ids[item.index]].expand(len(item.x), width)  # (S, G): the ID's classes
+                             for item in batch]).to(device)
         with precision.autocast(cfg.scoring.precision, device):
             out = kind.segment_outputs(model, x, targets, cfg)  # its outputs in fp32 (kinds casts them)
         start = 0
@@ -391,6 +399,7 @@ def proxy_auc(cfg: Config, kind: ModelKind, scorer: str, train: ClipOutputs, val
     corruptions and the other types' normals), under ``scorer`` fitted on the training split only; the mean
     over IDs, and ``val_proxy_auc/<family>`` the same per proxy family. NaN where no ID has both."""
     emb_scorer = fused = None
+    owned = id_classes(ids)  # machine ID -> its output classes, for ce
     if scorer in EMBEDDING_SCORERS:
         groups = _groups(train)
         emb_scorer = IDScorers(scorer, **scorer_params(cfg, scorer)).fit(
@@ -403,8 +412,9 @@ def proxy_auc(cfg: Config, kind: ModelKind, scorer: str, train: ClipOutputs, val
             return fused.score(mid, outputs.embedding[rows], outputs.stats[rows])
         if emb_scorer is not None:
             return emb_scorer.score(mid, outputs.embedding[rows])
-        if scorer == "ce":  # cross-entropy against ``mid`` from the mean log-probabilities
-            return -outputs.log_probs[rows, ids[mid]]
+        if scorer == "ce":  # cross-entropy against ``mid`` from the mean log-probabilities (logsumexp over the
+            own = list(owned[mid])  # ID's classes: exactly the native ce for one class per ID)
+            return -scipy.special.logsumexp(outputs.log_probs[np.ix_(rows, own)], axis=1)
         return outputs.native[rows]
 
     per_family: dict[str, list[float]] = {}

@@ -6,11 +6,13 @@ Train worker. A held-out part of the normal training clips (``train.val_fraction
 validation set: early stopping and the best checkpoint are chosen on it, never on test data.
 
     python -m mimimi.train --data-root DIR --machine-type fan [--model complex|magnitude|ae|stats-knn] \\
-        [--classes type|all] [--config configs/base.yaml] --out DIR
+        [--classes type|all] [--attributes] [--config configs/base.yaml] --out DIR
 
 ``train.classes: all`` trains the classifier over every (machine type, ID) pair under the root (the 41-class
 setup of the DCASE 2020 leaders) and still validates, fits scorers and writes the checkpoint for
-``--machine-type``: its IDs keep their own outputs among all the classes.
+``--machine-type``: its IDs keep their own outputs among all the classes. ``train.attributes``
+(``--attributes``) splits each class by the training clips' attributes (the 2022+ section x attribute
+classes); an ID then owns several outputs (``meta["id_classes"]`` in the checkpoint).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from mimimi import augment, kinds, precision, scoring
 from mimimi.checkpoint import save_checkpoint
 from mimimi.config import Config, ConfigError, load_config, merge, to_dict
 from mimimi.data.audio import AudioError
-from mimimi.data.dataset import id_map
+from mimimi.data.dataset import IDMap
 from mimimi.data.index import DatasetError, index_dataset, select
 from mimimi.features import FeatureCache
 
@@ -83,39 +85,65 @@ def training_clips(cfg: Config, clips: pd.DataFrame | None = None) -> pd.DataFra
     return train
 
 
-class Classes(NamedTuple):
-    """What the classifier is trained to tell apart (``train.classes``).
+NO_ATTRIBUTE = "noAttribute"  # DCASE 2022+'s attribute part for a clip that has none
 
-    ``names``: the network's output classes in order, ``"<type>/<ID>"`` (``"fan/02"``); ``ids``: the trained
-    type's machine IDs -> their class index (what the checkpoint, the scorers and ``mimimi.score`` use);
-    ``pool``: the normal training clips of every class but the trained type's, with ``machine_id`` set to the
-    class name (empty with ``classes: type``).
+
+def class_name(machine_type: str, machine_id: str, attributes: str = "") -> str:
+    """A classifier class: ``<type>/<ID>``, or ``<type>/<ID>/<attributes>`` for a clip with attributes
+    (``train.attributes``); ``""`` and ``noAttribute`` are none.
+
+    >>> class_name("fan", "00"), class_name("fan", "00", "m-n_W"), class_name("ToyCar", "00", "noAttribute")
+    ('fan/00', 'fan/00/m-n_W', 'ToyCar/00')
+    """
+    plain = f"{machine_type}/{machine_id}"
+    return f"{plain}/{attributes}" if attributes and attributes != NO_ATTRIBUTE else plain
+
+
+def class_names(clips: pd.DataFrame, attributes: bool) -> pd.Series:
+    """(clips,) each clip's class (``class_name``), split by its ``attributes`` column when ``attributes``."""
+    attr = clips["attributes"] if attributes else pd.Series("", index=clips.index)
+    return pd.Series([class_name(t, m, a) for t, m, a in zip(clips.machine_type, clips.machine_id, attr)],
+                     index=clips.index, dtype=object)
+
+
+class Classes(NamedTuple):
+    """What the classifier is trained to tell apart (``train.classes``, ``train.attributes``).
+
+    ``names``: the network's output classes in order, ``"<type>/<ID>"`` (``"fan/02"``) or, with
+    ``train.attributes``, ``"<type>/<ID>/<attributes>"`` (``"fan/02/vel_12"``) for clips that have attributes;
+    ``ids``: the trained type's machine IDs -> their first class index, with ``ids.classes`` every class each
+    owns (what the checkpoint, the scorers and ``mimimi.score`` use); ``pool``: the normal training clips of
+    every class but the trained type's, with ``machine_id`` set to the class name (empty with ``classes: type``).
     """
 
     names: list[str]
-    ids: dict[str, int]
+    ids: IDMap
     pool: pd.DataFrame
 
 
 def class_map(cfg: Config, clips: pd.DataFrame, index: pd.DataFrame, held_out: pd.DataFrame) -> Classes:
     """``train.classes``: the type's IDs (``type``), or every (machine type, ID) of ``data.machine_types``
-    (default: every type in ``index``) with ``held_out`` (the other types' proxy clips) kept out (``all``)."""
-    mtype = cfg.train.machine_type
-    if cfg.train.classes == "type":
-        ids = id_map(clips)
-        return Classes([f"{mtype}/{m}" for m in ids], ids, clips.iloc[:0])
-    types = list(cfg.data.machine_types) or sorted(set(index.machine_type))
-    missing = sorted(set(types) - set(index.machine_type))
-    if missing:
-        raise TrainError(f"{cfg.data.root}: data.machine_types {missing} not found (found {sorted(set(index.machine_type))})")
-    if mtype not in types:
-        raise TrainError(f"train.classes=all: the trained type {mtype!r} is not among data.machine_types {types}")
-    pool = select(index, split="train", label="normal")
-    pool = pool[pool.machine_type.isin(types) & (pool.machine_type != mtype) & ~pool.path.isin(held_out.path)]
-    pool = pool.assign(machine_id=pool.machine_type + "/" + pool.machine_id)
-    names = sorted(set(pool.machine_id) | {f"{mtype}/{m}" for m in clips.machine_id})
+    (default: every type in ``index``) with ``held_out`` (the other types' proxy clips) kept out (``all``);
+    each split by the attributes of its training clips with ``train.attributes``."""
+    mtype, split = cfg.train.machine_type, cfg.train.attributes
+    own = class_names(clips, split)  # (clips,) the trained type's classes
+    pool = clips.iloc[:0]
+    if cfg.train.classes == "all":
+        types = list(cfg.data.machine_types) or sorted(set(index.machine_type))
+        missing = sorted(set(types) - set(index.machine_type))
+        if missing:
+            raise TrainError(f"{cfg.data.root}: data.machine_types {missing} not found "
+                             f"(found {sorted(set(index.machine_type))})")
+        if mtype not in types:
+            raise TrainError(f"train.classes=all: the trained type {mtype!r} is not among data.machine_types {types}")
+        pool = select(index, split="train", label="normal")
+        pool = pool[pool.machine_type.isin(types) & (pool.machine_type != mtype) & ~pool.path.isin(held_out.path)]
+        pool = pool.assign(machine_id=class_names(pool, split))
+    names = sorted(set(pool.machine_id) | set(own))
     index_of = {n: i for i, n in enumerate(names)}
-    ids = {m: index_of[f"{mtype}/{m}"] for m in sorted(set(clips.machine_id))}
+    owned = {m: sorted({index_of[n] for n in own[(clips.machine_id == m).to_numpy()]})
+             for m in sorted(set(clips.machine_id))}  # machine ID -> its classes
+    ids = IDMap({m: c[0] for m, c in owned.items()}, owned)
     return Classes(names, ids, pool.reset_index(drop=True))
 
 
@@ -279,14 +307,17 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
     kind = kinds.of(cfg)
     if t.classes == "all" and not kind.classifier:
         raise TrainError(f"train.classes=all needs a classifier; the {kind.name} model has no classes")
+    if t.attributes and not kind.classifier:
+        raise TrainError(f"train.attributes needs a classifier; the {kind.name} model has no classes")
     index = index_dataset(cfg.data.root).clips
     clips = training_clips(cfg, index)
     others = other_type_proxies(cfg, index)
     classes = class_map(cfg, clips, index, others)
     ids = classes.ids
     if kind.classifier and len(classes.names) < 2:
-        raise TrainError(f"machine type {t.machine_type!r} has one machine ID ({list(ids)}): "
-                         "the self-supervised classifier needs at least two (or train.classes=all)")
+        raise TrainError(f"machine type {t.machine_type!r} has one machine ID ({list(ids)})"
+                         f"{' and no two attribute values' if t.attributes else ''}: the self-supervised "
+                         "classifier needs at least two classes (or train.classes=all)")
     cfg = kinds.of(cfg).resolve(cfg, len(classes.names))
     train_clips, val_clips = split_train_val(clips, t.val_fraction, t.seed)
     if val_clips.empty and kind.trainable:
@@ -299,7 +330,7 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
     model = dist.prepare_model(kind.build(cfg, len(classes.names)).to(device))
     core = getattr(model, "module", model)  # what a checkpoint holds (DDP wraps the model)
     meta = dict(machine_type=t.machine_type, n_train_clips=len(train_clips), n_val_clips=len(val_clips),
-                classes=classes.names)
+                classes=classes.names)  # save_checkpoint adds id_classes from ids
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
         (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
@@ -319,7 +350,7 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
         return TrainResult(best_path, last_path, 0, metrics, [metrics])
 
     class_of = {n: i for i, n in enumerate(classes.names)}
-    named = train_clips.assign(machine_id=t.machine_type + "/" + train_clips.machine_id)  # ID -> class name
+    named = train_clips.assign(machine_id=class_names(train_clips, t.attributes))  # ID -> class name
     train_ds = kind.train_dataset(cfg, pd.concat([named, classes.pool], ignore_index=True), cache, class_of)
     n_classes = len(classes.names)
     sampler = make_sampler(cfg, kind, train_ds, n_classes)
@@ -429,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--classes", choices=["type", "all"], default=None,
                     help="train.classes: the type's machine IDs, or every (type, ID) under the root")
+    ap.add_argument("--attributes", action=argparse.BooleanOptionalAction, default=None,
+                    help="train.attributes: split each class by the training clips' attributes (DCASE 2021+)")
     ap.add_argument("--no-eval", action="store_true", help="skip the final evaluation on the test split")
     args = ap.parse_args(argv)
     overrides: dict[str, Any] = {"data": {"root": args.data_root}, "train": {"machine_type": args.machine_type}}
@@ -438,6 +471,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides["train"]["epochs"] = args.epochs
     if args.classes is not None:
         overrides["train"]["classes"] = args.classes
+    if args.attributes is not None:
+        overrides["train"]["attributes"] = args.attributes
     try:
         cfg = load_config(*args.config, overrides=overrides)
         result = fit(cfg, args.out)

@@ -31,6 +31,9 @@ def test_quick_accuracy_report_has_every_section(tmp_path):
     assert "## bf16 against fp32" in md and "knn-stats (default)" in md
     assert {r["precision"] for r in data["precision"]} == {"fp32", "bf16", "bf16 scoring"}
     assert "| scoring only (fp32 weights) |" in md
+    assert "## Section × attribute classes (`train.attributes`)" in md and "| section × attribute |" in md
+    assert {(r["attributes"], r["machine_type"]) for r in data["attributes"]} == {
+        (a, t) for a in (False, True) for t in ("fan", "valve")}
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -54,6 +54,15 @@ def test_trial_config_applies_sampled_values():
     assert cfg["augment"]["mixup_prob"] == 0.0 and cfg["train"]["epochs"] == Config().train.epochs
 
 
+def test_attribute_classes_can_be_searched():
+    """train.attributes (section x attribute classes) is a space key like train.classes; a bad value is an error."""
+    space = load_from({"space": {"train.attributes": {"type": "choice", "values": [False, True]}}}).space
+    assert space["train.attributes"].values == (False, True)
+    assert trial_config(Config(), {"train.attributes": True, "train.classes": "all"})["train"]["attributes"] is True
+    with pytest.raises(ConfigError, match="train.attributes must be bool"):
+        load_from({"space": {"train.attributes": {"type": "choice", "values": ["sections"]}}})
+
+
 def test_every_shipped_search_config_parses():
     for path in SEARCH_CONFIGS.glob("*.yaml"):
         load_search_config("valve", [path])

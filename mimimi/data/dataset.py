@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +28,37 @@ def id_map(clips: pd.DataFrame) -> dict[str, int]:
     {'00': 0, '02': 1, '04': 2}
     """
     return {m: i for i, m in enumerate(sorted(clips.machine_id.unique()))}
+
+
+class IDMap(dict):
+    """Machine ID -> class index, as ``id_map`` gives it (the per-ID scorers, thresholds, ``mimimi.score`` and
+    tracking read its keys, the clip datasets its values), with ``classes``: machine ID -> every output class
+    the ID owns, in index order. With ``train.attributes`` an ID owns one class per attribute value of its
+    training clips and maps to the first; otherwise ``classes[m] == (ids[m],)``. ``dict(ids)`` keeps the map
+    and drops ``classes``: pass the IDMap itself to ``mimimi.scoring.clip_outputs``.
+
+    >>> ids = IDMap({"00": 0, "02": 2}, {"00": [0, 1], "02": [2]})
+    >>> ids == {"00": 0, "02": 2}, ids.classes
+    (True, {'00': (0, 1), '02': (2,)})
+    """
+
+    def __init__(self, ids: Mapping[str, int], classes: Mapping[str, Sequence[int]] | None = None):
+        super().__init__((str(m), int(i)) for m, i in ids.items())
+        if classes is None:
+            classes = {m: (i,) for m, i in self.items()}
+        self.classes = {str(m): tuple(sorted(int(c) for c in cs)) for m, cs in classes.items()}
+        if set(self.classes) != set(self) or any(not cs or self[m] != cs[0] for m, cs in self.classes.items()):
+            raise ValueError(f"machine ID classes {self.classes} do not match the ID map {dict(self)} "
+                             "(every ID needs its classes, the first being its own index)")
+
+
+def id_classes(ids: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+    """Machine ID -> its output classes: ``IDMap.classes``, or one class per ID for a plain mapping.
+
+    >>> id_classes({"00": 0, "02": 1})
+    {'00': (0,), '02': (1,)}
+    """
+    return dict(ids.classes) if isinstance(ids, IDMap) else {str(m): (int(i),) for m, i in ids.items()}
 
 
 def _classes(clips: pd.DataFrame, ids: dict[str, int]) -> np.ndarray:
