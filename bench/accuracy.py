@@ -232,7 +232,7 @@ def attribute_section(study: pd.DataFrame, epochs: int, seconds: float, features
         plain = g[~g.attributes].groupby("seed").auc.mean()  # per seed: the mean over types, sections alone
         for attributes, h in g.groupby("attributes", sort=True):
             per_seed = h.groupby("seed").auc.mean()
-            change = f"{_pm(per_seed - plain)}" if attributes else ""
+            change = _pm(per_seed - plain) if attributes else ""
             lines.append(f"| {scorer}{' (default)' if scorer == default else ''} | "
                          f"{'section × attribute' if attributes else 'section'} | "
                          + " | ".join(_pm(h[h.machine_type == t].auc) for t in types)

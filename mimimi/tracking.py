@@ -589,21 +589,15 @@ class Tracker:
             rel = ((flavor.get("artifacts") or {}).get("checkpoint") or {}).get("path")
             if not rel:
                 raise TrackingError(f"{name} has no checkpoint artifact (not logged by mimimi?)")
-            if Path(rel).is_absolute() or ".." in Path(rel).parts:
-                raise verify.ModelVerificationError(f"{name}: checkpoint path {rel!r} leads outside the model folder")
             dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="mimimi-checkpoint-"))
+            verify.inside(dst, rel, "artifact 'checkpoint'", name)  # a path that stays below the model's root
             dst.mkdir(parents=True, exist_ok=True)
             path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{rel}", dst_path=str(dst),
                                                             tracking_uri=self.uri))
         meta = (conf.get("metadata") or {}).get("mimimi") or {}
-        got = verify.sha256_file(path)
-        if meta.get("checkpoint_sha256") != got:
-            raise verify.ModelVerificationError(
-                f"{name}: {rel}: sha256 {got[:16]}… does not match the checkpoint_sha256 recorded at log time "
-                f"({str(meta.get('checkpoint_sha256'))[:16]}…)")
+        got = verify.check_file(path, rel, meta.get("checkpoint_sha256"), name)
         fmt = meta.get("format", 0)
-        self._check_digest(name, verify.Verified(dst, {"checkpoint": path}, got, fmt if isinstance(fmt, int) else 1),
-                           logged.source_run_id, None)
+        self._check_digest(name, got, fmt != 0 or not isinstance(fmt, int), logged.source_run_id, None)
         return path
 
     def resolve_model(self, model_uri: str | None = None, *, run_id: str | None = None,
@@ -650,16 +644,15 @@ class Tracker:
         if tracked:
             if source_run is None and not _REGISTERED_URI.match(model_uri) and not _LOGGED_URI.match(model_uri):
                 source_run = verify.read_mlmodel(local, name).get("run_id")  # models:/<name>/latest and the like
-            self._check_digest(name, verified, source_run, version_digest)
+            self._check_digest(name, verified.checkpoint_sha256, bool(verified.format), source_run, version_digest)
         thr = verified.artifacts.get("thresholds")
         return ResolvedModel(model_uri, verified.artifacts["checkpoint"],
                              pyfunc.read_thresholds(thr) if thr else None, version)
 
-    def _check_digest(self, name: str, verified: verify.Verified, source_run: str | None,
+    def _check_digest(self, name: str, got: str, recorded_digests: bool, source_run: str | None,
                       version_digest: str | None) -> None:
-        """The verified checkpoint against the ``mimimi.checkpoint_sha256`` tags of its registered version (when
-        set) and of its source run (required for a model that recorded digests, ``format`` >= 1)."""
-        got = verified.checkpoint_sha256
+        """The checkpoint's sha256 ``got`` against the ``mimimi.checkpoint_sha256`` tags of its registered version
+        (when set) and of its source run (required when the model ``recorded_digests``: ``format`` >= 1)."""
         if version_digest is not None and version_digest != got:
             raise verify.ModelVerificationError(
                 f"{name}: checkpoint sha256 {got[:16]}… does not match the registered version's {DIGEST_TAG} "
@@ -669,13 +662,13 @@ class Tracker:
             try:
                 recorded = self._mlflow_run(source_run).data.tags.get(DIGEST_TAG)
             except TrackingError as e:
-                if verified.format:
+                if recorded_digests:
                     raise verify.ModelVerificationError(f"{name}: cannot read the run that logged it ({e})") from None
-        elif verified.format:
+        elif recorded_digests:
             raise verify.ModelVerificationError(f"{name}: the store names no run that logged it, so its "
                                                 f"{DIGEST_TAG} cannot be checked")
         if recorded is None:
-            if verified.format:
+            if recorded_digests:
                 raise verify.ModelVerificationError(f"{name}: the run that logged it ({source_run}) has no "
                                                     f"{DIGEST_TAG} tag")
             return  # logged before digests were recorded: its metadata is all there is

@@ -101,7 +101,7 @@ def _short(digest: str) -> str:
     return f"{digest[:16]}…"
 
 
-def _inside(folder: Path, rel: Any, what: str, name: str) -> Path:
+def inside(folder: Path, rel: Any, what: str, name: str) -> Path:
     """``folder / rel``, refused when ``rel`` is not a relative path that stays inside the folder."""
     if not isinstance(rel, str) or not rel or Path(rel).is_absolute():
         raise ModelVerificationError(f"{name}: {what} has no usable path ({rel!r})")
@@ -117,7 +117,8 @@ def _digest(path: Path, rel: str, name: str) -> str:
     return sha256_file(path)
 
 
-def _check(path: Path, rel: str, want: Any, name: str) -> str:
+def check_file(path: Path, rel: str, want: Any, name: str) -> str:
+    """The sha256 of ``path`` (``rel`` in messages), refused unless it is ``want``, the digest recorded at log time."""
     got = _digest(path, rel, name)
     if got != want:
         shown = _short(want) if isinstance(want, str) else repr(want)
@@ -169,14 +170,14 @@ def verify_model_dir(folder: str | Path, name: str | None = None) -> Verified:
 
     # the code file: where MLflow's loader looks for it (the recorded path's file name, in the folder)
     code_rel = Path(str(flavor["model_code_path"])).name
-    code = _inside(folder, code_rel, "the model code file", name)
+    code = inside(folder, code_rel, "the model code file", name)
     if not code.is_file():
         raise ModelVerificationError(f"{name}: {code_rel} is missing")
     if code.read_bytes() not in _CODES:
         raise ModelVerificationError(f"{name}: model code file {code_rel} differs from MIMIMI's "
                                      "(mimimi.pyfunc.MODEL_CODE)")
     if fmt:
-        _check(code, code_rel, meta.get("code_sha256"), name)
+        check_file(code, code_rel, meta.get("code_sha256"), name)
 
     arts = flavor.get("artifacts") or {}
     if not isinstance(arts, dict) or not isinstance(arts.get("checkpoint"), dict):
@@ -184,12 +185,12 @@ def verify_model_dir(folder: str | Path, name: str | None = None) -> Verified:
     paths = {}
     for art, info in arts.items():
         rel = info.get("path") if isinstance(info, dict) else None
-        paths[str(art)] = (_inside(folder, rel, f"artifact {art!r}", name), rel)
+        paths[str(art)] = (inside(folder, rel, f"artifact {art!r}", name), rel)
     want = meta.get("checkpoint_sha256")
     if not isinstance(want, str):
         raise ModelVerificationError(f"{name}: no checkpoint_sha256 recorded in its mimimi metadata")
     ckpt, ckpt_rel = paths["checkpoint"]
-    got = _check(ckpt, ckpt_rel, want, name)
+    got = check_file(ckpt, ckpt_rel, want, name)
     if fmt:
         recorded = meta.get("artifacts_sha256")
         if not isinstance(recorded, dict):
@@ -199,7 +200,7 @@ def verify_model_dir(folder: str | Path, name: str | None = None) -> Verified:
         for art, (path, rel) in paths.items():
             if art not in recorded:
                 raise ModelVerificationError(f"{name}: artifact {art!r} ({rel}) has no recorded sha256")
-            _check(path, rel, recorded[art], name)
+            check_file(path, rel, recorded[art], name)
         if recorded["checkpoint"] != want:
             raise ModelVerificationError(f"{name}: checkpoint_sha256 and artifacts_sha256.checkpoint disagree")
     return Verified(folder, {art: path for art, (path, _) in paths.items()}, got, fmt)
