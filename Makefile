@@ -62,4 +62,4 @@ lock: $(UV)
 	$(UV) pip compile pyproject.toml --extra test --generate-hashes $(LOCK_TARGET) --quiet -o $(LOCK)
 
 clean:
-	rm -rf data/synthetic data/cache runs .pytest_cache
+	rm -rf data/synthetic data/synthetic-first-shot data/*-mimimi-cache runs .pytest_cache  # never a downloaded set

@@ -29,14 +29,15 @@ import torch
 import yaml
 
 from bench.report import replace_section
-from mimimi import kinds, metrics, scoring
+from mimimi import kinds, metrics
 from mimimi.config import load_config, merge
 from mimimi.data import synth
 from mimimi.data.index import index_dataset
-from mimimi.evaluate import evaluate
+from mimimi.evaluation import evaluate
 from mimimi.features import FeatureCache
-from mimimi.scorers import make_scorer
-from mimimi.train import fit
+from mimimi.scoring.backends import make_scorer
+from mimimi.scoring.outputs import clip_outputs
+from mimimi.training import fit
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLES = Path(os.environ.get("MIMIMI_REAL_SAMPLES", REPO.parent / "shared" / "data" / "real-samples"))
@@ -106,7 +107,7 @@ def real_samples(root: Path, cache_dir: Path) -> pd.DataFrame | None:
     clips = index_dataset(dev).clips
     clips = clips[clips.label != "unknown"].reset_index(drop=True)
     ids = {m: i for i, m in enumerate(sorted(set(clips.machine_id)))}
-    out = scoring.clip_outputs(kind.build(cfg, len(ids)), kind, cfg, clips, ids, FeatureCache(cache_dir, cfg.features))
+    out = clip_outputs(kind.build(cfg, len(ids)), kind, cfg, clips, ids, FeatureCache(cache_dir, cfg.features))
     rows = []
     for (mtype, mid), g in clips.groupby(["machine_type", "machine_id"], sort=True):
         normal = g.index[g.label == "normal"].to_numpy()

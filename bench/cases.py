@@ -8,7 +8,7 @@
 - ``training_step_rss``: peak resident memory of a training step, in a fresh process per variant;
 - ``layers``: each complex convolution alone in every kernel and layout (``--layers``);
 - ``feature_path``: decode + STFT, and cached segments through the training DataLoader;
-- ``scoring``: clips/s scoring 10 s files end to end with ``mimimi.score.score_paths`` and the default
+- ``scoring``: clips/s scoring 10 s files end to end with ``mimimi.scoring.clips.score_paths`` and the default
   scorer, fp32 and bf16, on a model trained for the purpose;
 - the Ray per-trial fixed cost is ``bench.ray_overhead``.
 """
@@ -335,13 +335,13 @@ def feature_path(train, sizes: Sizes, cache_dir: Path) -> dict[str, Any]:
 
 
 def scoring(device: torch.device, sizes: Sizes, root: Path, test, work: Path) -> dict[str, Any]:
-    """Files scored per second by ``mimimi.score.score_paths`` (decode, STFT, every segment through the
+    """Files scored per second by ``mimimi.scoring.clips.score_paths`` (decode, STFT, every segment through the
     network, the default scorer, the decision) with the default config, fp32 and bf16 scoring passes. The
     model is trained for one epoch on ``root`` first (its accuracy is not the point; its speed does not
     depend on the weights)."""
     from mimimi.checkpoint import load_checkpoint
-    from mimimi.score import Model, score_paths
-    from mimimi.train import fit
+    from mimimi.scoring.clips import Model, score_paths
+    from mimimi.training import fit
 
     cfg = load_config(overrides={
         "data": {"root": str(root), "cache_dir": str(work / "cache")},

@@ -5,7 +5,7 @@ tracking store, then reads the Tune experiment. Per trial, from what the trial r
 
 - ``worker_start_s``: the trial function's start until its Train worker runs (the TorchTrainer, its
   controller actor, the worker group's process: a fresh Python that imports torch and mimimi);
-- ``setup_s``: ``mimimi.train.fit`` before its first epoch (index the data, check the feature cache,
+- ``setup_s``: ``mimimi.training.fit`` before its first epoch (index the data, check the feature cache,
   build the validation proxies, build the model) (``setup_seconds``);
 - ``epochs_s``: the training and validation epochs (sum of ``epoch_seconds``);
 - ``other_s``: the rest of Tune's ``time_total_s`` (reports crossing Train -> Tune, checkpoint

@@ -1,9 +1,14 @@
 """Build a model from the resolved config; save and load checkpoints that carry everything needed
 to score again: state_dict, resolved config, feature settings, ID map (``meta``: the output classes and
 each ID's classes), versions and the fitted scorers with their thresholds (``mimimi.scoring``; tensors and
-plain values only, read with ``weights_only``)."""
+plain values only, read with ``weights_only``).
+
+Beside every checkpoint ``save_checkpoint`` writes ``<name>.sha256`` (``sha256sum`` format), so that a
+checkpoint used as a file (``mimimi score --checkpoint``) can be checked for changes since training wrote it
+(``mimimi.verify.verify_checkpoint_file``), as a logged model is checked against its recorded digests."""
 from __future__ import annotations
 
+import hashlib
 import pickle
 import platform
 from pathlib import Path
@@ -17,11 +22,26 @@ import mimimi
 from mimimi import kinds
 from mimimi.config import Config, merge, to_dict
 from mimimi.data.dataset import IDMap, id_classes
-from mimimi.scoring import Scoring, ScoringError
+from mimimi.scoring.fitted import Scoring, ScoringError
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded, with the file in the message."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_file(path: str | Path) -> Path:
+    """Where the sha256 of checkpoint ``path`` is kept: ``<path>.sha256``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
 
 
 def build_model(cfg: Config, n_classes: int) -> nn.Module:
@@ -55,7 +75,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: Config, ids: dict[s
             "versions": versions(), "meta": meta, "scoring": scoring.state() if scoring is not None else None}
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
+    digest = f"{sha256_file(tmp)}  {path.name}\n"  # sha256sum's format: `sha256sum -c best.pt.sha256` checks it
     tmp.replace(path)  # a crash mid-write never leaves a half checkpoint under the real name
+    side = digest_file(path)
+    side.with_suffix(".tmp").write_text(digest)
+    side.with_suffix(".tmp").replace(side)
     return path
 
 

@@ -3,7 +3,7 @@ module's own CLI (``mimimi score --help`` is ``python -m mimimi.score --help``),
 ``python -m …`` / ``python tuning/search.py`` keeps working.
 
 >>> sorted(COMMANDS)
-['auth', 'download', 'evaluate', 'features', 'index', 'score', 'search', 'synth', 'train']
+['auth', 'cache', 'download', 'evaluate', 'index', 'score', 'search', 'synth', 'train']
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ COMMANDS = {  # name -> (module with main(argv), what it does)
     "train": ("mimimi.train", "train one model for one machine type"),
     "evaluate": ("mimimi.evaluate", "evaluate a checkpoint or an MLflow run on the test split"),
     "score": ("mimimi.score", "score new recordings with a logged or registered model"),
-    "synth": ("mimimi.data.synth", "generate a synthetic MIMII-like dataset"),
-    "download": ("mimimi.data.download", "download and verify the DCASE 2020–2025 Task 2 / MIMII archives"),
-    "index": ("mimimi.data.index", "show what a dataset root holds"),
-    "features": ("mimimi.features", "fill the feature cache of a dataset root"),
+    "synth": ("mimimi.synth", "generate a synthetic MIMII-like dataset"),
+    "download": ("mimimi.download", "download and verify the DCASE 2020–2025 Task 2 / MIMII archives"),
+    "index": ("mimimi.index", "show what a dataset root holds"),
+    "cache": ("mimimi.cache", "fill the feature cache of a dataset root"),
     "auth": ("mimimi.auth", "a cluster's secrets: Ray token, MLflow users (cluster/README.md, Security)"),
 }
 

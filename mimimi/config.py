@@ -69,7 +69,7 @@ class DataConfig:
     """Where the clips are and where their features are cached."""
 
     root: str = "data/synthetic"  # dataset root (DCASE or MIMII layout)
-    cache_dir: str = "data/cache"  # feature cache; safe to delete
+    cache_dir: str = ""  # feature cache; "": beside the root (mimimi.features.cache_dir_for); safe to delete
     machine_types: tuple[str, ...] = ()  # the types train.classes=all pools; empty: every type under root
 
 

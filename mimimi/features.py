@@ -16,11 +16,9 @@ with the default settings (hop 64 frames, the last segment aligned to the clip's
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -147,6 +145,30 @@ def from_stored(stored: np.ndarray, kind: Kind) -> np.ndarray:
     return stored
 
 
+CACHE_SUFFIX = "-mimimi-cache"  # <root><CACHE_SUFFIX>: the default cache of a data root, beside it
+
+
+def cache_dir_for(data_root: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Where the features of ``data_root`` are cached: ``cache_dir`` when given (``data.cache_dir``,
+    ``--cache-dir``), else beside the root (``<root>-mimimi-cache``), or, where the root's folder cannot be
+    written (a read-only dataset mount), in the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``:
+    ``mimimi/<root name>-<hash of its path>``). Never inside the checkout unless asked.
+
+    >>> cache_dir_for("/data/x", "/tmp/c"), cache_dir_for("/tmp/dcase2020/dev_data").name
+    (PosixPath('/tmp/c'), 'dev_data-mimimi-cache')
+    """
+    if cache_dir:
+        return Path(cache_dir).expanduser().absolute()
+    root = Path(data_root).expanduser().absolute()
+    parent = root.parent
+    while not parent.exists() and parent != parent.parent:  # a root to be created: its first existing folder
+        parent = parent.parent
+    if os.access(parent, os.W_OK):
+        return root.parent / f"{root.name}{CACHE_SUFFIX}"
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return user / "mimimi" / f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
+
+
 class FeatureCache:
     """Features on disk, one ``.npy`` per (file identity, kind, feature settings).
 
@@ -199,7 +221,8 @@ class FeatureCache:
         for p in paths:
             if missing := [k for k in kinds if not self.entry(p, k).exists()]:
                 todo[p] = missing
-        for p, missing in tqdm(todo.items(), desc="features", unit="clip", disable=not progress or not todo):
+        bars = None if progress and todo else True  # tqdm's None: a bar only on a terminal
+        for p, missing in tqdm(todo.items(), desc="features", unit="clip", disable=bars):
             wave = decode(p, self.cfg)
             for k in missing:
                 self._store(self.entry(p, k), compute(wave, self.cfg, k), k)
@@ -207,32 +230,3 @@ class FeatureCache:
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.cache_dir.rglob("*.npy")) if self.cache_dir.exists() else 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m mimimi.features``: precompute the feature cache of a dataset root."""
-    from mimimi.config import ConfigError, load_config
-    from mimimi.data.audio import AudioError
-    from mimimi.data.index import DatasetError, index_dataset
-
-    ap = argparse.ArgumentParser(prog="python -m mimimi.features", description=main.__doc__)
-    ap.add_argument("--data-root", required=True)
-    ap.add_argument("--cache-dir", default=None, help="default: data.cache_dir of the config")
-    ap.add_argument("--config", action="append", default=[], help="YAML overrides (repeatable)")
-    ap.add_argument("--kinds", default="stft", help="comma-separated: stft,logmel")
-    args = ap.parse_args(argv)
-    kinds = [k for k in args.kinds.split(",") if k]
-    if bad := [k for k in kinds if k not in KINDS]:
-        ap.error(f"unknown feature kind(s) {bad}; choose from {list(KINDS)}")
-    try:
-        cfg = load_config(*args.config)
-        idx = index_dataset(args.data_root)
-        cache = FeatureCache(args.cache_dir or cfg.data.cache_dir, cfg.features)
-        n = cache.warm(idx.clips.path, kinds)
-    except (ConfigError, DatasetError, AudioError) as e:
-        sys.exit(f"error: {e}")
-    print(f"{len(idx.clips)} clips, {n} newly featurized, cache {cache.cache_dir} = {cache.size_bytes() / 2**20:.1f} MiB")
-
-
-if __name__ == "__main__":
-    main()

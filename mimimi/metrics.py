@@ -17,7 +17,8 @@ and a ``note`` ("no anomalous clips" / "no normal clips"); ``per_type_table`` le
 and lists it in ``excluded_ids``; a type with no scorable ID at all raises ``ValueError``. ``auc``/``pauc``
 called directly on one class raise ``ValueError``: nothing here returns 0 or NaN in place of an error.
 
-Official scores (``official_score``; ``protocol_for`` picks the protocol from the index's ``layout``).
+Official scores (``official_score``; ``mimimi.data.dcase.protocol_for`` picks the protocol from the index's
+``layout``; the protocols, their pooled values and descriptions are ``mimimi.data.dcase``'s ``PROTOCOLS``).
 Each year's evaluator scores differently, and ``official_score`` follows its code; pAUC is always the
 McClish-standardised ``roc_auc_score(y, s, max_fpr=0.1)`` and every group must hold both classes:
 
@@ -54,13 +55,16 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy.stats import hmean
 from sklearn.metrics import roc_auc_score
+
+from mimimi import markdown
+from mimimi.data.dcase import DOMAINS, PROTOCOLS
 
 LABELS = ("normal", "anomaly")  # y = 0 / 1
 REQUIRED_COLUMNS = ("machine_type", "machine_id", "path", "label", "score")
@@ -376,44 +380,13 @@ def threshold_table(scores: pd.DataFrame,
 
 
 # ---------------------------------------------------------------------------------- official scores
-PROTOCOLS = ("dcase2020", "dcase2021", "dcase2022")
-LAYOUT_PROTOCOL = {"dcase2020": "dcase2020", "mimii": "dcase2020", "dcase2021": "dcase2021",
-                   "dcase2022": "dcase2022"}  # index ``layout`` -> scoring protocol
-OFFICIAL_METRICS = {"dcase2020": ("auc", "pauc"), "dcase2021": ("auc", "pauc"),
-                    "dcase2022": ("auc_source", "auc_target", "pauc")}  # the values each score pools
-OFFICIAL_COLUMNS = {
+OFFICIAL_COLUMNS = {  # the official_score table of each protocol
     "dcase2020": ["machine_type", "machine_id", "n_normal", "n_anomaly", "auc", "pauc"],
     "dcase2021": ["machine_type", "section", "domain", "n_normal", "n_anomaly", "auc", "pauc"],
     "dcase2022": ["machine_type", "section", "n_normal_source", "n_normal_target", "n_anomaly",
                   "auc_source", "auc_target", "pauc"],
 }
-OFFICIAL_DESCRIPTIONS = {
-    "dcase2020": "DCASE 2020: arithmetic mean of AUC and pAUC over every machine type and machine ID",
-    "dcase2021": "DCASE 2021: harmonic mean of AUC and pAUC over every machine type, section and domain",
-    "dcase2022": "DCASE 2022–2025: harmonic mean of AUC (source), AUC (target) and pAUC over every machine "
-                 "type and section",
-}
-DOMAINS = ("source", "target")
-
-
-def protocol_for(layouts: str | Iterable[str]) -> str:
-    """The official-score protocol of an index's layouts (one name or several, e.g. a ``layout`` column):
-    ``"dcase2020"`` and ``"mimii"`` -> ``"dcase2020"``, ``"dcase2021"`` -> ``"dcase2021"``, ``"dcase2022"``
-    (the 2022–2025 naming) -> ``"dcase2022"``. Layouts of different protocols cannot share one score.
-
-    >>> protocol_for(["mimii", "dcase2020"]), protocol_for("dcase2022")
-    ('dcase2020', 'dcase2022')
-    """
-    names = sorted({str(v) for v in ([layouts] if isinstance(layouts, str) else layouts)})
-    if not names:
-        raise ValueError("no layouts given: cannot pick a scoring protocol")
-    unknown = [n for n in names if n not in LAYOUT_PROTOCOL]
-    if unknown:
-        raise ValueError(f"unknown layout(s) {unknown}; known: {sorted(LAYOUT_PROTOCOL)}")
-    protocols = sorted({LAYOUT_PROTOCOL[n] for n in names})
-    if len(protocols) > 1:
-        raise ValueError(f"layouts {names} mix the scoring protocols {', '.join(protocols)}; score each apart")
-    return protocols[0]
+OFFICIAL_DESCRIPTIONS = {name: p.description for name, p in PROTOCOLS.items()}  # how each pools (a search prints it)
 
 
 class OfficialScore(NamedTuple):
@@ -427,10 +400,10 @@ class OfficialScore(NamedTuple):
 
     @property
     def means(self) -> dict[str, float]:
-        """Arithmetic mean over the table's groups of each pooled metric (``OFFICIAL_METRICS``), as the
+        """Arithmetic mean over the table's groups of each pooled metric (``PROTOCOLS[protocol].pooled``), as the
         evaluators' "arithmetic mean" rows; with one value per group and metric, their mean is the
         2023/2024 evaluators' "a-mean"."""
-        return {c: float(self.table[c].mean()) for c in OFFICIAL_METRICS[self.protocol]}
+        return {c: float(self.table[c].mean()) for c in PROTOCOLS[self.protocol].pooled}
 
 
 def _official_frame(scores: pd.DataFrame, protocol: str) -> pd.DataFrame:
@@ -524,8 +497,8 @@ def official_score(scores: pd.DataFrame, protocol: str, max_fpr: float = 0.1) ->
 
 
 def _scored(table: pd.DataFrame, protocol: str) -> OfficialScore:
-    values = table[list(OFFICIAL_METRICS[protocol])].to_numpy(dtype=float)
-    score = float(values.mean()) if protocol == "dcase2020" else _floored_hmean(values)
+    values = table[list(PROTOCOLS[protocol].pooled)].to_numpy(dtype=float)
+    score = float(values.mean()) if PROTOCOLS[protocol].mean == "arithmetic" else _floored_hmean(values)
     return OfficialScore(protocol=protocol, score=score, table=table)
 
 
@@ -581,13 +554,10 @@ def _pct(v: float) -> str:
 def results_markdown(per_type: pd.DataFrame) -> str:
     """The results table (AUC/pAUC in %, 2 decimals) with a mean row over the types, and a footnote
     naming the IDs left out of the means, if any."""
-    lines = ["| machine type | best ID (AUC) | mean AUC over IDs | mean pAUC | pooled AUC |",
-             "|---|---|---|---|---|"]
-    for r in per_type.itertuples():
-        lines.append(f"| {r.machine_type} | {r.best_id} ({_pct(r.best_auc)}) | {_pct(r.mean_auc)} | "
-                     f"{_pct(r.mean_pauc)} | {_pct(r.pooled_auc)} |")
-    lines.append(f"| mean | — | {_pct(per_type['mean_auc'].mean())} | {_pct(per_type['mean_pauc'].mean())} | "
-                 f"{_pct(per_type['pooled_auc'].mean())} |")
+    rows = [[r.machine_type, f"{r.best_id} ({_pct(r.best_auc)})", _pct(r.mean_auc), _pct(r.mean_pauc),
+             _pct(r.pooled_auc)] for r in per_type.itertuples()]
+    rows.append(["mean", None, *(_pct(per_type[c].mean()) for c in ("mean_auc", "mean_pauc", "pooled_auc"))])
+    lines = [markdown.table(["machine type", "best ID (AUC)", "mean AUC over IDs", "mean pAUC", "pooled AUC"], rows)]
     excluded = [f"{r.machine_type} {r.excluded_ids}" for r in per_type.itertuples() if r.excluded_ids]
     if excluded:
         lines += ["", "IDs excluded from the means (one class only; see the per-ID notes): "
@@ -611,17 +581,13 @@ def official_markdown(result: OfficialScore) -> str:
     """
     if result.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {result.protocol!r}; known: {list(PROTOCOLS)}")
-    metric_cols = OFFICIAL_METRICS[result.protocol]
+    metric_cols = PROTOCOLS[result.protocol].pooled
     key_cols, head = {"dcase2020": (["machine_id"], ["machine ID", "AUC", "pAUC"]),
                       "dcase2021": (["section", "domain"], ["section", "domain", "AUC", "pAUC"]),
                       "dcase2022": (["section"], ["section", "AUC (source)", "AUC (target)", "pAUC"])}[result.protocol]
-    head = ["machine type", *head]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in result.table.to_dict("records"):
-        cells = [str(r["machine_type"]), *(str(r[c]) for c in key_cols), *(_pct(r[c]) for c in metric_cols)]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[r["machine_type"], *(r[c] for c in key_cols), *(_pct(r[c]) for c in metric_cols)]
+            for r in result.table.to_dict("records")]
     means = result.means
-    lines.append("| " + " | ".join(["arithmetic mean", *["—"] * len(key_cols), *(_pct(means[c]) for c in metric_cols)])
-                 + " |")
-    lines += ["", f"Official score: {_pct(result.score)} ({OFFICIAL_DESCRIPTIONS[result.protocol]})."]
+    rows.append(["arithmetic mean", *[None] * len(key_cols), *(_pct(means[c]) for c in metric_cols)])
+    lines = [markdown.table(["machine type", *head], rows), "", f"Official score: {_pct(result.score)} ({OFFICIAL_DESCRIPTIONS[result.protocol]})."]
     return "\n".join(lines)

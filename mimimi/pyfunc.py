@@ -3,7 +3,8 @@
 ``mimimi.tracking.log_model`` writes the model folder: ``artifacts/checkpoint.pt`` (the checkpoint with
 its fitted scorers), optionally ``artifacts/thresholds.json``, and the model-from-code file ``MODEL_CODE``
 that builds a ``MimimiModel``, with every file's sha256 in the MLmodel metadata; ``load_context`` loads
-nothing that ``mimimi.verify`` refuses. Scoring is ``mimimi.score.score_frame``'s, shared with the CLI.
+nothing that ``mimimi.verify`` refuses. Scoring is ``mimimi.scoring.clips.score_frame``'s: the loop
+``mimimi score`` runs over files.
 
 A checkpoint with fitted scorers (every ``best.pt`` training writes) gives a model that takes rows of
 ``path`` or ``waveform`` (+ ``machine_id``) and answers ``score``, ``decision``, ``threshold``,
@@ -38,7 +39,7 @@ from mlflow.types.schema import AnyType
 import mimimi
 from mimimi import verify
 from mimimi.checkpoint import CheckpointError, Loaded, load_checkpoint
-from mimimi.score import ScoreError, score_frame
+from mimimi.scoring.clips import ScoreError, score_frame
 
 # a model logged without thresholds; MLflow checks inputs against it (a missing "path" fails before predict)
 SIGNATURE = ModelSignature(
@@ -66,12 +67,12 @@ SCORING_SIGNATURE = ModelSignature(
 # import MimimiModel from mimimi.tracking, which re-exports it.
 MODEL_CODE = verify.MODEL_CODE
 # what predict imports (mimimi itself is not on PyPI: install the project, e.g. pip install -e .)
-REQUIREMENTS = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "soundfile", "scikit-learn", "matplotlib",
+REQUIREMENTS = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "soundfile", "scikit-learn",
                 "pyyaml", "tqdm")
 
 
 class ModelInputError(MlflowException, ScoreError):
-    """Model input the pyfunc model cannot score: a ``mimimi.score.ScoreError`` to Python callers, an
+    """Model input the pyfunc model cannot score: a ``mimimi.scoring.clips.ScoreError`` to Python callers, an
     ``MlflowException`` to MLflow's scoring server, which answers it with HTTP 400 and the message.
 
     The message stays the one line it was made with: MLflow 3.17's scoring server rewrites the message of

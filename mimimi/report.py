@@ -13,7 +13,7 @@ Layout written by ``write_report(scores, out_dir)``::
                   roc_domains_<type>.png (2021+: per section and domain)]
 
 The score and decision files are named as each year's challenge names its submission files
-(``submission_file``): ``anomaly_score_<type>_id_XX.csv`` (DCASE 2020, MIMII),
+(``mimimi.data.dcase.submission_file``): ``anomaly_score_<type>_id_XX.csv`` (DCASE 2020, MIMII),
 ``anomaly_score_<type>_section_XX_<source|target>_test.csv`` (2021: one per domain),
 ``anomaly_score_<type>_section_XX_test.csv`` (2022–2025). With 2021+ data, ``machine_id`` is the section.
 The year's official score (``metrics.official_score``, its protocol picked from the clips' ``layout``) is in
@@ -34,7 +34,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from mimimi import markdown
 from mimimi import metrics as M
+from mimimi.data.dcase import DOMAINS, LAYOUTS, PROTOCOLS, protocol_for, submission_file
 
 DPI = 120
 _COLORS = {"normal": "tab:blue", "anomaly": "tab:red"}
@@ -52,33 +54,16 @@ def _file_names(paths: pd.Series) -> pd.Series:
 
 
 def protocol_of(scores: pd.DataFrame) -> str:
-    """The scoring protocol of a score table: from its ``layout`` column (``metrics.protocol_for``); a table
+    """The scoring protocol of a score table: from its ``layout`` column (``mimimi.data.dcase.protocol_for``); a table
     without one is DCASE 2020's."""
-    return M.protocol_for(set(scores["layout"])) if "layout" in scores.columns else "dcase2020"
-
-
-def submission_file(kind: str, machine_type: str, machine_id: str, protocol: str, domain: str | None = None) -> str:
-    """The challenge's name of one score (``kind="anomaly_score"``) or decision (``"decision_result"``) file.
-
-    >>> submission_file("anomaly_score", "fan", "00", "dcase2020")
-    'anomaly_score_fan_id_00.csv'
-    >>> submission_file("anomaly_score", "fan", "03", "dcase2021", "target")
-    'anomaly_score_fan_section_03_target_test.csv'
-    >>> submission_file("decision_result", "ToyCar", "00", "dcase2022")
-    'decision_result_ToyCar_section_00_test.csv'
-    """
-    if protocol == "dcase2021":
-        return f"{kind}_{machine_type}_section_{machine_id}_{domain}_test.csv"
-    if protocol == "dcase2022":
-        return f"{kind}_{machine_type}_section_{machine_id}_test.csv"
-    return f"{kind}_{machine_type}_id_{machine_id}.csv"
+    return protocol_for(set(scores["layout"])) if "layout" in scores.columns else "dcase2020"
 
 
 def _groups(scores: pd.DataFrame):
     """(file-name arguments, clips sorted by file name) per submission file: per (type, ID) — per (type,
     section, domain) for 2021, whose submissions are split by domain."""
     protocol = protocol_of(scores)
-    keys = ["machine_type", "machine_id"] + (["domain"] if protocol == "dcase2021" else [])
+    keys = ["machine_type", "machine_id"] + (["domain"] if PROTOCOLS[protocol].per_domain else [])
     for key, g in scores.groupby(keys, sort=True):
         mt, mid, *domain = key
         g = g.assign(file_name=_file_names(g["path"])).sort_values("file_name", kind="stable")
@@ -184,7 +169,7 @@ def plot_roc_domains(scores: pd.DataFrame, out_path: str | Path, protocol: str, 
     ax = axes[0, 0]
     for sec, g in df.groupby("machine_id", sort=True):
         y = M.labels_to_y(g["label"])
-        for domain, style in (("source", "-"), ("target", "--")):
+        for domain, style in zip(DOMAINS, ("-", "--")):
             keep = M.domain_rows(y, g["domain"], domain, protocol)
             if len(set(y[keep])) < 2:
                 ax.plot([], [], " ", label=f"section {sec} {domain}: not scorable (one class)")
@@ -319,34 +304,34 @@ def _per_id_markdown(per_id: pd.DataFrame) -> str:
             ("anomalous", "n_anomaly", "int"), ("AUC", "auc", "pct"), ("pAUC", "pauc", "pct"),
             ("threshold", "threshold", "num"), ("precision", "precision", "ratio"), ("recall", "recall", "ratio"),
             ("F1", "f1", "ratio"), ("note", "note", "str")]
-    lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for r in per_id.to_dict("records"):
-        lines.append("| " + " | ".join(_cell(r[k], kind) for _, k, kind in cols) + " |")
-    return "\n".join(lines)
+    return markdown.table([c[0] for c in cols],
+                          [[_cell(r[k], kind) for _, k, kind in cols] for r in per_id.to_dict("records")])
 
 
-def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1,
-                 thresholds: float | Mapping[tuple[str, str], float] | None = None,
-                 threshold_source: str | None = None) -> Report:
-    """Compute the per-ID and per-type tables and write everything listed in the module docstring.
+@dataclass
+class Tables:
+    """What an evaluation report shows, computed from the scores alone (``compute_tables``; no file written)."""
 
-    Thresholds: per ID, Youden's J on these (labelled) scores unless ``thresholds`` is given (see
-    ``metrics.threshold_table``) — Youden on test data is an optimistic operating point, reported as the
-    seed did; AUC/pAUC do not depend on it. Per type, P/R/F1 come from the TP/FP/TN/FN summed over its
-    IDs. With a ``pred_id`` column, the ID-classification confusion matrix of the normal test clips is
-    plotted per type and the ID accuracy of normal and anomalous clips recorded.
-    """
-    df, out = M.check_scores(scores), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = out / "plots"
+    per_id: pd.DataFrame  # metrics.per_id_table + the threshold table (threshold, tp, fp, tn, fn, P/R/F1)
+    per_type: pd.DataFrame  # metrics.per_type_table + P/R/F1/accuracy from the summed counts, ID accuracy
+    thresholds: dict[tuple[str, str], float]  # (machine type, ID) -> the threshold the decisions used
+    confusions: dict[str, dict]  # machine type -> its anomaly confusion matrix (and ID confusion), as JSON
+    protocol: str  # the official score's protocol (from the clips' layout)
+    official: M.OfficialScore | None
+    official_md: str  # the official score as markdown, or why it was not computed
+
+
+def compute_tables(df: pd.DataFrame, max_fpr: float = 0.1,
+                   thresholds: float | Mapping[tuple[str, str], float] | None = None) -> Tables:
+    """The per-ID and per-type tables, the confusion matrices and the official score of checked scores
+    ``df`` (``metrics.check_scores``). Per type, P/R/F1 come from the TP/FP/TN/FN summed over its IDs; with a
+    ``pred_id`` column, the ID confusion of the normal clips and the ID accuracy of each label."""
     per_id_auc = M.per_id_table(df, max_fpr)
     per_type = M.per_type_table(df, max_fpr, per_id=per_id_auc)
     thr = M.threshold_table(df, thresholds)
     per_id = per_id_auc.merge(thr, on=["machine_type", "machine_id"], how="left", validate="1:1")
     thr_map = {(r.machine_type, r.machine_id): float(r.threshold) for r in thr.itertuples()}
-
-    files = write_scores_csv(df, out) + write_decisions_csv(df, out, thr_map)
-    type_extra, type_json = [], {}
+    type_extra, confusions = [], {}
     for mt, g in df.groupby("machine_type", sort=True):
         ids = per_id[(per_id["machine_type"] == mt) & per_id["threshold"].notna()]
         counts = {c: int(ids[c].sum()) for c in ("tp", "fp", "tn", "fn")}
@@ -354,72 +339,101 @@ def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1
         matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
         extra = dict(machine_type=mt, precision=bm.precision, recall=bm.recall, f1=bm.f1, accuracy=bm.accuracy)
         info: dict = {"confusion_labels": list(M.LABELS), "confusion": matrix.tolist()}
-        files.append(plot_roc(g, plots / f"roc_{mt}.png", max_fpr))
-        if protocol_of(g) != "dcase2020" and "domain" in g.columns:  # the official score's view, per domain
-            files.append(plot_roc_domains(g, plots / f"roc_domains_{mt}.png", protocol_of(g), max_fpr))
-        files.append(plot_score_distributions(
-            g, plots / f"scores_{mt}.png", {mid: t for (t_, mid), t in thr_map.items() if t_ == mt}))
-        files.append(plot_confusion(matrix, M.LABELS, plots / f"confusion_{mt}.png",
-                                    f"Anomaly detection at per-ID thresholds — {mt}"))
         if "pred_id" in g.columns:
             # the model may predict an ID that has no test clips of its own
             id_labels = sorted(set(g["machine_id"]) | set(g["pred_id"]))
             normal = g[g["label"] == "normal"]
-            id_matrix = M.confusion(normal["machine_id"], normal["pred_id"], id_labels)
-            files.append(plot_confusion(id_matrix, id_labels, plots / f"id_confusion_{mt}.png",
-                                        f"Machine-ID classification, normal test clips — {mt}"))
+            info.update(id_confusion_labels=id_labels,
+                        id_confusion_normal=M.confusion(normal["machine_id"], normal["pred_id"], id_labels).tolist())
             for label in M.LABELS:
                 sub = g[g["label"] == label]
                 hits = sub["machine_id"] == sub["pred_id"]
                 extra[f"id_accuracy_{label}"] = float(hits.mean()) if len(sub) else math.nan
-            info.update(id_confusion_labels=id_labels, id_confusion_normal=id_matrix.tolist())
         type_extra.append(extra)
-        type_json[mt] = info
+        confusions[mt] = info
     per_type = per_type.merge(pd.DataFrame(type_extra), on="machine_type", how="left", validate="1:1")
-
-    for name, table in (("per_id.csv", per_id), ("per_type.csv", per_type)):
-        table.to_csv(out / name, index=False)
-        files.append(out / name)
-
     protocol = protocol_of(df)
     official, official_md = _official(df if "domain" in df.columns else df.assign(domain="source"), protocol, max_fpr)
-    if official is not None:
-        official.table.to_csv(out / "official_score.csv", index=False)
-        files.append(out / "official_score.csv")
-    (out / "official_score.md").write_text(f"# Official score\n\n{official_md}\n")
-    files.append(out / "official_score.md")
+    return Tables(per_id, per_type, thr_map, confusions, protocol, official, official_md)
 
-    markdown = M.results_markdown(per_type)
-    threshold_note = ("Youden's J per ID on these labelled scores (optimistic: chosen on test)"
-                      if thresholds is None else
-                      "stored with the model, fitted to normal training clips only (never to test data)"
-                      if threshold_source == "normal-only" else "given")
-    results_md = out / "results.md"
-    role = "machine ID" if protocol == "dcase2020" else "section"
-    results_md.write_text(
+
+def write_plots(df: pd.DataFrame, tables: Tables, plots: Path, max_fpr: float = 0.1) -> list[Path]:
+    """Per machine type: ROC curves (and per section and domain, 2021+), score distributions with the
+    thresholds, the anomaly confusion matrix and, with ``pred_id``, the ID confusion of the normal clips."""
+    files = []
+    for mt, g in df.groupby("machine_type", sort=True):
+        info = tables.confusions[mt]
+        files.append(plot_roc(g, plots / f"roc_{mt}.png", max_fpr))
+        if tables.protocol != "dcase2020" and "domain" in g.columns:  # the official score's view, per domain
+            files.append(plot_roc_domains(g, plots / f"roc_domains_{mt}.png", tables.protocol, max_fpr))
+        files.append(plot_score_distributions(
+            g, plots / f"scores_{mt}.png", {mid: t for (t_, mid), t in tables.thresholds.items() if t_ == mt}))
+        files.append(plot_confusion(np.array(info["confusion"]), M.LABELS, plots / f"confusion_{mt}.png",
+                                    f"Anomaly detection at per-ID thresholds — {mt}"))
+        if "id_confusion_labels" in info:
+            files.append(plot_confusion(np.array(info["id_confusion_normal"]), info["id_confusion_labels"],
+                                        plots / f"id_confusion_{mt}.png",
+                                        f"Machine-ID classification, normal test clips — {mt}"))
+    return files
+
+
+def write_tables(tables: Tables, out: Path, max_fpr: float, threshold_note: str, threshold_method: str) -> list[Path]:
+    """``per_id.csv``, ``per_type.csv``, ``official_score.csv`` / ``.md``, ``results.md`` and ``metrics.json``."""
+    files = []
+    for name, table in (("per_id.csv", tables.per_id), ("per_type.csv", tables.per_type)):
+        table.to_csv(out / name, index=False)
+        files.append(out / name)
+    if tables.official is not None:
+        tables.official.table.to_csv(out / "official_score.csv", index=False)
+        files.append(out / "official_score.csv")
+    (out / "official_score.md").write_text(f"# Official score\n\n{tables.official_md}\n")
+    files.append(out / "official_score.md")
+    role = LAYOUTS[tables.protocol].id_role  # a protocol is named after the layout it came with
+    (out / "results.md").write_text(
         f"# Results\n\nAUC and pAUC (FPR ≤ {max_fpr:g}, McClish-standardised) in %, per {role} (the column "
         f"`machine_id` holds the {role}). Mean over {role}s: the DCASE 2020 Task 2 protocol; pooled AUC: all "
-        f"{role}s of a type in one ROC (the seed's number), for comparison.\n\n{markdown}\n\n"
-        f"## Official score\n\n{official_md}\n\n"
+        f"{role}s of a type in one ROC (the seed's number), for comparison.\n\n{M.results_markdown(tables.per_type)}"
+        f"\n\n## Official score\n\n{tables.official_md}\n\n"
         f"## Per {role}\n\nThresholds: {threshold_note}; a clip is anomalous if its score is "
-        f">= the threshold.\n\n{_per_id_markdown(per_id)}\n")
-    metrics_json = out / "metrics.json"
-    per_type_records = _records(per_type)
+        f">= the threshold.\n\n{_per_id_markdown(tables.per_id)}\n")
+    per_type_records = _records(tables.per_type)
     for r in per_type_records:
-        r.update(type_json[r["machine_type"]])
+        r.update(tables.confusions[r["machine_type"]])
+    official = tables.official
     payload = {
         "max_fpr": max_fpr,
-        "threshold_method": "youden" if thresholds is None else (threshold_source or "given"),
-        "mean": {k: float(per_type[k].mean()) for k in ("mean_auc", "mean_pauc", "pooled_auc", "pooled_pauc")},
+        "threshold_method": threshold_method,
+        "mean": {k: float(tables.per_type[k].mean()) for k in ("mean_auc", "mean_pauc", "pooled_auc", "pooled_pauc")},
         "per_type": per_type_records,
-        "per_id": _records(per_id),
+        "per_id": _records(tables.per_id),
         "official": None if official is None else {"protocol": official.protocol, "score": float(official.score),
                                                    "table": _records(official.table)},
     }
-    metrics_json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    files += [results_md, metrics_json]
-    return Report(out_dir=out, per_id=per_id, per_type=per_type, markdown=markdown, results_md=results_md,
-                  metrics_json=metrics_json, files=files, official=official)
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return files + [out / "results.md", out / "metrics.json"]
+
+
+def write_report(scores: pd.DataFrame, out_dir: str | Path, max_fpr: float = 0.1,
+                 thresholds: float | Mapping[tuple[str, str], float] | None = None,
+                 threshold_source: str | None = None) -> Report:
+    """Compute the tables (``compute_tables``) and write everything listed in the module docstring.
+
+    Thresholds: per ID, Youden's J on these (labelled) scores unless ``thresholds`` is given (see
+    ``metrics.threshold_table``) — Youden on test data is an optimistic operating point, reported as the
+    seed did; AUC/pAUC do not depend on it.
+    """
+    df, out = M.check_scores(scores), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = compute_tables(df, max_fpr, thresholds)
+    note = ("Youden's J per ID on these labelled scores (optimistic: chosen on test)" if thresholds is None else
+            "stored with the model, fitted to normal training clips only (never to test data)"
+            if threshold_source == "normal-only" else "given")
+    method = "youden" if thresholds is None else (threshold_source or "given")
+    files = (write_scores_csv(df, out) + write_decisions_csv(df, out, tables.thresholds)
+             + write_plots(df, tables, out / "plots", max_fpr) + write_tables(tables, out, max_fpr, note, method))
+    return Report(out_dir=out, per_id=tables.per_id, per_type=tables.per_type,
+                  markdown=M.results_markdown(tables.per_type), results_md=out / "results.md",
+                  metrics_json=out / "metrics.json", files=files, official=tables.official)
 
 
 def _official(scores: pd.DataFrame, protocol: str, max_fpr: float) -> tuple[M.OfficialScore | None, str]:

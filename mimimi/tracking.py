@@ -315,13 +315,17 @@ class Tracker:
     """One tracking store and the one ``MlflowClient`` (``client``) every run, model and registry call uses.
 
     ``uri`` as ``resolve_tracking_uri`` takes it; None: ``$MLFLOW_TRACKING_URI`` when set, else
-    ``default_tracking_uri()``. A sqlite database's folder is created. Nothing process-wide is changed, so
-    trackers of two stores can live in one process.
+    ``default_tracking_uri()``. A sqlite database's folder is created; with ``create=False`` (a reader: scoring,
+    evaluating a run) a sqlite store that does not exist is a ``TrackingError`` instead of a new empty store.
+    Nothing process-wide is changed, so trackers of two stores can live in one process.
     """
 
-    def __init__(self, uri: str | Path | None = None):
+    def __init__(self, uri: str | Path | None = None, *, create: bool = True):
         self.uri = resolve_tracking_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri())
         if (db := _sqlite_path(self.uri)) is not None:
+            if not create and not db.is_file():
+                raise TrackingError(f"no tracking store at {_shown(self.uri)}: nothing has been logged there "
+                                    "(give --tracking-uri, or score a local checkpoint with --checkpoint)")
             db.parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(self.uri)
 

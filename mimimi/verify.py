@@ -39,14 +39,13 @@ read-only accounts.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
 
-from mimimi.checkpoint import CheckpointError
+from mimimi.checkpoint import CheckpointError, digest_file, sha256_file
 
 FORMAT = 1  # what log_model records as mimimi.format; a higher one is refused (newer than this code)
 LOADER = "mimimi.pyfunc"  # the module whose MimimiModel the code file builds
@@ -80,13 +79,6 @@ class Verified(NamedTuple):
     format: int  # 0: logged before digests were recorded (checkpoint only)
 
 
-def sha256_file(path: str | Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_record(artifacts: Mapping[str, str | Path], code: str | Path) -> dict[str, Any]:
@@ -221,3 +213,23 @@ def verify_loaded_artifacts(artifacts: Mapping[str, str]) -> Verified:
         if art not in verified.artifacts or Path(path).resolve() != verified.artifacts[art].resolve():
             raise ModelVerificationError(f"{folder}: artifact {art!r} is loaded from {path}, not the verified file")
     return verified
+
+
+def verify_checkpoint_file(path: str | Path) -> str | None:
+    """For a checkpoint used as a file (``mimimi score --checkpoint``, ``mimimi evaluate --checkpoint``): its
+    sha256 against ``<path>.sha256``, which ``save_checkpoint`` writes beside it. Returns the digest; refuses a
+    file that changed since (``ModelVerificationError``, one line); None when there is no digest file (a
+    checkpoint copied without it): the caller says so. Either way the checkpoint is then read weights-only, so
+    no code in it runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    side = digest_file(path)
+    if not side.is_file():
+        return None
+    want = side.read_text().split()[:1]
+    got = sha256_file(path)
+    if want != [got]:
+        raise ModelVerificationError(f"{path}: sha256 {_short(got)} does not match {side.name} "
+                                     f"({_short(want[0]) if want else 'empty'}): changed since training wrote it")
+    return got

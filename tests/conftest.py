@@ -1,13 +1,13 @@
-"""Shared fixtures: wav writers, the real sample clips, a tiny synthetic MIMII-like tree, and one session-wide
-tracking store holding a tiny trained model registered as ``mimimi-valve`` version 1."""
+"""Shared fixtures (plain helpers are in helpers.py): the real sample clips, a tiny synthetic MIMII-like
+tree, and one session-wide tracking store holding a tiny trained model registered as ``mimimi-valve`` v1."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+
+from helpers import noise, write_wav
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLES = Path(os.environ.get("MIMIMI_REAL_SAMPLES", REPO.parent / "shared" / "data" / "real-samples"))
@@ -24,31 +24,6 @@ def seeded_one_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
-
-
-def crandn(*shape, dtype=None):
-    """A standard complex normal tensor (complex64 unless ``dtype`` says otherwise)."""
-    import torch
-
-    return torch.randn(*shape, dtype=dtype or torch.complex64)
-
-
-def stacked(z):
-    """Complex (B, C, ...) -> real (B, 2C, ...) as [real parts; imag parts], written out for the layer oracles."""
-    import torch
-
-    return torch.cat([z.real, z.imag], dim=1)
-
-
-def write_wav(path: Path, data: np.ndarray, sr: int = 16000, subtype: str = "PCM_16") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, data, sr, subtype=subtype)
-    return path
-
-
-def noise(seconds: float, sr: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(0, 0.1, (int(seconds * sr), channels)).astype(np.float32)
-    return x[:, 0] if channels == 1 else x
 
 
 @pytest.fixture(scope="session")
@@ -103,18 +78,6 @@ def valve_model(tmp_path_factory, real_samples) -> dict:
     logged = log_search_model(Tracker(store), ckpt, pauc=60.0)  # percent, as a search logs it
     return {"store": store, "checkpoint": ckpt, "thresholds": stored_thresholds(ckpt), "run_id": logged.run_id,
             "ref": logged.ref}
-
-
-def small_config(root: Path, cache: Path, **train):
-    """The real architecture on a smaller STFT (129 bins, 32-frame segments) so a CPU test trains in seconds."""
-    from mimimi.config import load_config
-
-    return load_config(overrides={
-        "data": {"root": str(root), "cache_dir": str(cache)},
-        "features": {"n_fft": 256, "hop_length": 128, "segment_frames": 32, "eval_hop_frames": 32, "n_mels": 64},
-        "train": {"machine_type": "valve", "epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False,
-                  "val_fraction": 0.25, **train},
-    })
 
 
 # test modules of the integration tier (they train models or run the CLIs end to end); the rest are unit

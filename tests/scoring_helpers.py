@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from conftest import small_config
+from helpers import small_config
 
 from mimimi import tracking as T
 from mimimi.checkpoint import load_checkpoint
@@ -25,7 +25,7 @@ def valve_clips(real_samples: Path) -> list[Path]:
 def tiny_checkpoint(tmp: Path) -> Path:
     """One epoch of the real architecture (small STFT) on a tiny seeded synthetic valve tree."""
     from mimimi.data.synth import generate
-    from mimimi.train import fit
+    from mimimi.training import fit
 
     root = tmp / "synth"
     generate(root, ["valve"], ["00", "02", "04", "06"], n_train=4, n_test_normal=1, n_test_anomaly=1,

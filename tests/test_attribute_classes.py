@@ -12,16 +12,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import small_config
-from mimimi import kinds, scoring
+from helpers import small_config
+from mimimi import kinds
 from mimimi.checkpoint import load_checkpoint, save_checkpoint
 from mimimi.config import merge
 from mimimi.data.dataset import IDMap, id_classes
 from mimimi.data.index import index_dataset, select
-from mimimi.evaluate import score_clips
+from mimimi.scoring.clips import score_clips
+from mimimi.scoring.outputs import ClipOutputs
+from mimimi.scoring.proxies import proxy_auc
 from mimimi.features import FeatureCache
 from mimimi.nn import ComplexNet
-from mimimi.train import TrainError, class_map, fit, main, other_type_proxies, training_clips
+from mimimi.train import main
+from mimimi.training import TrainError, class_map, fit, other_type_proxies, training_clips
 
 ATTRS = ("vel_100", "vel_150")  # the synthetic 2023 layout's source and target attributes at domain_shift 0.5
 
@@ -30,7 +33,7 @@ def _generate(root, sections, n_train: int, seconds: float):
     from mimimi.data.synth import generate
 
     generate(root, ["fan", "valve"], list(sections), n_train=n_train, n_target_train=2, n_test_normal=2,
-             n_test_anomaly=2, seconds=seconds, seed=0, layout="dcase2023", domain_shift=0.5)
+             n_test_anomaly=2, seconds=seconds, seed=0, layout="dcase2022", domain_shift=0.5)
     return root
 
 
@@ -133,16 +136,16 @@ def test_proxy_ce_and_pred_id_over_an_ids_classes():
     value with a plain map); the embedding scorers and their groups stay per ID."""
     logp = np.log(np.array([[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6]]))
     clips = pd.DataFrame({"path": ["a", "b"], "machine_id": ["00", "01"], "label": "normal"})
-    out = scoring.ClipOutputs(clips, None, np.zeros(2), np.ones(2, np.int64), np.zeros((2, 1)), logp, ["00", "01"])
-    proxies = scoring.ClipOutputs(clips.iloc[:1], None, np.zeros(1), np.ones(1, np.int64), np.zeros((1, 1)),
+    out = ClipOutputs(clips, None, np.zeros(2), np.ones(2, np.int64), np.zeros((2, 1)), logp, ["00", "01"])
+    proxies = ClipOutputs(clips.iloc[:1], None, np.zeros(1), np.ones(1, np.int64), np.zeros((1, 1)),
                                   np.log(np.array([[0.05, 0.05, 0.3, 0.6]])), ["01"])
     rows = pd.DataFrame({"path": ["a"], "owner": [None], "family": ["other_types"]})
     cfg = small_config("/data", "/cache")
-    grouped = scoring.proxy_auc(cfg, kinds.get("complex"), "ce", out, out, proxies, rows,
+    grouped = proxy_auc(cfg, kinds.get("complex"), "ce", out, out, proxies, rows,
                                 IDMap({"00": 0, "01": 2}, {"00": [0, 1], "01": [2, 3]}))
     # ID 00: normal -log(.5 + .3) below the proxy's -log(.05 + .05): AUC 1; ID 01: -log(.2 + .6) above -log(.3 + .6): 0
     assert grouped["val_proxy_auc"] == 0.5
-    single = scoring.proxy_auc(cfg, kinds.get("complex"), "ce", out, out, proxies, rows, {"00": 0, "01": 3})
+    single = proxy_auc(cfg, kinds.get("complex"), "ce", out, out, proxies, rows, {"00": 0, "01": 3})
     assert single["val_proxy_auc"] == 0.75  # 00: -log .5 below -log .05: 1; 01: -log .6 against -log .6, a tie: 0.5
 
 
@@ -165,7 +168,7 @@ def sections_2023(tmp_path_factory):
 
 @pytest.mark.integration
 def test_train_save_load_score_round_trip(sections_2023, tmp_path):
-    from mimimi.score import score_frame
+    from mimimi.scoring.clips import score_frame
 
     cfg = merge(small_config(sections_2023, tmp_path / "cache", epochs=1),
                 {"train": {"attributes": True, "classes": "all", "sampler": "balanced"},

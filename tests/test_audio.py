@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import noise, write_wav
+from helpers import noise, write_wav
 from mimimi.data.audio import AudioError, load_audio
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mimimi import download as command
 from mimimi.data import download as dl
 from mimimi.data.download import DownloadError, UnsafeArchiveError
 
@@ -357,7 +358,7 @@ def test_cli_snr_selection(zenodo, tmp_path, capsys, snr_args, keys):
     zenodo.add_record(3384388, {f"{snr}_dB_fan.zip": make_zip({"fan/id_00/normal/00000000.wav": b"w"})
                                 for snr in (6, 0, -6)})
     argv = ["--dataset", "mimii", "--machine-types", "fan", "--out", str(tmp_path), "--base-url", zenodo.url]
-    assert dl.main(argv + snr_args + ["--dry-run"]) == 0
+    assert command.main(argv + snr_args + ["--dry-run"]) == 0
     assert re.findall(r"^get +(\S+)", capsys.readouterr().out, flags=re.M) == keys
 
 
@@ -366,7 +367,7 @@ def test_unknown_machine_type_is_a_one_line_error_naming_the_valid_ones(tmp_path
     with pytest.raises(ValueError, match=one_line):
         dl.download("mimii", ["ToyCar"], tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        dl.main(["--dataset", "dcase2020-dev", "--machine-types", "fan,drill", "--out", str(tmp_path)])
+        command.main(["--dataset", "dcase2020-dev", "--machine-types", "fan,drill", "--out", str(tmp_path)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'drill'" in err and "ToyConveyor" in err
@@ -391,8 +392,8 @@ def test_server_down_is_a_clear_error_naming_the_url(tmp_path, capsys):
     with pytest.raises(DownloadError, match=re.escape(f"cannot reach {url}/api/records/3678171")):
         dl.download("dcase2020-dev", ["fan"], tmp_path, base_url=url, timeout=2)
     with pytest.raises(SystemExit) as exit_:
-        dl.main(["--dataset", "dcase2020-dev", "--machine-types", "fan", "--out", str(tmp_path),
-                 "--base-url", url, "--no-progress"])
+        command.main(["--dataset", "dcase2020-dev", "--machine-types", "fan", "--out", str(tmp_path),
+                      "--base-url", url, "--no-progress"])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot reach") and err.count("\n") == 1
@@ -449,14 +450,14 @@ def test_cli_downloads_and_dry_run_changes_nothing(zenodo, dev_record, tmp_path,
     out = tmp_path / "data"
     base = ["--dataset", "dcase2020-dev", "--machine-types", "fan", "pump", "--out", str(out),
             "--base-url", zenodo.url, "--no-progress"]
-    assert dl.main(base + ["--dry-run"]) == 0
+    assert command.main(base + ["--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "get   dev_data_fan.zip" in printed and "2 archive(s) to download" in printed
     assert not out.exists() and zenodo.file_requests() == []
-    assert dl.main(base) == 0
+    assert command.main(base) == 0
     assert capsys.readouterr().out.split() == [str(out / "dev_data" / "fan"), str(out / "dev_data" / "pump")]
     n = len(zenodo.log)
-    assert dl.main(base + ["--dry-run"]) == 0
+    assert command.main(base + ["--dry-run"]) == 0
     assert "0 archive(s) to download" in capsys.readouterr().out and len(zenodo.log) == n
 
 

@@ -2,6 +2,7 @@
 against the local fake Zenodo of ``test_download`` (no internet), plus the 2023 MD5s known from soundata."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -10,7 +11,8 @@ import zipfile
 
 import pytest
 
-from mimimi.data import download as dl
+from mimimi import download as command
+from mimimi.data import dcase, download as dl
 from mimimi.data.download import DownloadError
 from test_download import corrupted, make_zip, serve_fake_zenodo, tree
 
@@ -111,7 +113,7 @@ def test_a_whole_year_is_exactly_the_facts_archives(dataset):
 
 
 def test_the_2023_md5s_are_the_facts_ones():
-    assert dl.DCASE2023_MD5 == MD5_2023
+    assert dcase.YEARS["dcase2023"].md5 == MD5_2023
 
 
 @pytest.mark.parametrize("dataset, types, parts, message", [
@@ -308,9 +310,8 @@ def test_2023_bytes_not_matching_the_known_md5_are_refused(zenodo, tmp_path):
 def test_2023_bytes_matching_the_known_md5_are_unpacked(zenodo, tmp_path, monkeypatch):
     data = dev_2024("fan")
     md5 = hashlib.md5(data).hexdigest()
-    monkeypatch.setitem(dl.DATASETS, "dcase2023", dl._dcase_year(
-        2023, (7882613, 7830345, 7860847), "dev_{type}.zip", dl.DCASE2022_DEV_TYPES, dl.DCASE2023_EVAL_TYPES,
-        md5={"dev_fan.zip": md5}))
+    monkeypatch.setitem(dl.DATASETS, "dcase2023", dl.dataset_spec(
+        dataclasses.replace(dcase.YEARS["dcase2023"], md5={"dev_fan.zip": md5})))
     add_2023_dev_fan(zenodo, data, md5)
     paths = get(zenodo, tmp_path, ["fan"], dataset="dcase2023", parts="dev")
     assert paths == [tmp_path / "dcase2023" / "dev_data" / "fan"]
@@ -326,7 +327,7 @@ def test_cli_dry_run_for_a_year_and_part(zenodo, tmp_path, capsys):
         f["checksum"] = "md5:" + MD5_2023[f["key"]]
     argv = ["--dataset", "dcase2023", "--part", "dev", "--machine-types", "fan,valve", "--out", str(tmp_path),
             "--base-url", zenodo.url, "--dry-run"]
-    assert dl.main(argv) == 0
+    assert command.main(argv) == 0
     printed = capsys.readouterr().out
     assert re.findall(r"^get +(\S+) .* md5 (\S+) ", printed, flags=re.M) == [
         ("dev_fan.zip", MD5_2023["dev_fan.zip"]), ("dev_valve.zip", MD5_2023["dev_valve.zip"])]
@@ -335,7 +336,8 @@ def test_cli_dry_run_for_a_year_and_part(zenodo, tmp_path, capsys):
 
 def test_cli_type_the_year_lacks_is_one_error_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        dl.main(["--dataset", "dcase2023", "--part", "dev", "--machine-types", "fan,bandsaw", "--out", str(tmp_path)])
+        command.main(["--dataset", "dcase2023", "--part", "dev", "--machine-types", "fan,bandsaw", "--out",
+                      str(tmp_path)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: unknown machine type 'bandsaw' for dcase2023 dev; valid:")
@@ -351,5 +353,5 @@ def test_cli_urls_need_no_out_and_no_network(capsys):
         "https://zenodo.org/records/11259435/files/eval_data_RoboticArm_train_r2.zip",
         "https://zenodo.org/records/11363076/files/eval_data_RoboticArm_test.zip"]
     with pytest.raises(SystemExit) as exit_:
-        dl.main(["--dataset", "dcase2024"])
+        command.main(["--dataset", "dcase2024"])
     assert exit_.value.code == 2 and "--out" in capsys.readouterr().err

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from mimimi.config import merge
 from mimimi.data.synth import FAILS_LIKE_REAL, generate
-from mimimi.evaluate import evaluate
-from mimimi.train import fit
+from mimimi.evaluation import evaluate
+from mimimi.training import fit
 
 COUNTS = {"00": 24, "02": 12, "04": 3, "06": 3}  # FAILS_LIKE_REAL's imbalance, scaled down for a CPU test
 SECONDS = 3.0

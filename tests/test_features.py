@@ -9,7 +9,7 @@ import torch
 import torchaudio
 
 import mimimi.features as features
-from conftest import noise, write_wav
+from helpers import noise, write_wav
 from mimimi.config import FeatureConfig
 from mimimi.data.audio import AudioError
 from mimimi.features import (FeatureCache, complex_stft, eval_segments, log_mel, segment_starts,

@@ -27,7 +27,7 @@ def tree(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("first-shot")
     root = tmp / "dcase2023"
     generate(root, ["fan", "valve"], ["00"], n_train=8, n_target_train=2, n_test_normal=3, n_test_anomaly=3,
-             seconds=3.0, seed=0, layout="dcase2023", domain_shift=0.5)
+             seconds=3.0, seed=0, layout="dcase2022", domain_shift=0.5)
     return root
 
 

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from mimimi.data.index import COLUMNS, DatasetError, counts, index_dataset, main, select
+from mimimi.data.index import COLUMNS, DatasetError, counts, index_dataset, select
+from mimimi.index import main
 
 
 def touch(root, *rels):

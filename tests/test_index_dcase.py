@@ -4,7 +4,8 @@ ground-truth files show them), files created empty."""
 import pytest
 
 from mimimi.data.index import (ATTRIBUTE_KEYS, COLUMNS, DatasetError, DatasetIndex, counts, index_dataset,
-                               machine_id_from_path, main, select)
+                               machine_id_from_path, select)
+from mimimi.index import main
 
 
 def touch(root, *rels):

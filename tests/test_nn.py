@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from conftest import crandn, stacked
+from helpers import crandn, stacked
 from mimimi.nn import (
     AEConfig,
     AttentionBlock,

@@ -11,6 +11,7 @@ import scipy.stats
 from sklearn import metrics as skm
 
 from mimimi import metrics as M
+from mimimi.data import dcase
 
 EPS = sys.float_info.epsilon
 
@@ -54,7 +55,7 @@ def row(table: pd.DataFrame, **keys) -> pd.Series:
     (pd.Series(["dcase2022"] * 3), "dcase2022"),
 ])
 def test_protocol_for(layouts, protocol):
-    assert M.protocol_for(layouts) == protocol
+    assert dcase.protocol_for(layouts) == protocol
     assert protocol in M.PROTOCOLS
 
 
@@ -66,7 +67,7 @@ def test_protocol_for(layouts, protocol):
 ])
 def test_protocol_for_refuses(layouts, match):
     with pytest.raises(ValueError, match=match):
-        M.protocol_for(layouts)
+        dcase.protocol_for(layouts)
 
 
 # ------------------------------------------------------------------------------ hand-computed

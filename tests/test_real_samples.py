@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from mimimi.config import load_config
-from mimimi.evaluate import evaluate
-from mimimi.train import fit
+from mimimi.evaluation import evaluate
+from mimimi.training import fit
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from scoring_helpers import MODEL_NAME, NO_THRESHOLD_ID, valve_clips
 
 from mimimi import champion, score, verify
+from mimimi.scoring import clips as scoring_clips
 from mimimi import tracking as T
 from mimimi.checkpoint import load_checkpoint
 from mimimi.data.index import machine_id_from_path
@@ -55,13 +56,13 @@ def test_cli_table_csv_json_agree_with_the_pyfunc_model(tr, model, real_samples,
     assert code == 0, err
     assert err.strip() == f"scored 16 file(s) with models:/{MODEL_NAME}/1 (version 1), scorer knn-stats, 0 error(s)"
     got = pd.read_csv(io.StringIO(csv_text), dtype={"machine_id": str, "pred_id": str})
-    assert list(got.columns) == score.COLUMNS and got.path.tolist() == [str(c) for c in clips]
+    assert list(got.columns) == scoring_clips.COLUMNS and got.path.tolist() == [str(c) for c in clips]
     assert got.machine_id.tolist() == [c.name.split("_")[2] for c in clips]  # parsed from the file names
 
     # the pyfunc model (what mlflow models serve runs) gives the same scores, thresholds and decisions
     pyfunc = tr.load_pyfunc(f"models:/{MODEL_NAME}/1")
     want = pyfunc.predict(pd.DataFrame({"path": [str(c) for c in clips]}))
-    assert list(want.columns) == score.MODEL_COLUMNS + ["error"] and want.error.isna().all()
+    assert list(want.columns) == scoring_clips.MODEL_COLUMNS + ["error"] and want.error.isna().all()
     np.testing.assert_allclose(got.score, want.score, rtol=0, atol=1e-12)
     assert got.machine_id.tolist() == want.machine_id.tolist() and got.pred_id.tolist() == want.pred_id.tolist()
     decisions = [None if pd.isna(d) else d for d in got.decision]
@@ -77,14 +78,14 @@ def test_cli_table_csv_json_agree_with_the_pyfunc_model(tr, model, real_samples,
     code, json_text, _ = cli(capsys, *args, "--format", "json", "--output", str(tmp_path / "out" / "s.json"))
     assert code == 0 and json_text == ""
     records = json.loads((tmp_path / "out" / "s.json").read_text())
-    assert [r["path"] for r in records] == got.path.tolist() and list(records[0]) == score.COLUMNS
+    assert [r["path"] for r in records] == got.path.tolist() and list(records[0]) == scoring_clips.COLUMNS
     assert [r["score"] for r in records] == got.score.tolist()  # full precision in both
     assert [r["decision"] for r in records] == decisions
     assert all(r["threshold"] is None for r in records if r["machine_id"] == NO_THRESHOLD_ID)
 
     code, table, _ = cli(capsys, *args)  # the default format
     lines = table.splitlines()
-    assert code == 0 and lines[0].split() == score.COLUMNS and len(lines) == 17
+    assert code == 0 and lines[0].split() == scoring_clips.COLUMNS and len(lines) == 17
     for line, r in zip(lines[1:], records):
         cells = line.split()
         assert cells[0] == r["path"] and cells[1] == r["machine_id"] and cells[3] == (r["decision"] or "—")
@@ -218,7 +219,7 @@ def test_waveform_input_equals_path_input(tr, model, real_samples):
     for message, frame in bad.items():
         with pytest.raises(ModelInputError, match=message) as e:
             pyfunc.predict(frame)
-        assert isinstance(e.value, MlflowException) and isinstance(e.value, score.ScoreError)
+        assert isinstance(e.value, MlflowException) and isinstance(e.value, scoring_clips.ScoreError)
         assert e.value.get_http_status_code() == 400
 
 
@@ -344,7 +345,7 @@ def test_an_untampered_model_scores_exactly_as_its_checkpoint(own_store, model, 
     code, out, err = cli(capsys, "--model", "models:/mimimi-intact@champion", "--tracking-uri", own_store,
                          "--format", "json", *map(str, clips))
     assert code == 0, err
-    want = score.score_paths(score.Model(load_checkpoint(model["checkpoint"]), None, "checkpoint", None), clips)
+    want = scoring_clips.score_paths(scoring_clips.Model(load_checkpoint(model["checkpoint"]), None, "checkpoint", None), clips)
     assert [r["score"] for r in json.loads(out)] == want.scores.score.tolist()  # no MLflow on this side
     # what was recorded: every file's digest in the metadata, the checkpoint's on the run and the version
     meta = yaml.safe_load((fresh.folder / "MLmodel").read_text())["metadata"]["mimimi"]
@@ -492,7 +493,7 @@ def test_a_model_logged_before_digests_still_loads(own_store, model, real_sample
     code, out, err = cli(capsys, "--model", "models:/mimimi-old@champion", "--tracking-uri", own_store, "--format", "json",
                          *map(str, clips))
     assert code == 0, err
-    want = score.score_paths(score.Model(load_checkpoint(model["checkpoint"]), None, "checkpoint", None), clips)
+    want = scoring_clips.score_paths(scoring_clips.Model(load_checkpoint(model["checkpoint"]), None, "checkpoint", None), clips)
     assert [r["score"] for r in json.loads(out)] == want.scores.score.tolist()
     served = fresh.tr.load_pyfunc("models:/mimimi-old/1").predict(pd.DataFrame({"path": [str(c) for c in clips]}))
     assert served.score.tolist() == want.scores.score.tolist()

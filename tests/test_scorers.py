@@ -1,4 +1,4 @@
-"""mimimi.scorers against brute-force numpy, scipy and sklearn oracles; state round trips through torch.load."""
+"""mimimi.scoring.backends against brute-force numpy, scipy and sklearn oracles; state round trips through torch.load."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 from sklearn.covariance import LedoitWolf
 from sklearn.mixture import GaussianMixture
 
-from mimimi import scorers as S
+from mimimi.scoring import backends as S
 
 PARAMS = {"knn": {"k": 3}, "mahalanobis": {"shrinkage": "ledoit-wolf"}, "gmm": {"n_components": 2}}
 

@@ -10,15 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import small_config
-from mimimi import kinds, scoring
+from helpers import small_config
+from mimimi import kinds
+from mimimi.scoring import fitted as scoring
+from mimimi.scoring.outputs import ClipOutputs
 from mimimi.checkpoint import load_checkpoint
 from mimimi.config import merge
 from mimimi.data.dataset import TrainSegments, id_map
 from mimimi.data.index import index_dataset, select
-from mimimi.evaluate import evaluate
+from mimimi.evaluation import evaluate
 from mimimi.features import FeatureCache
-from mimimi.train import fit, make_sampler
+from mimimi.training import fit, make_sampler
 
 
 # ----------------------------------------------------------------------------------- losses, kinds
@@ -162,12 +164,12 @@ def test_thresholds_need_three_normal_scores_per_id():
     kind = kinds.get("stats-knn")
     rng = np.random.default_rng(0)
     clips = pd.DataFrame({"path": [f"c{i}" for i in range(7)], "machine_id": ["00"] * 5 + ["02"] * 2})
-    out = scoring.ClipOutputs(clips, None, np.zeros(7), np.ones(7, np.int64), rng.normal(size=(7, 4)), None, [None] * 7)
+    out = ClipOutputs(clips, None, np.zeros(7), np.ones(7, np.int64), rng.normal(size=(7, 4)), None, [None] * 7)
     fitted = scoring.fit_scoring(cfg, kind, out, np.ones(7, bool))
     assert fitted.thresholds["knn"]["02"] is None and fitted.thresholds["knn"]["00"] is not None
     # the threshold of the empirical method is the quantile of the cross-fitted normal scores
     cfg_e = merge(cfg, {"scoring": {"threshold_method": "empirical", "threshold_quantile": 0.5}})
     fe = scoring.fit_scoring(cfg_e, kind, out, np.ones(7, bool))
-    from mimimi.scorers import cross_fitted_scores
+    from mimimi.scoring.backends import cross_fitted_scores
     cal = cross_fitted_scores("knn", out.embedding[:5], np.arange(5), seed=cfg.train.seed, k=1)
     assert fe.thresholds["knn"]["00"] == pytest.approx(float(np.quantile(cal, 0.5)))

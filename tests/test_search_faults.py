@@ -1,17 +1,24 @@
 """Faults of the search driver injected in-process (fast): ASHA stopping a trial between Train deleting a
 checkpoint and Tune logging it, a tracking call that fails inside a Tune callback, a retrained trial repeating
-its epochs, and Ctrl-C while Tune runs. The end-to-end ones (a crashing worker, SIGINT and resume) are in
-test_search.py."""
+its epochs, and Ctrl-C while Tune runs; and Ctrl-C in the command's first second (a subprocess, stopped while
+its libraries load). The end-to-end ones (a crashing worker, SIGINT and resume) are in test_search.py."""
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tuning import search as S
+from tuning.callbacks import CHECKPOINT_PATH_KEY, TrialRuns
+from tuning.finish import best_trial, promote
+from tuning.interrupts import INTERRUPTED, Interrupts
+from tuning.storage import resolve_checkpoint
+from tuning.study import StudySearch
 from tuning.worker import CHECKPOINT_FILE
 
 
@@ -27,10 +34,10 @@ def test_resolve_checkpoint_after_train_deleted_the_reported_one(tmp_path):
     run = tmp_path / "train-trial_1"
     old = make_ckpt(run, 0, with_file=False)  # what Tune last saw: Train removed its file when it kept #1
     kept = make_ckpt(run, 1)
-    assert S.resolve_checkpoint([old], str(tmp_path)) == kept
-    assert S.resolve_checkpoint([old, kept], str(tmp_path)) == kept  # the newest reported that exists
+    assert resolve_checkpoint([old], str(tmp_path)) == kept
+    assert resolve_checkpoint([old, kept], str(tmp_path)) == kept  # the newest reported that exists
     empty = tmp_path / "train-trial_2"
-    assert S.resolve_checkpoint([make_ckpt(empty, 0, with_file=False)], str(tmp_path)) is None
+    assert resolve_checkpoint([make_ckpt(empty, 0, with_file=False)], str(tmp_path)) is None
 
 
 class FakeTracking:
@@ -70,7 +77,7 @@ def trial(trial_id="t1", last=None):
 def callbacks(tmp_path):
     def make(fail=None, stored=None):
         fake = FakeTracking(fail, stored)
-        cb = S.TrialRuns(fake, "1", "parent", str(tmp_path), "valve", "val_proxy_auc", "max", 2)
+        cb = TrialRuns(fake, "1", "parent", str(tmp_path), "valve", "val_proxy_auc", "max", 2)
         return cb, fake
     return make
 
@@ -82,7 +89,7 @@ def test_asha_stop_racing_checkpoint_deletion_logs_the_kept_checkpoint(callbacks
     make_ckpt(run, 1)  # the one Train kept
     t = trial()
     cb.on_trial_start(0, [], t)
-    cb.on_trial_result(0, [], t, {"epoch": 0, "val_proxy_auc": 0.6, S.CHECKPOINT_PATH_KEY: gone})
+    cb.on_trial_result(0, [], t, {"epoch": 0, "val_proxy_auc": 0.6, CHECKPOINT_PATH_KEY: gone})
     cb.on_trial_complete(0, [], t)
     (_, (run_id, _path), _), = fake.named("log_model")
     assert fake.logged_bytes == b"weights" and run_id == cb.runs["t1"]
@@ -90,7 +97,7 @@ def test_asha_stop_racing_checkpoint_deletion_logs_the_kept_checkpoint(callbacks
     # every checkpoint gone: no model, said so on the run, and the search goes on
     cb2, fake2 = callbacks()
     t2 = trial("t2")
-    cb2.on_trial_result(0, [], t2, {"epoch": 0, S.CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t2", 0, False)})
+    cb2.on_trial_result(0, [], t2, {"epoch": 0, CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t2", 0, False)})
     cb2.on_trial_complete(0, [], t2)
     assert not fake2.named("log_model") and fake2.named("end_run")[-1][1][1] == "FINISHED"
     assert any("mimimi.model" in c[1][1] for c in fake2.named("set_tags"))
@@ -99,7 +106,7 @@ def test_asha_stop_racing_checkpoint_deletion_logs_the_kept_checkpoint(callbacks
 def test_a_failing_tracking_call_never_fails_the_trial(callbacks, tmp_path, capsys):
     cb, fake = callbacks(fail="log_model")
     t = trial()
-    cb.on_trial_result(0, [], t, {"epoch": 0, S.CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t1", 0)})
+    cb.on_trial_result(0, [], t, {"epoch": 0, CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t1", 0)})
     cb.on_trial_complete(0, [], t)  # log_model raises inside: Tune must not see it
     err = capsys.readouterr().err
     assert "warning: MLflow callback on_trial_complete: FileNotFoundError" in err and len(err.splitlines()) == 1
@@ -140,7 +147,7 @@ def test_a_driver_killed_after_a_trial_finished_is_read_back_from_mlflow(callbac
     cb.on_trial_start(0, [], t)
     assert not fake.named("start_run") and cb.runs == {"t1": "r1"}
     final = {"epoch": 1, "val_proxy_auc": 0.7, "restored": 1, "training_iteration": 1,
-             S.CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t1", 2)}
+             CHECKPOINT_PATH_KEY: make_ckpt(tmp_path / "train-t1", 2)}
     cb.on_trial_result(0, [], t, final)  # the worker found its finished Train run and reported it again
     assert not fake.named("log_metrics")
     cb.on_trial_complete(0, [SimpleNamespace(trial_id="t0", status="TERMINATED")], trial(last=final))
@@ -162,7 +169,7 @@ def test_a_tracking_failure_during_promotion_keeps_the_champion_and_is_recorded(
                                 "the champion stays")
 
     fake = Failing()
-    update = S.promote(fake, "mimimi-valve", 3, "test/valve/mean_pauc", "parent")
+    update = promote(fake, "mimimi-valve", 3, "test/valve/mean_pauc", "parent")
     assert not update.promoted and update.version is None and "server busy" in update.reason
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("warning: mimimi-valve version 3: not decided") and "server busy" in err
@@ -174,19 +181,52 @@ def test_ctrl_c_inside_tune_is_noted_and_tune_still_stops_gracefully():
     previous = signal.getsignal(signal.SIGINT)
     seen = []
     try:
-        watch = S.Interrupts()
+        watch = Interrupts()
         watch.install()
         signal.signal(signal.SIGINT, lambda s, f: seen.append(s))  # Tune's handler, installed inside fit()
         watch.watch_tune()
         os.kill(os.getpid(), signal.SIGINT)
         assert watch.requested and seen == [signal.SIGINT]  # noted, and Tune's handler still ran
-        fresh = S.Interrupts()
+        fresh = Interrupts()
         fresh.install()  # outside Tune: Ctrl-C raises KeyboardInterrupt (exit 130 in main)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
         assert fresh.requested
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_command_loads_no_heavy_library_before_main():
+    """What lets main install its Ctrl-C handler, and Ray's console filter, before Ray, Optuna, MLflow and
+    torch load: importing the command loads none of them."""
+    code = "import sys, tuning.search; print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'optuna', " \
+           "'mlflow', 'torch', 'numpy', 'mimimi'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("entry", ["script", "mimimi search"])
+def test_ctrl_c_in_the_first_second_exits_130_with_one_line(tmp_path, entry):
+    """Ctrl-C a second after start (the libraries still loading, before the search starts anything): exit
+    status 130 and the one-line message, no KeyboardInterrupt traceback."""
+    repo = Path(__file__).resolve().parents[1]
+    cmd = ([sys.executable, str(repo / "tuning" / "search.py")] if entry == "script"
+           else [sys.executable, "-m", "mimimi.cli", "search"])
+    cmd += ["--smoke-test", "--storage-path", str(tmp_path / "storage"),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--num-cpus", "2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == INTERRUPTED, err
+    assert not (tmp_path / "storage").exists()  # stopped before it wrote anything
 
 
 def test_the_best_trial_does_not_depend_on_the_order_tune_lists_them():
@@ -198,9 +238,9 @@ def test_the_best_trial_does_not_depend_on_the_order_tune_lists_them():
         return SimpleNamespace(error=None, path=f"/s/valve/{name}", metrics_dataframe=pd.DataFrame({"m": [0.5, value]}))
 
     trials = [result("run_trial_b", 0.875), result("run_trial_a", 0.875), result("run_trial_c", 0.5)]
-    assert S._best_trial(trials, "m", "max").path.endswith("run_trial_a")
-    assert S._best_trial(trials[::-1], "m", "max").path.endswith("run_trial_a")
-    assert S._best_trial(trials, "m", "min").path.endswith("run_trial_a")  # 0.5 in every trial's history
+    assert best_trial(trials, "m", "max").path.endswith("run_trial_a")
+    assert best_trial(trials[::-1], "m", "max").path.endswith("run_trial_a")
+    assert best_trial(trials, "m", "min").path.endswith("run_trial_a")  # 0.5 in every trial's history
 
 
 def test_a_report_of_a_trial_the_optuna_study_already_finished_is_skipped(tmp_path):
@@ -211,7 +251,7 @@ def test_a_report_of_a_trial_the_optuna_study_already_finished_is_skipped(tmp_pa
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    for cls in (OptunaSearch, S.StudySearch):
+    for cls in (OptunaSearch, StudySearch):
         def make():
             storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / cls.__name__}.db")  # as tune_type keeps it
             return cls(space={"x": tune.uniform(0.0, 1.0)}, metric="m", mode="max", seed=0, storage=storage,

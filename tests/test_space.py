@@ -64,7 +64,10 @@ def test_attribute_classes_can_be_searched():
 
 
 def test_every_shipped_search_config_parses():
-    for path in SEARCH_CONFIGS.glob("*.yaml"):
+    shipped = sorted(SEARCH_CONFIGS.glob("*.yaml"))
+    # an empty glob (a moved folder) must fail, not pass having checked nothing
+    assert {"base.yaml", "embedded.yaml", "smoke.yaml", "first_shot.yaml"} <= {p.name for p in shipped}, SEARCH_CONFIGS
+    for path in shipped:
         load_search_config("valve", [path])
 
 

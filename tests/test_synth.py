@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mimimi import synth as command
 from mimimi.data import synth as S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +38,8 @@ def digests(root: Path) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- layout, CLI
 def test_layout_counts_and_format(tmp_path, capsys):
-    rc = S.main(["--out", str(tmp_path), "--machine-types", "fan", "--seconds", "2", "--train", "8",
-                 "--test-normal", "4", "--test-anomaly", "4", "--workers", "1"])
+    rc = command.main(["--out", str(tmp_path), "--machine-types", "fan", "--seconds", "2", "--train", "8",
+                       "--test-normal", "4", "--test-anomaly", "4", "--workers", "1"])
     assert rc == 0
     out = capsys.readouterr().out.strip()
     assert len(out.splitlines()) == 1 and "wrote 64 synthetic clips" in out
@@ -87,12 +88,12 @@ def test_module_cli_via_subprocess(tmp_path):
 def test_bad_arguments_exit_nonzero(tmp_path, args, capsys):
     ok = ["--out", str(tmp_path), "--machine-types", "fan", "--ids", "00", "--train", "1", "--test-normal", "1",
           "--test-anomaly", "1", "--seconds", "0.1", "--workers", "1"]
-    assert S.main(ok) == 0  # the base command line is fine ...
+    assert command.main(ok) == 0  # the base command line is fine ...
     capsys.readouterr()
     for f in tmp_path.rglob("*.wav"):
         f.unlink()
     with pytest.raises(SystemExit) as e:
-        S.main(ok + args)  # ... and the bad value (the later option wins) makes it fail
+        command.main(ok + args)  # ... and the bad value (the later option wins) makes it fail
     assert e.value.code not in (0, None)
     err = capsys.readouterr().err
     assert "error" in err and args[0] in err
@@ -101,15 +102,15 @@ def test_bad_arguments_exit_nonzero(tmp_path, args, capsys):
 
 def test_missing_out_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as e:
-        S.main(["--seconds", "1"])
+        command.main(["--seconds", "1"])
     assert e.value.code not in (0, None) and "--out" in capsys.readouterr().err
 
 
 def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    rc = S.main(["--out", str(blocker), "--machine-types", "fan", "--ids", "00", "--train", "1", "--test-normal", "1",
-                 "--test-anomaly", "1", "--seconds", "0.1", "--workers", "1"])
+    rc = command.main(["--out", str(blocker), "--machine-types", "fan", "--ids", "00", "--train", "1",
+                       "--test-normal", "1", "--test-anomaly", "1", "--seconds", "0.1", "--workers", "1"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error:") and err.count("\n") == 1
 
@@ -129,7 +130,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     args = ["--machine-types", "fan,valve", "--ids", "00,04", "--train", "2", "--test-normal", "1",
             "--test-anomaly", "3", "--seconds", "1", "--workers", "1"]
     for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
-        assert S.main(["--out", str(tmp_path / name), "--seed", seed] + args) == 0
+        assert command.main(["--out", str(tmp_path / name), "--seed", seed] + args) == 0
     a, b, c = (digests(tmp_path / n) for n in "abc")
     assert a == b and len(a) == 2 * 2 * 6
     assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
@@ -277,7 +278,7 @@ def test_background_is_the_same_process_for_every_id():
 
 # ----------------------------------------------------------------------------- imbalanced IDs, off-manifold anomalies
 def test_off_manifold_kinds_table():
-    assert set(S.ANOMALY_SETS) == {"default", "off-manifold"}
+    assert set(S.ANOMALY_SETS) == {"default", "off-manifold", "temporal"}
     assert S.ANOMALY_SETS["off-manifold"] is S.OFF_MANIFOLD_KINDS and S.ANOMALY_SETS["default"] is S.ANOMALY_KINDS
     doc = S.__doc__
     for mt in S.MACHINE_TYPES:
@@ -333,8 +334,8 @@ def train_counts_of(root: Path, mt: str) -> dict[str, int]:
 
 def test_cli_train_counts_anomalies_and_preset(tmp_path, capsys):
     base = ["--machine-types", "valve", "--seconds", "0.1", "--workers", "1", "--test-normal", "1", "--test-anomaly", "2"]
-    assert S.main(["--out", str(tmp_path / "a"), *base, "--ids", "00,02,04", "--train", "2",
-                   "--train-counts", "00=4, 04=1", "--anomalies", "off-manifold"]) == 0
+    assert command.main(["--out", str(tmp_path / "a"), *base, "--ids", "00,02,04", "--train", "2",
+                         "--train-counts", "00=4, 04=1", "--anomalies", "off-manifold"]) == 0
     out = capsys.readouterr().out
     assert "00=4,02=2,04=1 train" in out and "off-manifold anomalies" in out
     assert train_counts_of(tmp_path / "a", "valve") == {"00": 4, "02": 2, "04": 1}
@@ -344,12 +345,12 @@ def test_cli_train_counts_anomalies_and_preset(tmp_path, capsys):
     assert np.max(np.abs(x - ref)) <= 1.0 / 32768 + 1e-7
 
     # the preset sets counts, SNR and anomalies; explicit options override it, whatever their order
-    assert S.main(["--out", str(tmp_path / "b"), *base, "--preset", "fails-like-real"]) == 0
+    assert command.main(["--out", str(tmp_path / "b"), *base, "--preset", "fails-like-real"]) == 0
     out = capsys.readouterr().out
     assert train_counts_of(tmp_path / "b", "valve") == S.FAILS_LIKE_REAL["train_counts"]
     assert f"SNR {S.FAILS_LIKE_REAL['snr_db']:g} dB" in out and "off-manifold anomalies" in out and "0.1 s" in out
-    assert S.main(["--out", str(tmp_path / "c"), "--snr", "9", "--train-counts", "02=2", "--anomalies", "default",
-                   "--ids", "00,02", "--preset", "fails-like-real", *base]) == 0
+    assert command.main(["--out", str(tmp_path / "c"), "--snr", "9", "--train-counts", "02=2", "--anomalies",
+                         "default", "--ids", "00,02", "--preset", "fails-like-real", *base]) == 0
     out = capsys.readouterr().out
     assert train_counts_of(tmp_path / "c", "valve") == {"00": 40, "02": 2}  # 00: --train (40), as --train-counts won
     assert "SNR 9 dB" in out and "anomalies" not in out.split("SNR")[1]
@@ -360,8 +361,8 @@ def test_cli_train_counts_anomalies_and_preset(tmp_path, capsys):
                                   ["--train-counts", "08=2"], ["--anomalies", "loud"], ["--preset", "nope"]])
 def test_cli_rejects_bad_counts_sets_and_presets(tmp_path, args, capsys):
     with pytest.raises(SystemExit) as e:
-        S.main(["--out", str(tmp_path), "--machine-types", "fan", "--ids", "00,02", "--seconds", "0.1",
-                "--workers", "1", *args])
+        command.main(["--out", str(tmp_path), "--machine-types", "fan", "--ids", "00,02", "--seconds", "0.1",
+                      "--workers", "1", *args])
     assert e.value.code not in (0, None) and args[0] in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.wav"))
 

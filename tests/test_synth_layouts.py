@@ -1,4 +1,4 @@
-"""The synthetic generator's DCASE layouts: dcase2020 unchanged, the dcase2021 and dcase2023 names, folders and
+"""The synthetic generator's DCASE layouts: dcase2020 unchanged, the dcase2021 and dcase2022 names, folders and
 attribute tables, source/target domains and their shift, determinism, argument errors, the CLI's --layout.
 
 File names and audio are checked directly (not through mimimi.data.index), so these tests pin the layout itself.
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mimimi import synth as command
 from mimimi.data import synth as S
 
 
@@ -32,7 +33,7 @@ def read(path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- dcase2020: byte for byte as before
 # sha256 (first 16 hex digits) of every file, computed by running the generator as it was BEFORE the dcase2021 and
-# dcase2023 layouts were added (same arguments as below), and hard-coded here: layout="dcase2020" (the default)
+# dcase2022 layouts were added (same arguments as below), and hard-coded here: layout="dcase2020" (the default)
 # must keep writing exactly these files with exactly these bytes.
 BEFORE_A = {  # generate(root, MACHINE_TYPES, ("00", "06"), 1, 1, 1, seconds=0.25, seed=3, snr_db=3.0)
     "fan/test/anomaly_id_00_00000000.wav": "f9cf0bdb00c085a4",
@@ -105,10 +106,10 @@ def test_dcase2020_default_ids_and_speed_one_are_the_old_clip():
         S.clip_seed(0, "fan", "00", "train", "normal", 0, "source").entropy
 
 
-# ----------------------------------------------------------------------------- dcase2023
-def test_dcase2023_exact_files_and_attribute_table(tmp_path):
+# ----------------------------------------------------------------------------- dcase2022
+def test_dcase2022_exact_files_and_attribute_table(tmp_path):
     paths = S.generate(tmp_path, ["fan", "valve"], n_train=3, n_test_normal=2, n_test_anomaly=1, seconds=0.2,
-                       layout="dcase2023", n_target_train=2, domain_shift=0.3)
+                       layout="dcase2022", n_target_train=2, domain_shift=0.3)
     expected_rows = {}
     for mt in ("fan", "valve"):
         train = [f"{mt}/train/section_00_source_train_normal_{i:04d}_vel_100.wav" for i in range(3)]
@@ -132,9 +133,9 @@ def test_dcase2023_exact_files_and_attribute_table(tmp_path):
                                                                                        3200)
 
 
-def test_dcase2023_defaults_and_sections(tmp_path):
+def test_dcase2022_defaults_and_sections(tmp_path):
     S.generate(tmp_path / "d", ["pump"], n_train=1, n_test_normal=1, n_test_anomaly=1, seconds=0.05,
-               layout="dcase2023")
+               layout="dcase2022")
     train = sorted(p.name for p in (tmp_path / "d" / "pump" / "train").iterdir())
     # one section 00, 10 target training clips (as in DCASE 2022+), the default shift 0.25: vel_125
     assert train == ["section_00_source_train_normal_0000_vel_100.wav"] + \
@@ -142,7 +143,7 @@ def test_dcase2023_defaults_and_sections(tmp_path):
     assert files(tmp_path / "d") >= {"pump/attributes_00.csv"} and not (tmp_path / "d/pump/source_test").exists()
 
     S.generate(tmp_path / "s", ["slider"], n_train=1, n_test_normal=1, n_test_anomaly=1, seconds=0.05,
-               layout="dcase2023", sections=("01", "03"), n_target_train=1, domain_shift=0.0,
+               layout="dcase2022", sections=("01", "03"), n_target_train=1, domain_shift=0.0,
                train_counts={"03": 2})
     names = files(tmp_path / "s")
     assert {n for n in names if n.endswith(".csv")} == {"slider/attributes_01.csv", "slider/attributes_03.csv"}
@@ -176,11 +177,11 @@ def test_dcase2021_exact_files(tmp_path):
         for lab in ("normal", "anomaly")}
 
 
-def test_dcase2021_and_dcase2023_hold_the_same_clips(tmp_path):
+def test_dcase2021_and_dcase2022_hold_the_same_clips(tmp_path):
     kw = dict(machine_types=["valve"], n_train=1, n_test_normal=1, n_test_anomaly=2, seconds=0.2, seed=2,
               n_target_train=1, sections=("00",))
     S.generate(tmp_path / "21", layout="dcase2021", **kw)
-    S.generate(tmp_path / "23", layout="dcase2023", **kw)
+    S.generate(tmp_path / "23", layout="dcase2022", **kw)
     a = read(tmp_path / "21/valve/target_test/section_00_target_test_anomaly_0001.wav")
     b = read(tmp_path / "23/valve/test/section_00_target_test_anomaly_0001_vel_125.wav")
     assert np.array_equal(a, b)
@@ -189,7 +190,7 @@ def test_dcase2021_and_dcase2023_hold_the_same_clips(tmp_path):
 # ----------------------------------------------------------------------------- determinism and content
 def test_section_layouts_are_deterministic_for_any_workers(tmp_path):
     kw = dict(machine_types=["fan", "pump"], n_train=2, n_test_normal=1, n_test_anomaly=1, seconds=0.2,
-              n_target_train=1, layout="dcase2023", sections=("00", "01"))
+              n_target_train=1, layout="dcase2022", sections=("00", "01"))
     S.generate(tmp_path / "a", seed=7, workers=1, **kw)
     S.generate(tmp_path / "b", seed=7, workers=2, **kw)
     S.generate(tmp_path / "c", seed=8, workers=1, **kw)
@@ -208,7 +209,7 @@ def test_section_layouts_are_deterministic_for_any_workers(tmp_path):
 
 def test_files_hold_synth_clip_at_the_domain_speed_and_snr(tmp_path):
     S.generate(tmp_path, ["slider"], n_train=1, n_test_normal=1, n_test_anomaly=2, seconds=0.3, seed=4, snr_db=3.0,
-               layout="dcase2023", sections=("02",), n_target_train=1, domain_shift=0.4, anomalies="off-manifold")
+               layout="dcase2022", sections=("02",), n_target_train=1, domain_shift=0.4, anomalies="off-manifold")
     x = read(tmp_path / "slider/test/section_02_target_test_anomaly_0001_vel_140.wav")
     ref = S.synth_clip("slider", "02", S.clip_seed(4, "slider", "02", "test", "anomaly", 1, "target"), seconds=0.3,
                        snr_db=3.0 - S.TARGET_SNR_DROP_DB * 0.4, anomaly=S.anomaly_kind("slider", 1, "off-manifold"),
@@ -256,7 +257,7 @@ def test_domain_shift_is_real_in_the_audio_and_grows_with_it(tmp_path):
     for shift in (0.0, 0.25, 0.5):
         root = tmp_path / f"s{shift}"
         S.generate(root, S.MACHINE_TYPES, n_train=1, n_test_normal=8, n_test_anomaly=1, seconds=1.0,
-                   layout="dcase2023", n_target_train=1, domain_shift=shift, workers=2)
+                   layout="dcase2022", n_target_train=1, domain_shift=shift, workers=2)
         v = round(100 * (1 + shift))
         for mt in S.MACHINE_TYPES:
             lv = {d: np.mean([band_levels(read(root / mt / "test" / f"section_00_{d}_test_normal_{i:04d}_vel_{a}.wav"))
@@ -306,22 +307,22 @@ def test_speed_scales_the_pitch():
 # ----------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kw, match", [
     ({"layout": "dcase2019"}, "unknown layout"),
-    ({"layout": "dcase2023", "n_target_train": 0}, "n_target_train must be a positive integer"),
+    ({"layout": "dcase2022", "n_target_train": 0}, "n_target_train must be a positive integer"),
     ({"layout": "dcase2021", "n_target_train": -2}, "n_target_train must be a positive integer"),
-    ({"layout": "dcase2023", "n_target_train": 1.5}, "n_target_train must be a positive integer"),
-    ({"layout": "dcase2023", "domain_shift": -0.1}, "domain_shift must be a number within"),
-    ({"layout": "dcase2023", "domain_shift": 1.5}, "domain_shift must be a number within"),
-    ({"layout": "dcase2023", "domain_shift": float("nan")}, "domain_shift must be a number within"),
+    ({"layout": "dcase2022", "n_target_train": 1.5}, "n_target_train must be a positive integer"),
+    ({"layout": "dcase2022", "domain_shift": -0.1}, "domain_shift must be a number within"),
+    ({"layout": "dcase2022", "domain_shift": 1.5}, "domain_shift must be a number within"),
+    ({"layout": "dcase2022", "domain_shift": float("nan")}, "domain_shift must be a number within"),
     ({"layout": "dcase2021", "domain_shift": "big"}, "domain_shift must be a number within"),
-    ({"layout": "dcase2020", "n_target_train": 3}, "n_target_train applies to the dcase2021 and dcase2023"),
-    ({"domain_shift": 0.2}, "domain_shift applies to the dcase2021 and dcase2023"),
+    ({"layout": "dcase2020", "n_target_train": 3}, "n_target_train applies to the dcase2021 and dcase2022"),
+    ({"domain_shift": 0.2}, "domain_shift applies to the dcase2021 and dcase2022"),
     ({"sections": ("00",)}, "dcase2020 has ids"),
-    ({"layout": "dcase2023", "sections": ("00",), "ids": ("00",)}, "not both"),
-    ({"layout": "dcase2023", "sections": ("0",)}, "two digits"),
-    ({"layout": "dcase2023", "sections": ()}, "one section"),
+    ({"layout": "dcase2022", "sections": ("00",), "ids": ("00",)}, "not both"),
+    ({"layout": "dcase2022", "sections": ("0",)}, "two digits"),
+    ({"layout": "dcase2022", "sections": ()}, "one section"),
     ({"layout": "dcase2021", "train_counts": {"05": 2}}, "names section '05'"),
-    ({"layout": "dcase2023", "n_train": 10_001}, "four digits"),
-    ({"layout": "dcase2023", "n_test_anomaly": 0}, "n_test_anomaly must be a positive integer"),
+    ({"layout": "dcase2022", "n_train": 10_001}, "four digits"),
+    ({"layout": "dcase2022", "n_test_anomaly": 0}, "n_test_anomaly must be a positive integer"),
 ])
 def test_generate_rejects_bad_layout_arguments(tmp_path, kw, match):
     base = {"machine_types": ["fan"], "n_train": 1, "n_test_normal": 1, "n_test_anomaly": 1, "seconds": 0.05}
@@ -335,9 +336,9 @@ def test_naming_helpers_reject_bad_values():
     assert S.attribute("source", 0.7) == "vel_100" and S.attribute("target", 0.7) == "vel_170"
     assert S.operating_speed("target", 0.0) == 1.0
     for args, match in ((("dcase2020", "fan", "00", "source", "train", "normal", 0, "vel_100"), "clip_name"),
-                        (("dcase2023", "fan", "00", "other", "train", "normal", 0, "vel_100"), "unknown domain"),
-                        (("dcase2023", "fan", "00", "source", "train", "anomaly", 0, "vel_100"), "train/normal"),
-                        (("dcase2023", "fan", "00", "source", "test", "normal", 10_000, "vel_100"), "four digits")):
+                        (("dcase2022", "fan", "00", "other", "train", "normal", 0, "vel_100"), "unknown domain"),
+                        (("dcase2022", "fan", "00", "source", "train", "anomaly", 0, "vel_100"), "train/normal"),
+                        (("dcase2022", "fan", "00", "source", "test", "normal", 10_000, "vel_100"), "four digits")):
         with pytest.raises(ValueError, match=match):
             S.section_clip_path(*args)
     with pytest.raises(ValueError, match="speed"):
@@ -350,21 +351,21 @@ def test_naming_helpers_reject_bad_values():
 def test_cli_layout(tmp_path, capsys):
     base = ["--machine-types", "valve", "--train", "2", "--test-normal", "1", "--test-anomaly", "1",
             "--seconds", "0.1", "--workers", "1"]
-    assert S.main(["--out", str(tmp_path / "a"), "--layout", "dcase2023", "--target-train", "1",
-                   "--domain-shift", "0.5", "--sections", "00,01", *base]) == 0
+    assert command.main(["--out", str(tmp_path / "a"), "--layout", "dcase2022", "--target-train", "1",
+                         "--domain-shift", "0.5", "--sections", "00,01", *base]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "wrote 14 synthetic clips" in out and "dcase2023 layout" in out
+    assert out.count("\n") == 1 and "wrote 14 synthetic clips" in out and "dcase2022 layout" in out
     assert "sections 00,01" in out and "2 source + 1 target train" in out and "domain shift 0.5" in out
     assert "valve/test/section_01_target_test_anomaly_0000_vel_150.wav" in files(tmp_path / "a")
     assert {"valve/attributes_00.csv", "valve/attributes_01.csv"} <= files(tmp_path / "a")
 
-    assert S.main(["--out", str(tmp_path / "b"), "--layout", "dcase2021", *base]) == 0
+    assert command.main(["--out", str(tmp_path / "b"), "--layout", "dcase2021", *base]) == 0
     out = capsys.readouterr().out
     assert "wrote 27 synthetic clips" in out and "sections 00,01,02" in out and "3 target train" in out
     assert "valve/source_test/section_02_source_test_normal_0000.wav" in files(tmp_path / "b")
 
     # options of the section layouts are errors for dcase2020: one line, nothing written
-    rc = S.main(["--out", str(tmp_path / "c"), "--target-train", "2", *base])
+    rc = command.main(["--out", str(tmp_path / "c"), "--target-train", "2", *base])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error:") and err.count("\n") == 1 and "n_target_train" in err
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.wav"))
@@ -374,7 +375,7 @@ def test_cli_layout(tmp_path, capsys):
                                   ["--target-train", "0"], ["--sections", "1"]])
 def test_cli_rejects_bad_layout_options(tmp_path, args, capsys):
     with pytest.raises(SystemExit) as e:
-        S.main(["--out", str(tmp_path), "--machine-types", "fan", "--layout", "dcase2023", "--seconds", "0.1",
-                "--workers", "1", *args])
+        command.main(["--out", str(tmp_path), "--machine-types", "fan", "--layout", "dcase2022", "--seconds",
+                      "0.1", "--workers", "1", *args])
     assert e.value.code not in (0, None) and args[0] in capsys.readouterr().err
     assert not list(tmp_path.rglob("*"))

@@ -17,15 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import small_config
+from helpers import small_config
 
 from mimimi import tracking as T
 from mimimi.pyfunc import ModelInputError
 from mimimi.checkpoint import CheckpointError, load_checkpoint
 from mimimi.config import Config, merge
-from mimimi.evaluate import labelled_test_clips, score_clips
+from mimimi.evaluation import labelled_test_clips
+from mimimi.scoring.clips import score_clips
 from mimimi.features import FeatureCache
-from mimimi.train import fit
+from mimimi.training import fit
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_config
+from helpers import small_config
 from mimimi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mimimi.config import merge, to_dict
+from mimimi.config import merge
 from mimimi.data.index import index_dataset, select
-from mimimi.evaluate import EvaluationError, evaluate, score_clips
+from mimimi.evaluation import EvaluationError, evaluate
+from mimimi.scoring.clips import score_clips
 from mimimi.features import FeatureCache
-from mimimi.train import TrainError, fit, split_train_val, train_loop_per_worker
+from mimimi.training import TrainError, fit, split_train_val
 
 
 def test_validation_split_is_per_id_disjoint_and_seeded(synth_root):
@@ -60,11 +61,10 @@ def test_fit_is_deterministic_and_checkpoints_round_trip(synth_root, tmp_path):
     assert (s1.pred_id == s2.pred_id).all()
 
 
-def test_train_loop_per_worker_takes_a_plain_dict(synth_root, tmp_path):
+def test_fit_reports_every_epoch_and_the_best_checkpoint_with_the_last(synth_root, tmp_path):
     cfg = small_config(synth_root, tmp_path / "cache", epochs=2)
     seen = []
-    result = train_loop_per_worker({**to_dict(cfg), "out_dir": str(tmp_path / "run"),
-                                    "on_epoch": lambda m, ckpt: seen.append((m["epoch"], m["final"], ckpt and ckpt.name))})
+    result = fit(cfg, tmp_path / "run", on_epoch=lambda m, ckpt: seen.append((m["epoch"], m["final"], ckpt and ckpt.name)))
     # the first epoch is always an improvement; the last always carries the best checkpoint, marked final
     assert seen == [(0, False, "best.pt"), (1, True, "best.pt")] and result.best_checkpoint.exists()
 
@@ -125,7 +125,7 @@ def _index(rows):
 
 
 def test_class_map_type_and_all():
-    from mimimi.train import class_map, other_type_proxies, training_clips
+    from mimimi.training import class_map, other_type_proxies, training_clips
 
     index = _index([("fan", "00", 3), ("fan", "02", 2), ("pump", "00", 4), ("valve", "04", 2)])
     cfg = merge(small_config("/data", "/cache"), {"train": {"machine_type": "pump"}, "validation": {"other_types": 1}})
@@ -196,7 +196,7 @@ def test_bf16_training_and_scoring(synth_root, tmp_path):
 
 
 def test_compile_decision(monkeypatch):
-    from mimimi import train as T
+    from mimimi import training as T
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     big = T.COMPILE_MIN_BATCHES

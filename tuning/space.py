@@ -29,6 +29,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from mimimi.config import Config, ConfigError, merge, to_dict
+from mimimi.data.dcase import layout_of
 
 SEARCH_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"
 
@@ -112,17 +113,22 @@ class SyntheticData:
     n_test_anomaly: int = 8
     seconds: float = 5.0
     seed: int = 0
-    # the DCASE layout: dcase2020 (machine IDs), dcase2021 or dcase2023 (ids are sections; a target domain
-    # with n_target_train clips per section, shifted by domain_shift: mimimi.data.synth)
+    # the DCASE layout: dcase2020 (machine IDs), dcase2021 or dcase2022 (ids are sections; a target domain
+    # with n_target_train clips per section, shifted by domain_shift: mimimi.data.synth); a year stands for its
+    # layout (dcase2023 -> dcase2022, as mimimi.data.dcase.layout_of; stored as the layout)
     layout: str = "dcase2020"
-    n_target_train: Union[int, None] = None  # None: the layout's default (3 for 2021, 10 for 2023)
+    n_target_train: Union[int, None] = None  # None: the layout's default (3 for 2021, 10 for 2022-2025)
     domain_shift: Union[float, None] = None  # None: the synthesizer's default
 
     def __post_init__(self) -> None:
-        classes = len(self.ids) * (len(self.machine_types) if self.layout == "dcase2023" else 1)
+        try:
+            object.__setattr__(self, "layout", layout_of(self.layout))  # frozen: set once, here
+        except ValueError as e:
+            raise ConfigError(f"synthetic.layout: {e}") from None
+        classes = len(self.ids) * (len(self.machine_types) if self.layout == "dcase2022" else 1)
         if not self.machine_types or classes < 2:
             raise ConfigError("synthetic needs machine_types and at least two classes for the classifier: two ids "
-                              "(with layout dcase2023, whose one section per type trains with train.classes: all, "
+                              "(with layout dcase2022, whose one section per type trains with train.classes: all, "
                               "two machine types will do)")
         if min(self.n_train, self.n_test_normal, self.n_test_anomaly) < 1 or self.seconds <= 0:
             raise ConfigError("synthetic clip counts must be >= 1 and seconds > 0")
@@ -206,6 +212,11 @@ def parse(raw: dict) -> SearchConfig:
     return SearchConfig(settings, resources, space, overrides, synthetic)
 
 
+def apply_params(base: Config, params: dict[str, Any]) -> Config:
+    """The config of one trial: ``base`` with Tune's sampled ``params`` (``{dotted key: value}``) applied."""
+    return merge(base, nest(params))
+
+
 def trial_config(base: Config, params: dict[str, Any]) -> dict:
-    """The config tree (as a dict) of one trial: ``base`` with the sampled ``params`` applied."""
-    return to_dict(merge(base, nest(params)))
+    """The config tree of one trial as plain data (``best_config.json``): ``apply_params`` as a dict."""
+    return to_dict(apply_params(base, params))

@@ -1,4 +1,5 @@
-"""The training-loop adapter: ``mimimi.train.fit`` inside a Ray Train worker.
+"""The training-loop adapter: ``mimimi.training.fit`` inside a Ray Train worker (``train_worker``, the one
+function Ray Train calls).
 
 Every epoch each worker calls ``ray.train.report`` with the validation metrics, the id of the Ray
 node it runs on (``node_id``: which machine trained the trial, on a multi-node cluster) and
@@ -25,8 +26,8 @@ from pathlib import Path
 import ray.train
 import ray.train.torch
 
-from mimimi.config import Config, merge
-from mimimi.train import Distributed, fit
+from mimimi.config import Config
+from mimimi.training import Distributed, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_FILE = "final.json"  # beside the checkpoint of a finished Train run: its last report's metrics
@@ -50,10 +51,12 @@ def maybe_inject_fault(at: str) -> None:
 
 
 def train_worker(config: dict) -> None:
-    """Ray Train ``train_loop_per_worker``: ``config["config"]`` is the trial's MIMIMI config tree."""
+    """Ray Train ``train_loop_per_worker``, the one function Ray Train calls (``tuning.trials`` hands it to
+    every ``TorchTrainer``): ``config["config"]`` is the trial's ``Config``, used as it is; ``trial_started``
+    when its trial function started."""
     worker_start_s = time.time() - config.get("trial_started", time.time())  # trial start -> this worker runs
     maybe_inject_fault("start")
-    cfg: Config = merge(Config(), config["config"])
+    cfg: Config = config["config"]
     ctx = ray.train.get_context()
     world = ctx.get_world_size()
     rank = ctx.get_world_rank()

@@ -35,7 +35,7 @@ class IDMap(dict):
     tracking read its keys, the clip datasets its values), with ``classes``: machine ID -> every output class
     the ID owns, in index order. With ``train.attributes`` an ID owns one class per attribute value of its
     training clips and maps to the first; otherwise ``classes[m] == (ids[m],)``. ``dict(ids)`` keeps the map
-    and drops ``classes``: pass the IDMap itself to ``mimimi.scoring.clip_outputs``.
+    and drops ``classes``: pass the IDMap itself to ``mimimi.scoring.outputs.clip_outputs``.
 
     >>> ids = IDMap({"00": 0, "02": 2}, {"00": [0, 1], "02": [2]})
     >>> ids == {"00": 0, "02": 2}, ids.classes

@@ -1,7 +1,9 @@
 """Download, verify and unpack the DCASE 2020–2025 Task 2 and MIMII datasets from Zenodo.
 
-``python -m mimimi.download --dataset NAME --out DIR [--part dev,eval-train,eval-test] [--machine-types fan,pump]
-[--snr=6,0,-6] [--base-url URL] [--keep-archives] [--dry-run] [--urls]`` (also ``mimimi download ...``)
+The command over it is ``python -m mimimi.download --dataset NAME --out DIR [--part dev,eval-train,eval-test]
+[--machine-types fan,pump] [--snr=6,0,-6] [--base-url URL] [--keep-archives] [--dry-run] [--urls]`` (also
+``mimimi download ...``). The records, archive names and machine types are the years' in ``mimimi.data.dcase``
+(``YEARS``); ``DATASETS`` is the downloader's view of them.
 
 What goes where (``DIR`` is ``--out``; archives unpack as they are, nothing is reshuffled). Each DCASE 2021–2025
 dataset lives in its own folder ``DIR/dcase<year>`` (its dev types reuse names like ``fan`` and its archive names
@@ -60,7 +62,6 @@ request, for fetching by hand.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -68,7 +69,6 @@ import os
 import re
 import shutil
 import stat
-import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -79,6 +79,8 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 import requests
 from tqdm import tqdm
 
+from mimimi.data import dcase
+
 log = logging.getLogger(__name__)
 
 ZENODO_URL = "https://zenodo.org"
@@ -86,47 +88,6 @@ STATE_DIR = ".mimimi-download"  # markers, kept archives and partial downloads l
 TIMEOUT = (10.0, 60.0)  # (connect, read) seconds, on every request
 CHUNK = 1 << 16  # bytes per read from the network; a broken read loses at most this much
 USER_AGENT = "mimimi-download/0.1 (+https://zenodo.org/records/3678171)"
-
-MIMII_TYPES = ("fan", "pump", "slider", "valve")
-DCASE_TYPES = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
-MIMII_SNRS = (6, 0, -6)
-
-# DCASE 2021-2025 machine types, as the baselines' machine_type_*.yaml and download scripts spell them
-DCASE2021_TYPES = ("fan", "gearbox", "pump", "slider", "valve", "ToyCar", "ToyTrain")  # dev = eval
-DCASE2022_DEV_TYPES = ("bearing", "fan", "gearbox", "slider", "ToyCar", "ToyTrain", "valve")  # 2022-2025 dev
-DCASE2023_EVAL_TYPES = ("bandsaw", "grinder", "shaker", "ToyDrone", "ToyNscale", "ToyTank", "Vacuum")
-DCASE2024_EVAL_TYPES = ("3DPrinter", "AirCompressor", "Scanner", "ToyCircuit", "HoveringDrone", "HairDryer",
-                        "ToothBrush", "RoboticArm", "BrushlessMotor")
-DCASE2025_EVAL_TYPES = ("ToyRCCar", "ToyPet", "HomeCamera", "AutoTrash", "Polisher", "ScrewFeeder", "BandSealer",
-                        "CoffeeGrinder")
-
-PART_NAMES = ("dev", "eval-train", "eval-test")  # --part of DCASE 2021-2025; "eval" means the last two
-
-# DCASE 2023 MD5s as soundata's dcase23_task2 loader pins them (REMOTES, records 7882613, 7830345, 7860847): a
-# second source beside the records API, which must agree with it
-DCASE2023_MD5 = {
-    "dev_bearing.zip": "8a813bc8d8f156b5395bfccdfac7673c",
-    "dev_fan.zip": "9348591e96fb0ad499a1e33b082562fc",
-    "dev_gearbox.zip": "b6e55f6a31faa0fc8569ec0afdd53ccf",
-    "dev_slider.zip": "b3f8dee36b4718c36d659a4fd1c4afe0",
-    "dev_ToyCar.zip": "4e3bf15f4101ed4ed4f1fecde2e2b2a3",
-    "dev_ToyTrain.zip": "6b02a6c65eebb3b8b1ae59a6b25bb897",
-    "dev_valve.zip": "b2051a2022eadb53cd97581120811cae",
-    "eval_data_bandsaw_train.zip": "9274dfe63de028743823f1123f8b4b47",
-    "eval_data_grinder_train.zip": "17569c1f9df23621a0dbabc430684a35",
-    "eval_data_shaker_train.zip": "35f821b5645b731fb5a1750e33b95fc3",
-    "eval_data_ToyDrone_train.zip": "7fea367d1384a1521ae24f72203238de",
-    "eval_data_ToyNscale_train.zip": "9332822f3e47afd984c01f2ecb5ca3af",
-    "eval_data_ToyTank_train.zip": "b1fd3ab7de7561290df2d477de1c9d33",
-    "eval_data_Vacuum_train.zip": "1c8de33d9a8c7850a1f7aaddb97d87be",
-    "eval_data_bandsaw_test.zip": "2a8e8f39f6584ab366a8f4da52d4d7a6",
-    "eval_data_grinder_test.zip": "631b3e1608b6077772829a6e68c82c77",
-    "eval_data_shaker_test.zip": "ba98c98caa96051ec80e24e44b8fca56",
-    "eval_data_ToyDrone_test.zip": "fdae7b8d1f4cadb2bea88bc93e2367db",
-    "eval_data_ToyNscale_test.zip": "62f5f5043d8fb3a305b1c2e1025872de",
-    "eval_data_ToyTank_test.zip": "f5639bf58c47169c622751f19c6fc321",
-    "eval_data_Vacuum_test.zip": "a32524fd8c45b574a560685b38acc4e1",
-}
 
 
 class DownloadError(RuntimeError):
@@ -139,73 +100,46 @@ class UnsafeArchiveError(DownloadError):
 
 @dataclass(frozen=True)
 class Part:
-    """One Zenodo record of a dataset: its archive name pattern and where its archives unpack."""
+    """One Zenodo record of a dataset (its facts: ``record``, from ``dcase.YEARS``) as the downloader fetches it."""
 
-    record_id: int
-    pattern: str  # str.format with {type} and {snr}
-    subdir: str  # folder under the dataset's root, same fields
+    record: dcase.Record
     name: str = ""  # its --part (DCASE 2021-2025); "" where a dataset has no parts to choose
-    machine_types: tuple[str, ...] = ()  # the types this record has; empty: all of the dataset's
-    renamed: tuple[tuple[str, str], ...] = ()  # (type, archive name) where the record breaks the pattern
     md5: tuple[tuple[str, str], ...] = ()  # (archive name, MD5) known from a second source
 
+    @property
+    def record_id(self) -> int:
+        return self.record.record_id
+
+    @property
+    def subdir(self) -> str:
+        """Where its archives unpack, under the dataset's root (str.format with {type} and {snr})."""
+        return self.record.folder
+
     def archive(self, machine_type: str, snr: int | None = None) -> str:
-        """This record's archive name for one type (and SNR)."""
-        return dict(self.renamed).get(machine_type) or self.pattern.format(type=machine_type, snr=snr)
+        return self.record.archive(machine_type, snr)
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     parts: tuple[Part, ...]
-    machine_types: tuple[str, ...]
     snrs: tuple[int, ...] = ()  # empty: the dataset has no SNR variants
     root: str = ""  # folder under --out that holds it all, state folder included ("": --out itself)
 
     def types_of(self, part: Part) -> tuple[str, ...]:
-        return part.machine_types or self.machine_types
+        return part.record.machine_types
 
 
-def _dcase_year(year: int, records: tuple[int, int, int], dev_pattern: str, dev_types: tuple[str, ...],
-                eval_types: tuple[str, ...], renamed_train: tuple[tuple[str, str], ...] = (),
-                md5: dict[str, str] | None = None) -> DatasetSpec:
-    """A DCASE 2021+ Task 2 dataset: dev set, additional training set and evaluation test set, in ``dcase<year>/``."""
-    pins = tuple(sorted((md5 or {}).items()))
-    dev, train, test = records
-    return DatasetSpec(
-        (
-            Part(dev, dev_pattern, "dev_data", "dev", dev_types, md5=pins),
-            Part(train, "eval_data_{type}_train.zip", "eval_data", "eval-train", eval_types, renamed_train, pins),
-            Part(test, "eval_data_{type}_test.zip", "eval_data", "eval-test", eval_types, md5=pins),
-        ),
-        tuple(dict.fromkeys(dev_types + eval_types)),
-        root=f"dcase{year}",
-    )
+def dataset_spec(year: dcase.Year, parts: Sequence[str] | None = None) -> DatasetSpec:
+    """The downloader's view of a year of ``dcase.YEARS``: every record, each a ``--part`` (``parts`` None), or
+    only the records of ``parts``, fetched whole (DCASE 2020's development and evaluation sets)."""
+    md5 = tuple(sorted(year.md5.items()))
+    return DatasetSpec(tuple(Part(r, r.part if parts is None else "", md5) for r in year.records
+                             if parts is None or r.part in parts), year.snrs, year.folder)
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "dcase2020-dev": DatasetSpec((Part(3678171, "dev_data_{type}.zip", "dev_data"),), DCASE_TYPES),
-    "dcase2020-eval": DatasetSpec(
-        (
-            Part(3727685, "eval_data_train_{type}.zip", "eval_data"),  # "additional training dataset"
-            Part(3841772, "eval_data_test_{type}.zip", "eval_data"),  # evaluation test set, unlabeled
-        ),
-        DCASE_TYPES,
-    ),
-    "mimii": DatasetSpec((Part(3384388, "{snr}_dB_{type}.zip", "{snr}_dB_{type}"),), MIMII_TYPES, MIMII_SNRS),
-    # records as the official baselines' download_path_*.yaml name them (2023 dev: 7882613, as in soundata)
-    "dcase2021": _dcase_year(2021, (4562016, 4660992, 4884786), "dev_data_{type}.zip", DCASE2021_TYPES,
-                             DCASE2021_TYPES),
-    "dcase2022": _dcase_year(2022, (6355122, 6462969, 6586456), "dev_{type}.zip", DCASE2022_DEV_TYPES,
-                             DCASE2022_DEV_TYPES),
-    "dcase2023": _dcase_year(2023, (7882613, 7830345, 7860847), "dev_{type}.zip", DCASE2022_DEV_TYPES,
-                             DCASE2023_EVAL_TYPES, md5=DCASE2023_MD5),
-    # 2024's first 3DPrinter and RoboticArm training archives were replaced by *_r2 (baseline README v3.1.1)
-    "dcase2024": _dcase_year(2024, (10902294, 11259435, 11363076), "dev_{type}.zip", DCASE2022_DEV_TYPES,
-                             DCASE2024_EVAL_TYPES, (("3DPrinter", "eval_data_3DPrinter_train_r2.zip"),
-                                                    ("RoboticArm", "eval_data_RoboticArm_train_r2.zip"))),
-    "dcase2025": _dcase_year(2025, (15097779, 15392814, 15519362), "dev_{type}.zip", DCASE2022_DEV_TYPES,
-                             DCASE2025_EVAL_TYPES),
-}
+# --dataset -> what it fetches: each year under its own name, DCASE 2020 as dcase2020-dev and dcase2020-eval
+DATASETS: dict[str, DatasetSpec] = {name: dataset_spec(year, parts) for year in dcase.YEARS.values()
+                                    for name, parts in year.downloads or ((year.name, None),)}
 
 
 @dataclass(frozen=True)
@@ -606,7 +540,7 @@ def _fetch_once(
         try:
             with open(part, mode) as f, tqdm(
                 total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, disable=not progress, leave=False,
+                desc=desc, disable=None if progress else True, leave=False,  # None: a bar only on a terminal
             ) as bar:
                 for block in resp.iter_content(chunk_size):
                     f.write(block)
@@ -868,81 +802,3 @@ def download(
             if p not in result:
                 result.append(p)
     return result
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mimimi.download",
-        description="Download, verify (size + MD5) and unpack DCASE 2020-2025 Task 2 / MIMII archives from Zenodo. "
-        "Interrupted downloads resume; re-running skips what is done.",
-    )
-    p.add_argument("--dataset", required=True, choices=list(DATASETS))
-    p.add_argument("--part", nargs="+", metavar="PART",
-                   help="dcase2021..dcase2025 only: dev, eval-train (additional training set), eval-test "
-                   "(evaluation test set) or eval (both); comma- or space-separated (default: all)")
-    p.add_argument("--machine-types", nargs="+", metavar="TYPE",
-                   help="comma- or space-separated (default: all of the chosen parts')")
-    p.add_argument("--snr", nargs="+", metavar="DB",
-                   help="mimii only: 6, 0, -6 (default: all); write a leading negative as --snr=-6,0")
-    p.add_argument("--out", type=Path, help="folder to unpack into (DCASE 2021-2025: into OUT/dcase<year>/); "
-                   "required unless --urls")
-    p.add_argument("--base-url", default=ZENODO_URL, help=f"Zenodo or a mirror of it (default: {ZENODO_URL})")
-    p.add_argument("--keep-archives", action="store_true",
-                   help=f"keep the zips in OUT/{STATE_DIR}/ (DCASE 2021-2025: OUT/dcase<year>/{STATE_DIR}/)")
-    p.add_argument("--dry-run", action="store_true", help="list what would be downloaded, change nothing")
-    p.add_argument("--urls", action="store_true",
-                   help="print the archives' Zenodo addresses, one a line, without any request")
-    p.add_argument("--retries", type=int, default=1, help="downloads again after a checksum mismatch (default: 1)")
-    p.add_argument("--timeout", type=float, default=TIMEOUT[1], help="read timeout in seconds (default: 60)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; errors end in one ``error:`` line on stderr (exit 2: arguments, 1: download)."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.out is None and not args.urls:
-        parser.error("the following arguments are required: --out")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    timeout = (TIMEOUT[0], args.timeout)
-    try:
-        if args.urls:
-            for url in archive_urls(args.dataset, args.machine_types, args.snr, args.part):
-                print(url)
-            return 0
-        if args.dry_run:
-            archives = plan(args.dataset, args.machine_types, args.out, snr=args.snr, parts=args.part,
-                            base_url=args.base_url, timeout=timeout)
-            total = 0
-            for a in archives:
-                if a.remote is None:
-                    print(f"done  {a.key}  ->  {a.extract_to}")
-                else:
-                    total += a.remote.size
-                    print(f"get   {a.key}  {a.remote.size / 1e9:.2f} GB  md5 {a.remote.md5}  {a.remote.url}"
-                          f"  ->  {a.extract_to}")
-            print(f"{sum(a.remote is not None for a in archives)} archive(s) to download, {total / 1e9:.2f} GB")
-            return 0
-        paths = download(args.dataset, args.machine_types, args.out, snr=args.snr, parts=args.part,
-                         base_url=args.base_url,
-                         keep_archives=args.keep_archives, retries=args.retries, progress=not args.no_progress,
-                         timeout=timeout)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    for p in paths:
-        print(p)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

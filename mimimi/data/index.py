@@ -1,6 +1,7 @@
 """Index a dataset root: one row per clip, from file names alone (no audio is decoded).
 
-Four layouts are recognised anywhere below the root (column ``layout``):
+Four layouts are recognised anywhere below the root (column ``layout``; their facts are ``mimimi.data.dcase``'s
+``LAYOUTS``):
 
 * ``"dcase2020"``, DCASE 2020 Task 2: ``[dev_data/]<type>/{train,test}/{normal,anomaly}_id_XX_NNNNNNNN.wav``,
   and the evaluation set's unlabeled ``<type>/test/id_XX_NNNNNNNN.wav``;
@@ -67,36 +68,34 @@ A 2022-style development clip and a hidden evaluation clip, then the evaluation 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from mimimi.data import dcase
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ["path", "machine_type", "machine_id", "split", "label", "snr", "layout", "section", "domain",
            "attributes"]
-LAYOUTS = ("dcase2020", "dcase2021", "dcase2022", "mimii")
-ID_ROLES = {"dcase2020": "machine ID", "mimii": "machine ID", "dcase2021": "section", "dcase2022": "section"}
-SECTION_LAYOUTS = ("dcase2021", "dcase2022")  # machine_id is the section
 SPLITS = ("train", "test", "supplemental")  # supplemental: 2025's extra clean machine/noise clips, never train
 LABELS = ("normal", "anomaly", "unknown")
-DOMAINS = ("source", "target", "unknown")
+DOMAINS = (*dcase.DOMAINS, "unknown")
 ATTRIBUTE_KEYS = ["machine_type", "section", "file_name"]  # DatasetIndex.attributes' first columns
 
 _DCASE2020_FILE = re.compile(r"^(?:(?P<label>normal|anomaly)_)?id_(?P<id>\d{2})_\d{8}\.wav$")
 _DCASE2020_FOLDERS = ("train", "test")
+_DOMAIN = "(?P<domain>" + "|".join(dcase.DOMAINS) + ")"
 _SECTION_CLIP = re.compile(  # section_00_source_test_normal_0000_m-n_W.wav, ..._0000.wav, ..._0000_.wav
-    r"^section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)_(?P<label>normal|anomaly)"
+    rf"^section_(?P<section>\d{{2}})_{_DOMAIN}_(?P<split>train|test)_(?P<label>normal|anomaly)"
     r"_\d{4}(?:_(?P<attributes>.*))?\.wav$")
-_SECTION_EVAL2021 = re.compile(r"^section_(?P<section>\d{2})_(?P<domain>source|target)_test_\d{4}\.wav$")
+_SECTION_EVAL2021 = re.compile(rf"^section_(?P<section>\d{{2}})_{_DOMAIN}_test_\d{{4}}\.wav$")
 _SECTION_EVAL = re.compile(r"^section_(?P<section>\d{2})_test_(?P<number>\d{4})\.wav$")
 _SECTION_SUPPLEMENTAL = re.compile(
     r"^section_(?P<section>\d{2})_(?P<kind>[A-Za-z]+)_\d{4}(?:_(?P<attributes>.*))?\.wav$")
@@ -127,7 +126,8 @@ class DatasetIndex:
         """What ``machine_id`` holds: ``"machine ID"`` (dcase2020, mimii) or ``"section"`` (dcase2021,
         dcase2022). An index holding both kinds has no single role: DatasetError."""
         layouts = sorted(set(self.clips["layout"]))
-        by_role = {ID_ROLES[layout]: layout for layout in reversed(layouts)}  # the first layout of each role
+        # the first layout of each role
+        by_role = {dcase.LAYOUTS[layout].id_role: layout for layout in reversed(layouts)}
         if len(by_role) > 1:
             raise DatasetError(
                 f"{self.root}: the index mixes {by_role['machine ID']} clips (machine_id is a machine ID) and "
@@ -305,10 +305,10 @@ def _fill(path: Path, clips: dict[str, dict], column: str, values: dict[str, str
 def _apply_ground_truth(rows: list[dict], gt: Path) -> None:
     """Fill label (and the hidden domain, and attributes where ``ground_truth_attributes/`` has them) of every
     hidden 2021+ evaluation clip from the published ground-truth folder ``gt``, in place."""
-    labels, domains = {"0": "normal", "1": "anomaly"}, {"0": "source", "1": "target"}
+    labels, domains = {"0": "normal", "1": "anomaly"}, dict(zip("01", dcase.DOMAINS))  # the evaluators' 0 and 1
     groups: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        if r["layout"] in SECTION_LAYOUTS and r["split"] == "test" and r["label"] == "unknown":
+        if r["layout"] in dcase.SECTION_LAYOUTS and r["split"] == "test" and r["label"] == "unknown":
             name = Path(r["path"]).name
             if r["layout"] == "dcase2022":  # section_03_test_0000.wav is section_03_0000.wav in the ground truth
                 name = f"section_{r['section']}_{_SECTION_EVAL.match(name)['number']}.wav"
@@ -398,7 +398,8 @@ def select(clips: pd.DataFrame, machine_type: str | None = None, split: str | No
 def counts(clips: pd.DataFrame) -> pd.DataFrame:
     """Clips per (type, ID) and (split, label): the table the demo and the CLI print. Where 2021+ clips are
     present the columns are (split, domain, label), and an index of 2021+ clips only names its rows section."""
-    section = clips["layout"].isin(SECTION_LAYOUTS) if "layout" in clips.columns else pd.Series(False, clips.index)
+    section = (clips["layout"].isin(dcase.SECTION_LAYOUTS) if "layout" in clips.columns
+               else pd.Series(False, clips.index))
     columns = ["split", "domain", "label"] if section.any() else ["split", "label"]
     table = clips.pivot_table(index=["machine_type", "machine_id"], columns=columns,
                               values="path", aggfunc="count", fill_value=0)
@@ -441,29 +442,3 @@ def normalize_id(value) -> str | None:
     s = str(value).strip().removeprefix("id_")
     return (s.zfill(2) if s.isdigit() else s) or None
 
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m mimimi.index", description=__doc__.split("\n\n")[0])
-    ap.add_argument("root", help="dataset root (DCASE 2020-2025 Task 2 or MIMII layout)")
-    ap.add_argument("--ground-truth", default=None,
-                    help="folder of the published ground truth of an evaluation set (fills hidden labels)")
-    ap.add_argument("--list-unmatched", action="store_true", help="print every file that was not indexed")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        idx = index_dataset(args.root, ground_truth=args.ground_truth)
-    except DatasetError as e:
-        sys.exit(f"error: {e}")
-    layouts = ", ".join(sorted(set(idx.clips.layout)))
-    print(f"{len(idx.clips)} clips under {idx.root} ({layouts})")
-    print(counts(idx.clips).to_string())
-    if len(idx.attributes):
-        print(f"{len(idx.attributes)} attribute row(s) from attributes_XX.csv")
-    if idx.unmatched:
-        print(f"{len(idx.unmatched)} file(s) not in any layout")
-        if args.list_unmatched:
-            print("\n".join(str(p) for p in idx.unmatched))
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,8 @@ AUC, pAUC) does NOT predict the score on real recordings and must not be compare
 results: it only shows that the pipeline runs end to end and that a model learns *something* (that
 IDs can be told apart and that anomalies differ from normal sounds).
 
-Layouts written by ``generate`` (16 kHz, mono, 16-bit PCM), chosen by ``layout`` (``LAYOUTS``):
+Layouts written by ``generate`` (16 kHz, mono, 16-bit PCM), chosen by ``layout`` (``LAYOUTS``: the DCASE
+namings of ``mimimi.data.dcase``, the names the index gives them):
 
 ``"dcase2020"`` (the default; ``NNNNNNNN`` counts from 0 per ID and label)::
 
@@ -21,7 +22,7 @@ domain, split and label; test names carry no attribute, as in 2021)::
     <out>/<type>/source_test/section_XX_source_test_{normal,anomaly}_NNNN.wav
     <out>/<type>/target_test/section_XX_target_test_{normal,anomaly}_NNNN.wav
 
-``"dcase2023"`` (the 2022-2025 names; default one section 00, as in 2023-2025)::
+``"dcase2022"`` (the 2022-2025 names; default one section 00, as in 2023-2025)::
 
     <out>/<type>/train/section_XX_{source,target}_train_normal_NNNN_<attr>.wav
     <out>/<type>/test/section_XX_{source,target}_test_{normal,anomaly}_NNNN_<attr>.wav
@@ -29,8 +30,8 @@ domain, split and label; test names carry no attribute, as in 2021)::
 
 In the section layouts a section is a machine instance exactly as an ID is in ``"dcase2020"`` (section
 ``XX`` sounds like ID ``XX``), so a classifier over sections can learn. Each section has a source domain
-(``n_train`` training clips) and a target domain (``n_target_train``, default 3 for 2021 and 10 for 2023,
-as in the challenges); each domain has ``n_test_normal`` normal and ``n_test_anomaly`` anomalous test clips.
+(``n_train`` training clips) and a target domain (``n_target_train``, default 3 for 2021 and 10 from 2022
+on, as in the challenges); each domain has ``n_test_normal`` normal and ``n_test_anomaly`` anomalous test clips.
 The target domain is a real shift of the operating condition, set by ``domain_shift`` (s in 0..1; 0 = none):
 the machine runs at ``1 + s`` times its source speed (the fan's and pump's shaft rates, the pump's
 pulsation, their airflow and flow-noise bands, the slider's travel rate and whine, the valve's actuation
@@ -38,7 +39,7 @@ rate: harmonics move up by that factor) and its background is ``TARGET_SNR_DROP_
 attribute ``<attr>`` is the operating speed, ``vel_<percent of the source speed>``: ``vel_100`` in the
 source domain, ``vel_125`` in the target domain at s = 0.25 (``DEFAULT_DOMAIN_SHIFT``). A clip of the section
 layouts is seeded by (seed, type, section, split, label, index, domain), so ``"dcase2021"`` and
-``"dcase2023"`` name the same clips differently, and the source clips do not depend on ``domain_shift``.
+``"dcase2022"`` name the same clips differently, and the source clips do not depend on ``domain_shift``.
 
 Sound models, one per machine type:
 
@@ -78,6 +79,32 @@ way no ID's normal clips do, so the clip leaves every ID's manifold rather than 
 The spectral kinds keep the ID's harmonic series (its pitch and spacing), so an ID classifier still
 names the ID while the log-mel statistics leave every ID's normal clips.
 
+``generate(..., anomalies="temporal")`` draws them from ``TEMPORAL_KINDS[type]``: faults that change only when
+things happen or how the phase runs. A clip's log-mel mean and standard deviation over time, per mel band (all
+that the training-free ``stats-knn`` baseline sees), stay where the ID's normal clips have them, so only a model
+that looks at the order of the frames or at the complex STFT's phase can find these:
+
+* fan ``pulse_drift``: unsteady flow over the blades (separation coming and going) reshapes the blade-pass
+  pulse: each harmonic's phase against the blade angle wanders by 2.25-3 rad, about 0.5 changes a second. A
+  harmonic's power does not depend on its phase, and its frequency moves by ~0.2 Hz (1 Hz at most), as little
+  as a normal fan's speed drift moves its second harmonic, so every frame's mel spectrum stays; the harmonics'
+  phases, which advance in lockstep from frame to frame at their STFT bins in a normal fan, drift apart;
+* pump ``late_pulses``: a sticking check valve: each pressure pulse comes late, by its own 0 to 0.38-0.48 of a
+  pulsation cycle, while the drive keeps its pace, so the pressure trough before the next pulse is shorter;
+* slider ``stroke_jitter``: a sticking carriage breaks away from each end stop late, by its own 0 to 0.75-0.95
+  of a rest, while the controller keeps its pace, so the next rest is shorter;
+* valve ``actuation_jitter``: a sticking pilot stage: each actuation cycle (open click, hiss, close click) starts
+  late, by its own 0 to 0.75-0.95 of the closed time that ends the cycle, while the controller keeps its pace.
+
+The timing kinds leave the events (pulses, strokes, clicks) as they are and as many, never overlapping; as the
+clock that schedules them keeps its pace, each delay comes out of the rest that follows and the delays
+telescope (``_late_after_rests``): over a clip the machine spends as long in every state as it does running
+regularly (but for a delay cut off at either end), its frames are nearly a permutation of a regular clip's, and
+a per-band mean or standard deviation over the frames stays. The rhythm, which the autocorrelation of the clip's
+energy envelope shows, is irregular. ``TEMPORAL_SET`` (``python -m mimimi.synth --preset temporal``) is a set of
+them large enough to train on. ``tests/test_synth_temporal.py`` measures both sides: ``stats-knn`` at chance, a
+timing or phase oracle near 1.
+
 ``train_counts`` gives IDs different numbers of training clips; ``FAILS_LIKE_REAL`` is a set (imbalanced
 counts, off-manifold anomalies, low SNR) on which an ID classifier's cross-entropy score inverts for the
 majority ID while a training-free log-mel statistics kNN still finds the anomalies, as on real MIMII fans.
@@ -88,20 +115,16 @@ majority ID while a training-free log-mel statistics kNN still finds the anomali
 (dtype('float32'), (8000,), True, 'blade_flutter')
 >>> clip_name("anomaly", "06", 12)
 'anomaly_id_06_00000012.wav'
->>> section_clip_path("dcase2023", "fan", "00", "target", "test", "anomaly", 7, attribute("target", 0.25))
+>>> section_clip_path("dcase2022", "fan", "00", "target", "test", "anomaly", 7, attribute("target", 0.25))
 'fan/test/section_00_target_test_anomaly_0007_vel_125.wav'
 >>> section_clip_path("dcase2021", "fan", "01", "source", "test", "normal", 3, attribute("source", 0.25))
 'fan/source_test/section_01_source_test_normal_0003.wav'
 """
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing
-import os
 import re
-import sys
-import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -110,6 +133,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
+
+from mimimi.data import dcase
 
 SAMPLE_RATE = 16_000
 MACHINE_TYPES = ("fan", "pump", "slider", "valve")
@@ -129,10 +154,23 @@ OFF_MANIFOLD_KINDS: dict[str, tuple[str, ...]] = {
     "slider": ("belt_squeal", "rail_grinding", "carriage_rattle"),
     "valve": ("seat_whistle", "chatter", "solenoid_buzz"),
 }
-ANOMALY_SETS: dict[str, dict[str, tuple[str, ...]]] = {"default": ANOMALY_KINDS, "off-manifold": OFF_MANIFOLD_KINDS}
+# Kinds that change only when things happen or how phase runs, not the per-band log-mel mean and std of a
+# clip: anomalies="temporal" (a training-free statistics baseline cannot see them; see the module docstring).
+TEMPORAL_KINDS: dict[str, tuple[str, ...]] = {
+    "fan": ("pulse_drift",),
+    "pump": ("late_pulses",),
+    "slider": ("stroke_jitter",),
+    "valve": ("actuation_jitter",),
+}
+ANOMALY_SETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "default": ANOMALY_KINDS, "off-manifold": OFF_MANIFOLD_KINDS, "temporal": TEMPORAL_KINDS}
 # generate() keywords of a set that fails like real MIMII fans (see the module docstring); add machine_types.
 FAILS_LIKE_REAL: dict = dict(ids=DEFAULT_IDS, train_counts={"00": 40, "02": 20, "04": 3, "06": 3},
                              n_test_normal=10, n_test_anomaly=10, seconds=10.0, snr_db=0.0, anomalies="off-manifold")
+# generate() keywords of a set whose anomalies only a model of timing or phase can find (module docstring):
+# enough normal clips per ID to train a network on, at MIMII's cleanest SNR; add machine_types.
+TEMPORAL_SET: dict = dict(ids=DEFAULT_IDS, n_train=120, n_test_normal=20, n_test_anomaly=20, seconds=10.0,
+                          snr_db=6.0, anomalies="temporal")
 
 RMS_DBFS = -36.0  # centre of the common loudness range: leaves headroom for impulsive valves (crest ~40)
 RMS_JITTER_DB = 4.0  # per-clip gain drawn uniformly within +-this
@@ -144,12 +182,11 @@ _SIGNATURE_TAG = 0x5167_AB1E  # keeps the per-ID signature streams apart from th
 _ID_RE = re.compile(r"[0-9]{2}")
 TAU = 2.0 * np.pi
 
-LAYOUTS = ("dcase2020", "dcase2021", "dcase2023")
-# layout -> (default ids or sections, default target-domain training clips per section; None: no domains)
-_LAYOUT_DEFAULTS: dict[str, tuple[tuple[str, ...], int | None]] = {
-    "dcase2020": (DEFAULT_IDS, None), "dcase2021": (("00", "01", "02"), 3), "dcase2023": (("00",), 10)}
-DOMAINS = ("source", "target")
-_DOMAINS = {"source": 0, "target": 1}
+LAYOUTS = tuple(name for name in dcase.LAYOUTS if name != "mimii")  # the DCASE namings; not MIMII's
+SECTION_LAYOUTS = tuple(name for name in LAYOUTS if name in dcase.SECTION_LAYOUTS)
+_SECTIONED = " and ".join(SECTION_LAYOUTS)  # for messages: "dcase2021 and dcase2022"
+DOMAINS = dcase.DOMAINS
+_DOMAINS = {d: i for i, d in enumerate(DOMAINS)}  # source 0, target 1: part of the section clips' seeds
 DEFAULT_DOMAIN_SHIFT = 0.25  # the target domain runs 25 % faster, with a 3 dB louder background
 MAX_DOMAIN_SHIFT = 1.0  # twice the source speed at most (the fan's harmonics stay below Nyquist: see _fan)
 TARGET_SNR_DROP_DB = 12.0  # per unit of domain_shift: the target domain's background is this much louder
@@ -179,23 +216,35 @@ def attribute(domain: str, domain_shift: float) -> str:
 def section_clip_path(layout: str, machine_type: str, section: str, domain: str, split: str, label: str,
                       index: int, attr: str) -> str:
     """The path of a section-layout clip below the output root, ``<type>/<folder>/<name>`` (see the module
-    docstring): ``layout`` "dcase2021" or "dcase2023", ``attr`` as ``attribute`` gives it."""
-    if _check_layout(layout) == "dcase2020":
-        raise ValueError("section_clip_path names dcase2021 and dcase2023 clips; use clip_name for dcase2020")
+    docstring): ``layout`` "dcase2021" or "dcase2022", ``attr`` as ``attribute`` gives it."""
+    if check_layout(layout) not in SECTION_LAYOUTS:
+        raise ValueError(f"section_clip_path names {_SECTIONED} clips; use clip_name for {layout}")
     if split not in _SPLITS or label not in _LABELS or (split == "train" and label != "normal"):
         raise ValueError(f"split and label must be train/normal, test/normal or test/anomaly, got {split}/{label}")
     if not 0 <= index < _MAX_SECTION_CLIPS:
         raise ValueError(f"index must be in 0..{_MAX_SECTION_CLIPS - 1} (four digits), got {index}")
-    stem = f"section_{_check_id(section)}_{_check_domain(domain)}_{split}_{label}_{index:04d}"
+    stem = f"section_{check_id(section)}_{_check_domain(domain)}_{split}_{label}_{index:04d}"
     if layout == "dcase2021" and split == "test":
-        return f"{_check_type(machine_type)}/{domain}_test/{stem}.wav"  # 2021: per-domain folders, no attribute
-    return f"{_check_type(machine_type)}/{split}/{stem}_{attr}.wav"
+        return f"{check_type(machine_type)}/{domain}_test/{stem}.wav"  # 2021: per-domain folders, no attribute
+    return f"{check_type(machine_type)}/{split}/{stem}_{attr}.wav"
 
 
-def _check_layout(layout: str) -> str:
+def check_layout(layout: str) -> str:
+    """``layout`` if the generator writes it, else ValueError; a year is not a layout (the command and a
+    search's ``synthetic:`` map one to its layout, ``dcase.layout_of``), and the message says which it has."""
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+        year = dcase.YEARS.get(layout)
+        hint = f" ({layout} is a year; its layout is {year.layout.name})" if year and year.layout.name != layout else ""
+        raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}{hint}")
     return layout
+
+
+def layout_defaults(layout: str) -> tuple[tuple[str, ...], int | None]:
+    """(default ids or sections, default target-domain training clips per section; None: no domains) of a
+    layout: the development sections and target clips of the newest year with that naming (2021: 00 01 02 and
+    3; 2023-2025: 00 and 10), ``DEFAULT_IDS`` where machine_id is a machine ID."""
+    newest = dcase.years_of(check_layout(layout))[-1]
+    return newest.dev_sections or DEFAULT_IDS, newest.target_train
 
 
 def _check_domain(domain: str) -> str:
@@ -207,7 +256,7 @@ def _check_domain(domain: str) -> str:
 def anomaly_kind(machine_type: str, index: int, anomalies: str = "default") -> str:
     """The anomaly kind of the ``index``-th anomalous clip of any ID of ``machine_type`` (round robin) in the
     anomaly set ``anomalies`` (a key of ``ANOMALY_SETS``)."""
-    kinds = ANOMALY_SETS[_check_anomalies(anomalies)][_check_type(machine_type)]
+    kinds = ANOMALY_SETS[_check_anomalies(anomalies)][check_type(machine_type)]
     return kinds[index % len(kinds)]
 
 
@@ -230,7 +279,7 @@ def clip_seed(seed: int, machine_type: str, machine_id: str, split: str, label: 
         raise ValueError(f"split must be one of {list(_SPLITS)} and label one of {list(_LABELS)}")
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
-    entropy = [int(seed), _tag(_check_type(machine_type)), int(_check_id(machine_id)), _SPLITS[split],
+    entropy = [int(seed), _tag(check_type(machine_type)), int(check_id(machine_id)), _SPLITS[split],
                _LABELS[label], int(index)]
     return np.random.SeedSequence(entropy if domain is None else entropy + [_DOMAINS[_check_domain(domain)]])
 
@@ -239,13 +288,15 @@ def _tag(s: str) -> int:
     return zlib.crc32(s.encode())  # stable across runs, unlike hash()
 
 
-def _check_type(machine_type: str) -> str:
+def check_type(machine_type: str) -> str:
+    """``machine_type`` if the generator has a sound model for it, else ValueError."""
     if machine_type not in MACHINE_TYPES:
         raise ValueError(f"unknown machine type {machine_type!r}; choose from {', '.join(MACHINE_TYPES)}")
     return machine_type
 
 
-def _check_id(machine_id: str) -> str:
+def check_id(machine_id: str) -> str:
+    """``machine_id`` (an ID or a section) if it is two digits, else ValueError."""
     if not isinstance(machine_id, str) or not _ID_RE.fullmatch(machine_id):
         raise ValueError(f"machine id must be two digits like '00', got {machine_id!r}")
     return machine_id
@@ -382,6 +433,29 @@ def _poisson_times(rng: np.random.Generator, n: int, rate_hz: float) -> np.ndarr
     return np.sort(rng.integers(0, max(n, 1), k))
 
 
+def _late_after_rests(u: np.ndarray, rests: Sequence[tuple[float, float]], rng: np.random.Generator,
+                      jitter: float) -> np.ndarray:
+    """The cycle counter ``u`` (cycles, increasing) re-timed so that each part of the cycle that follows a rest
+    starts late by its own random delay, uniform in [0, jitter * shortest rest), and runs as before.
+
+    ``rests`` are (a, b) fractions of the cycle, 0 <= a < b <= 1, in order and not overlapping: the machine's
+    state moves from a to b while nothing happens (a slider resting at an end stop, a pump between pressure
+    pulses). The clock that schedules the cycle keeps its pace, so a late start takes its delay out of the
+    next rest instead of pushing every later cycle back: each rest lasts ``b - a + delay - previous delay``
+    (always > 0 for jitter < 1), and its state still moves from a to b, only faster or slower. Over a clip the
+    time spent in every state is therefore as before (the delays telescope), so the frames are nearly a
+    permutation of the regular machine's; what changes is when the events come.
+    """
+    a = np.array([r[0] for r in rests])
+    b = np.array([r[1] for r in rests])
+    k = np.arange(math.floor(u.min()) - 1, math.ceil(u.max()) + 2)[:, None]  # (cycles, 1), one spare each side
+    delay = jitter * float(np.min(b - a)) * rng.random((k.size, a.size))  # (cycles, rests), in cycles
+    before = np.concatenate([[0.0], delay.ravel()[:-1]])  # the delay of the part leading into each rest
+    state = np.stack([(k + a).ravel(), (k + b).ravel()], axis=1).ravel()  # a0 b0 a1 b1 ... per cycle
+    clock = np.stack([(k + a).ravel() + before, (k + b).ravel() + delay.ravel()], axis=1).ravel()
+    return np.interp(u, clock, state)  # clock strictly increases (jitter < 1), so this inverts it
+
+
 # ----------------------------------------------------------------------------- machine models
 # Each model takes (n, sig, rng, arng, anomaly, sev, pace): sig draws the ID's signature (same for every clip
 # of the ID), rng the clip's normal variability, arng only the anomaly; sev in [0.5, 1] scales the anomaly;
@@ -410,13 +484,20 @@ def _fan(n, sig, rng, arng, anomaly, sev, pace=1.0):
 
     z = _cis(blades * theta)
     chop = 1.0 + 0.25 * (z * chop_phase).imag  # the blades chop the airflow: 1 + 0.25 sin(blade angle + c)
-    if anomaly == "blade_flutter":
-        # each harmonic's phase wanders on its own (~3 Hz): the pulse shape keeps changing while each
-        # harmonic's power, hence the average magnitude spectrum, stays the same. The wander is held for
-        # blocks of 32 samples (steps of a few hundredths of a radian) so Horner's rule runs on (blocks, 32)
-        # arrays instead of a (K, n) one.
+    if anomaly in ("blade_flutter", "pulse_drift"):
+        # each harmonic's phase wanders on its own: the pulse shape keeps changing while each harmonic's
+        # power, hence the average magnitude spectrum, stays the same. The wander is held for blocks of 32
+        # samples (steps of a few hundredths of a radian) so Horner's rule runs on (blocks, 32) arrays
+        # instead of a (K, n) one.
         nb = -(-n // _COARSE)
-        wander = np.exp(1j * (1.2 + sev) * _slow(arng, n, 3.0, rows=K, step=_COARSE))  # (K, nb)
+        if anomaly == "blade_flutter":
+            wander = np.exp(1j * (1.2 + sev) * _slow(arng, n, 3.0, rows=K, step=_COARSE))  # (K, nb), ~3 Hz
+        else:
+            # unsteady flow over the blades (separation coming and going) reshapes the blade-pass pulse
+            # slowly: each harmonic's phase against the blade angle wanders by 2.25-3 rad (1 std), about 0.5
+            # changes a second. Its frequency moves by ~0.2 Hz (1 Hz at most), as little as a normal fan's
+            # speed drift moves its second harmonic: no bin or mel band sees its level change
+            wander = np.exp(1j * (1.5 + 1.5 * sev) * _slow(arng, n, 0.5, rows=K, step=_COARSE))  # (K, nb)
         zb = np.concatenate([z, np.ones(nb * _COARSE - n)]).reshape(nb, _COARSE)
         tonal = _harmonics(zb, (coef[:, None] * wander)[:, :, None]).ravel()[:n]
     else:
@@ -475,6 +556,11 @@ def _pump(n, sig, rng, arng, anomaly, sev, pace=1.0):
         # pulses keep their shape and mean rate but arrive irregularly (rate wanders by ~+-50%)
         f_puls = f_puls * np.maximum(1.0 + (0.3 + 0.3 * sev) * _slow(arng, n, 2.0 * puls, step=_COARSE), 0.2)
     psi = np.cumsum(f_puls) * (TAU * _COARSE / SAMPLE_RATE) + psi0
+    if anomaly == "late_pulses":
+        # a sticking check valve: each pressure pulse comes late, by its own 0 to 0.38-0.48 of a cycle, while
+        # the drive keeps its pace, so the wait before the next pulse (the pressure trough, the half cycle
+        # around psi = pi) is that much shorter: the same pulses, as many, irregularly spaced
+        psi = TAU * _late_after_rests(psi / TAU, [(0.25, 0.75)], arng, 0.55 + 0.4 * sev)
     g = _upsample((0.5 + 0.5 * np.cos(psi)) ** sharp, n)  # pressure pulse, 0..1
     env = 1.0 + depth * (2.0 * g - 1.0)
     theta = _phase(rot_clip * (1.0 - 0.005 * (2.0 * g - 1.0)), theta0)  # the motor slows under load
@@ -538,6 +624,11 @@ def _slider(n, sig, rng, arng, anomaly, sev, pace=1.0):
             stall[i:i + w] = np.maximum(stall[i:i + w], np.hanning(w)[: n - i])
         rate = rate * (1.0 - 0.97 * stall)
     u = np.cumsum(rate) / SAMPLE_RATE + u0  # cycles travelled
+    if anomaly == "stroke_jitter":
+        # a sticking carriage breaks away from each end stop late, by its own 0 to 0.75-0.95 of a rest, while
+        # the controller's clock keeps its pace (the next rest is that much shorter): the same strokes and
+        # end-stop clicks, as many, in an irregular rhythm
+        u = _late_after_rests(u, [(0.0, dwell), (dwell + fwd, 2.0 * dwell + fwd)], arng, 0.55 + 0.4 * sev)
     c = np.mod(u[::_COARSE], 1.0)  # position is smooth: computed on the coarse grid
     s_f = np.clip((c - dwell) / fwd, 0.0, 1.0)
     s_b = np.clip((c - 2.0 * dwell - fwd) / back, 0.0, 1.0)
@@ -614,6 +705,12 @@ def _valve(n, sig, rng, arng, anomaly, sev, pace=1.0):
     k_open = _kernel(krng, open_modes[0] * mode_jit[0], open_modes[1], open_modes[2])
     k_close = _kernel(krng, close_modes[0] * mode_jit[1], close_modes[1], close_modes[2])
     t_open = t_open + jit_o
+    if anomaly == "actuation_jitter":
+        # a sticking pilot stage: each actuation cycle starts late, by its own 0 to 0.75-0.95 of the closed
+        # time that ends the cycle, and then opens and closes as usual; the controller's clock keeps its
+        # pace. The same clicks and open times, as many, no two cycles overlapping, in an irregular rhythm
+        closed = per * (1.0 - float(opens[-1] + durs[-1]))
+        t_open = t_open + np.repeat((0.55 + 0.4 * sev) * closed * arng.random(cycles.size), opens.size)
     t_close = t_open + durs_s + jit_c
     keep, t_extra, a_extra = np.ones(t_open.size, dtype=bool), np.zeros(0), np.zeros(0)
     if anomaly == "extra_missing_clicks":
@@ -689,15 +786,16 @@ def synth_clip(machine_type: str, machine_id: str, seed: int | np.random.SeedSeq
     """One clip as float32 in (-1, 1), shape (round(seconds * 16000),).
 
     seed: an int or a ``clip_seed(...)``; the same seed with and without ``anomaly`` gives the same
-    machine, background and gain, differing only by the anomaly. ``anomaly`` is None (normal) or one
-    of ``ANOMALY_KINDS[machine_type]`` or ``OFF_MANIFOLD_KINDS[machine_type]``. ``snr_db`` is machine vs
-    background power; ``inf`` gives the machine alone. ``speed`` (within ``SPEED_RANGE``) is the operating
-    speed relative to the machine's nominal one: its rates and harmonics scale by it (the target domain's
-    shift, see ``operating_speed``); 1.0 is the machine as the dcase2020 layout has it.
+    machine, background and gain, differing only by the anomaly. ``anomaly`` is None (normal) or a kind
+    of ``machine_type`` in any of ``ANOMALY_SETS`` (``ANOMALY_KINDS``, ``OFF_MANIFOLD_KINDS``,
+    ``TEMPORAL_KINDS``). ``snr_db`` is machine vs background power; ``inf`` gives the machine alone.
+    ``speed`` (within ``SPEED_RANGE``) is the operating speed relative to the machine's nominal one: its rates
+    and harmonics scale by it (the target domain's shift, see ``operating_speed``); 1.0 is the machine as the
+    dcase2020 layout has it.
     """
-    _check_type(machine_type)
-    _check_id(machine_id)
-    kinds = ANOMALY_KINDS[machine_type] + OFF_MANIFOLD_KINDS[machine_type]
+    check_type(machine_type)
+    check_id(machine_id)
+    kinds = tuple(dict.fromkeys(k for table in ANOMALY_SETS.values() for k in table[machine_type]))
     if anomaly is not None and anomaly not in kinds:
         raise ValueError(f"unknown {machine_type} anomaly {anomaly!r}; choose from {kinds}")
     n = _n_samples(seconds)
@@ -736,35 +834,36 @@ def generate(out: str | Path, machine_types: Sequence[str] = MACHINE_TYPES, ids:
     """Write a synthetic DCASE-layout tree under ``out``; returns the written clip paths in order.
 
     ``layout`` is one of ``LAYOUTS`` (module docstring). ``ids`` are the classes: machine IDs (default
-    ``DEFAULT_IDS``) for "dcase2020", sections for "dcase2021" (default 00 01 02) and "dcase2023" (default
+    ``DEFAULT_IDS``) for "dcase2020", sections for "dcase2021" (default 00 01 02) and "dcase2022" (default
     00); ``sections`` is another name for them in the section layouts (give one of the two).
     ``train_counts`` ({id or section: clips}) overrides ``n_train`` for the classes it names (each one of
     them); in the section layouts ``n_train`` counts the source domain's training clips, ``n_target_train``
-    (default 3 for dcase2021, 10 for dcase2023) the target domain's, and ``n_test_normal`` and
+    (default 3 for dcase2021, 10 for dcase2022) the target domain's, and ``n_test_normal`` and
     ``n_test_anomaly`` the test clips of each domain. ``domain_shift`` (0..``MAX_DOMAIN_SHIFT``, default
     ``DEFAULT_DOMAIN_SHIFT``; 0 = none) sets how far the target domain's operating speed and background
-    level move. "dcase2023" also writes ``<type>/attributes_XX.csv`` per section: header
+    level move. "dcase2022" also writes ``<type>/attributes_XX.csv`` per section: header
     ``file_name,d1p,d1v``, the training rows and then the test rows, each in name order.
-    ``anomalies`` picks the anomaly kinds: ``"default"`` (``ANOMALY_KINDS``) or ``"off-manifold"``
-    (``OFF_MANIFOLD_KINDS``). ``workers`` > 1 writes clips in that many processes (the files are the same
-    for any number). Files with the same names are overwritten; other files under ``out`` are left alone.
+    ``anomalies`` picks the anomaly kinds: ``"default"`` (``ANOMALY_KINDS``), ``"off-manifold"``
+    (``OFF_MANIFOLD_KINDS``) or ``"temporal"`` (``TEMPORAL_KINDS``). ``workers`` > 1 writes clips in that many
+    processes (the files are the same for any number). Files with the same names are overwritten; other files
+    under ``out`` are left alone.
     """
-    layout = _check_layout(layout)
-    sectioned = layout != "dcase2020"
+    layout = check_layout(layout)
+    sectioned = layout in SECTION_LAYOUTS
     if sections is not None:
         if not sectioned:
-            raise ValueError("sections are the classes of the dcase2021 and dcase2023 layouts; dcase2020 has ids")
+            raise ValueError(f"sections are the classes of the {_SECTIONED} layouts; {layout} has ids")
         if ids is not None:
             raise ValueError("give the sections once: as ids or as sections, not both")
         ids = sections
-    default_ids, default_target = _LAYOUT_DEFAULTS[layout]
+    default_ids, default_target = layout_defaults(layout)
     if not sectioned:
         for name, v in (("n_target_train", n_target_train), ("domain_shift", domain_shift)):
             if v is not None:
-                raise ValueError(f"{name} applies to the dcase2021 and dcase2023 layouts (which have a target "
-                                 f"domain), not to dcase2020")
-    machine_types = list(dict.fromkeys(_check_type(t) for t in machine_types))
-    ids = list(dict.fromkeys(_check_id(i) for i in (default_ids if ids is None else ids)))
+                raise ValueError(f"{name} applies to the {_SECTIONED} layouts (which have a target domain), "
+                                 f"not to {layout}")
+    machine_types = list(dict.fromkeys(check_type(t) for t in machine_types))
+    ids = list(dict.fromkeys(check_id(i) for i in (default_ids if ids is None else ids)))
     if not machine_types or not ids:
         raise ValueError(f"need at least one machine type and one {'section' if sectioned else 'id'}")
     n_target = default_target if n_target_train is None else n_target_train
@@ -816,8 +915,8 @@ def _generate_sections(out: Path, layout: str, machine_types: list[str], section
                        per_section: dict[str, int], n_target: int, n_test_normal: int, n_test_anomaly: int,
                        seconds: float, seed: int, snr_db: float, workers: int, anomalies: str,
                        shift: float) -> list[Path]:
-    """``generate`` for the dcase2021 and dcase2023 layouts (arguments checked): per type and section, the
-    source domain's training and test clips, then the target domain's; then dcase2023's attributes_XX.csv."""
+    """``generate`` for the dcase2021 and dcase2022 layouts (arguments checked): per type and section, the
+    source domain's training and test clips, then the target domain's; then dcase2022's attributes_XX.csv."""
     jobs, rows = [], {}
     for mt in machine_types:
         for sec in sections:
@@ -836,7 +935,7 @@ def _generate_sections(out: Path, layout: str, machine_types: list[str], section
     for folder in dict.fromkeys(job[0].parent for job in jobs):
         folder.mkdir(parents=True, exist_ok=True)
     paths = _run_jobs(jobs, workers)
-    if layout == "dcase2023":  # written after the clips, so a table never names a clip that is not there
+    if layout == "dcase2022":  # written after the clips, so a table never names a clip that is not there
         for (mt, sec), clips in rows.items():
             lines = ["file_name,d1p,d1v"]
             for split in _SPLITS:  # train rows, then test rows
@@ -860,168 +959,3 @@ def _write_clip(job: tuple) -> Path:
                    anomaly=anomaly_kind(mt, i, anomalies) if label == "anomaly" else None, speed=speed)
     sf.write(path, x, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return path
-
-
-# ----------------------------------------------------------------------------- CLI
-def _csv(valid: Callable[[str], str]) -> Callable[[str], list[str]]:
-    def parse(s: str) -> list[str]:
-        items = [p.strip() for p in s.split(",") if p.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError("empty list")
-        try:
-            return [valid(p) for p in items]
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return parse
-
-
-def _positive(kind: type) -> Callable[[str], float]:
-    def parse(s: str):
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {s!r}") from None
-        if not (v > 0 and math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"must be positive, got {s}")
-        return v
-    return parse
-
-
-def _snr(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if math.isnan(v) or v == -math.inf:
-        raise argparse.ArgumentTypeError(f"must be a number of dB or inf, got {s}")
-    return v
-
-
-def _seed(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _shift(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not 0.0 <= v <= MAX_DOMAIN_SHIFT:
-        raise argparse.ArgumentTypeError(f"must be within 0..{MAX_DOMAIN_SHIFT:g}, got {s}")
-    return v
-
-
-def _counts(s: str) -> dict[str, int]:
-    """``00=40,02=20`` -> {"00": 40, "02": 20}."""
-    out: dict[str, int] = {}
-    for item in (p.strip() for p in s.split(",")):
-        mid, eq, v = item.partition("=")
-        if not item or not eq:
-            raise argparse.ArgumentTypeError(f"expected ID=COUNT pairs like 00=40,02=20, got {s!r}")
-        try:
-            mid = _check_id(mid.strip())
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        if mid in out:
-            raise argparse.ArgumentTypeError(f"id {mid} given twice")
-        out[mid] = _positive(int)(v.strip())
-    return out
-
-
-# generate() keyword -> CLI destination, for the presets
-_PRESET_DESTS = {"ids": "ids", "train_counts": "train_counts", "n_train": "train", "n_test_normal": "test_normal",
-                 "n_test_anomaly": "test_anomaly", "seconds": "seconds", "snr_db": "snr", "anomalies": "anomalies",
-                 "seed": "seed"}
-PRESETS: dict[str, dict] = {"fails-like-real": FAILS_LIKE_REAL}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mimimi.synth --out DIR ...``: write a synthetic dataset and print a one-line summary."""
-    ap = argparse.ArgumentParser(prog="python -m mimimi.synth",
-                                 description="Write a SYNTHETIC MIMII-like dataset in a DCASE Task 2 dev layout "
-                                             "(2020, 2021 or 2023; scores on it say nothing about real "
-                                             "recordings).")
-    ap.add_argument("--out", required=True, type=Path, help="output root")
-    ap.add_argument("--machine-types", type=_csv(_check_type), default=list(MACHINE_TYPES),
-                    help=f"comma-separated, from {','.join(MACHINE_TYPES)} (default: all)")
-    ap.add_argument("--layout", choices=list(LAYOUTS), default="dcase2020",
-                    help="dcase2020 (machine IDs), dcase2021 or dcase2023 (sections, source and target domains; "
-                         "see the module docs) (default: dcase2020)")
-    ap.add_argument("--ids", "--sections", dest="ids", type=_csv(_check_id), default=None,
-                    help=f"comma-separated two-digit IDs, or sections for dcase2021/dcase2023 (default: "
-                         f"{','.join(DEFAULT_IDS)}; sections {','.join(_LAYOUT_DEFAULTS['dcase2021'][0])} for "
-                         f"dcase2021, {','.join(_LAYOUT_DEFAULTS['dcase2023'][0])} for dcase2023)")
-    ap.add_argument("--train", type=_positive(int), default=40,
-                    help="normal training clips per ID (per section: source domain) (default: 40)")
-    ap.add_argument("--target-train", type=_positive(int), default=None,
-                    help="dcase2021/dcase2023: target-domain training clips per section (default: 3 for dcase2021, "
-                         "10 for dcase2023)")
-    ap.add_argument("--domain-shift", type=_shift, default=None,
-                    help=f"dcase2021/dcase2023: the target domain runs at 1+S times the source speed, its background "
-                         f"{TARGET_SNR_DROP_DB:g}*S dB louder; 0 = no shift (default: {DEFAULT_DOMAIN_SHIFT:g})")
-    ap.add_argument("--test-normal", type=_positive(int), default=10,
-                    help="normal test clips per ID (per section and domain) (default: 10)")
-    ap.add_argument("--test-anomaly", type=_positive(int), default=10,
-                    help="anomalous test clips per ID (per section and domain) (default: 10)")
-    ap.add_argument("--seconds", type=_positive(float), default=10.0, help="clip length (default: 10)")
-    ap.add_argument("--seed", type=_seed, default=0, help="non-negative integer (default: 0)")
-    ap.add_argument("--snr", type=_snr, default=6.0,
-                    help="machine vs background, dB; inf = no background (default: 6)")
-    ap.add_argument("--workers", type=_positive(int), default=min(os.cpu_count() or 1, 4),
-                    help="processes; the files do not depend on it (default: CPUs, at most 4)")
-    ap.add_argument("--train-counts", type=_counts, default=None, metavar="ID=N,...",
-                    help="normal training clips of the IDs named, e.g. 00=40,02=20,04=3,06=3 (others: --train)")
-    ap.add_argument("--anomalies", choices=list(ANOMALY_SETS), default="default",
-                    help="anomaly kinds: default, or off-manifold (sounds no ID makes; see the module docs)")
-    ap.add_argument("--preset", choices=list(PRESETS), default=None,
-                    help="start from a recommended set (fails-like-real: FAILS_LIKE_REAL); other options override it")
-    pre, _ = ap.parse_known_args(argv)  # the preset only changes defaults, so explicit options still win
-    preset = PRESETS.get(pre.preset, {})
-    ap.set_defaults(**{_PRESET_DESTS[k]: (list(v) if k == "ids" else v) for k, v in preset.items()})
-    args = ap.parse_args(argv)
-    if round(args.seconds * SAMPLE_RATE) < 1:
-        ap.error(f"--seconds {args.seconds} is shorter than one sample")
-    ids = list(dict.fromkeys(args.ids or _LAYOUT_DEFAULTS[args.layout][0]))
-    counts = args.train_counts
-    if counts is not None and counts is preset.get("train_counts"):
-        counts = {m: v for m, v in counts.items() if m in ids}  # a preset's counts, for the IDs asked for
-    unknown = sorted(set(counts or {}) - set(ids))
-    if unknown:
-        ap.error(f"--train-counts names id(s) {','.join(unknown)}, which are not in --ids {','.join(ids)}")
-    t = time.perf_counter()
-    try:
-        files = generate(args.out, args.machine_types, ids, args.train, args.test_normal, args.test_anomaly,
-                         args.seconds, args.seed, args.snr, args.workers, train_counts=counts,
-                         anomalies=args.anomalies, layout=args.layout, n_target_train=args.target_train,
-                         domain_shift=args.domain_shift)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    n_train = {m: (counts or {}).get(m, args.train) for m in ids}
-    train = (str(args.train) if len(set(n_train.values())) == 1 and not counts
-             else ",".join(f"{m}={v}" for m, v in n_train.items()))
-    kinds = "" if args.anomalies == "default" else f", {args.anomalies} anomalies"
-    took = f"({time.perf_counter() - t:.1f} s)"
-    if args.layout != "dcase2020":
-        n_target = _LAYOUT_DEFAULTS[args.layout][1] if args.target_train is None else args.target_train
-        shift = DEFAULT_DOMAIN_SHIFT if args.domain_shift is None else args.domain_shift
-        print(f"wrote {len(files)} synthetic clips to {args.out} ({args.layout} layout): "
-              f"{','.join(dict.fromkeys(args.machine_types))} x sections {','.join(ids)} x ({train} source + "
-              f"{n_target} target train, {args.test_normal} normal + {args.test_anomaly} anomaly test per domain), "
-              f"domain shift {shift:g}, {args.seconds:g} s, SNR {args.snr:g} dB, seed {args.seed}{kinds} {took}")
-        return 0
-    print(f"wrote {len(files)} synthetic clips to {args.out}: {','.join(dict.fromkeys(args.machine_types))} x ids "
-          f"{','.join(ids)} x ({train} train + {args.test_normal} normal + "
-          f"{args.test_anomaly} anomaly test), {args.seconds:g} s, SNR {args.snr:g} dB, seed {args.seed}{kinds} "
-          f"{took}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
