@@ -36,12 +36,16 @@ def add_noise(x: torch.Tensor, p: float, snr_db: float, g: torch.Generator) -> t
     chosen = _chosen(b, p, g, x.device)
     if p <= 0 or not chosen.any():
         return x
-    power = x.abs().pow(2).mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    pick = chosen.nonzero().flatten()  # (c,): noise is drawn for the chosen segments only (a quarter by default)
+    sub = x[pick]  # (c, 1, F, T)
+    power = sub.abs().pow(2).mean(dim=(1, 2, 3), keepdim=True)  # (c, 1, 1, 1)
     scale = torch.sqrt(power * 10 ** (-snr_db / 10) / 2)
     real_dtype = x.real.dtype
-    noise = torch.complex(torch.randn(x.shape, generator=g, dtype=real_dtype),
-                          torch.randn(x.shape, generator=g, dtype=real_dtype)).to(x.device)
-    return x + noise * scale * chosen[:, None, None, None]
+    noise = torch.complex(torch.randn(sub.shape, generator=g, dtype=real_dtype),
+                          torch.randn(sub.shape, generator=g, dtype=real_dtype)).to(x.device)
+    out = x.clone()
+    out[pick] = sub + noise * scale
+    return out
 
 
 def frequency_shift(x: torch.Tensor, p: float, max_bins: int, g: torch.Generator) -> torch.Tensor:

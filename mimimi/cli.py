@@ -14,7 +14,7 @@ COMMANDS = {  # name -> (module with main(argv), what it does)
     "search": ("tuning.search", "tune per machine type (Ray Tune + Optuna), track in MLflow"),
     "train": ("mimimi.train", "train one model for one machine type"),
     "evaluate": ("mimimi.evaluate", "evaluate a checkpoint or an MLflow run on the test split"),
-    "score": ("mimimi.score", "score new recordings with a logged or registered model"),
+    "score": ("mimimi.score", "score new recordings with a checkpoint, a logged or a registered model"),
     "synth": ("mimimi.synth", "generate a synthetic MIMII-like dataset"),
     "download": ("mimimi.download", "download and verify the DCASE 2020–2025 Task 2 / MIMII archives"),
     "index": ("mimimi.index", "show what a dataset root holds"),
@@ -39,7 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"mimimi: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    code = importlib.import_module(COMMANDS[name][0]).main(rest)
+    try:  # Ctrl-C while a command's libraries load (seconds on a small machine): exit 130 in one line
+        code = importlib.import_module(COMMANDS[name][0]).main(rest)
+    except KeyboardInterrupt:
+        if name == "search":
+            from tuning.interrupts import INTERRUPTED  # standard library only
+
+            print(INTERRUPTED, file=sys.stderr)
+        else:
+            print(f"mimimi {name}: interrupted", file=sys.stderr)
+        return 130
     return code if isinstance(code, int) else 0
 
 

@@ -106,13 +106,17 @@ class TrainConfig:
     # the ID's classes, pred_id the ID of the likeliest class. Classifiers only.
     attributes: bool = False
     arcface_margin: float = 0.5  # additive angular margin of the arcface head (model.net.head), radians
-    monitor: Literal["val_loss", "val_proxy_auc"] = "val_proxy_auc"  # best checkpoint and early stopping
+    # the validation figure that picks the best checkpoint, stops early and chooses the back-end
+    # (mimimi.scoring.objective): cv_proxy_auc (every clip, cross-fitted), val_proxy_auc (held-out clips only), or
+    # val_loss (lowest; the back-end is then chosen on cv_proxy_auc); *_network: the best network-only back-end's
+    monitor: Literal["val_loss", "val_proxy_auc", "cv_proxy_auc", "val_proxy_auc_network",
+                     "cv_proxy_auc_network"] = "cv_proxy_auc_network"
     loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # cross-entropy of the magnitude, complex, fused heads
     seed: int = 0
     num_workers: int = 0  # DataLoader workers; features come from the cache, so 0 is usually enough
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # training steps (mimimi.precision); auto: bf16 where native
-    # torch.compile of the training steps (mimimi.train.compile_decision): "auto" compiles on CPU when the run's
+    # torch.compile of the training steps (mimimi.training.compile_decision): "auto" compiles on CPU when the run's
     # planned work repays the compile time several times over (BENCHMARKS.md measures both), never on CUDA yet
     compile: Union[bool, Literal["auto"]] = "auto"
     progress: bool = True  # tqdm bars and per-epoch lines on stderr
@@ -156,48 +160,66 @@ class AugmentConfig:
             raise ConfigError(f"augment.mixup_alpha must be positive, got {self.mixup_alpha}")
 
 
+_SCORERS = ("ce", "recon", "knn", "mahalanobis", "gmm", "knn-density", "knn-domain", "mahalanobis-domain", "stats-knn",
+            "knn-stats", "fusion")
+
+
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Anomaly scorers (``mimimi.scoring``), fitted per machine ID on the training normals after training.
+    """Anomaly scoring back-ends (``mimimi.scoring.fitted``), fitted per machine ID on the training normals.
 
     ``ce`` is the paper's cross-entropy against the clip's own ID (classifiers), ``recon`` the autoencoder's
     reconstruction error; ``knn``, ``mahalanobis`` and ``gmm`` score the clip's embedding against its ID's
-    training embeddings; ``knn-stats`` adds a kNN on the clip's log-mel statistics (trained kinds). Evaluation
-    reports all of them; ``scorer`` is what decisions and the search use (``default``: ``knn-stats`` for
-    trained kinds, ``knn`` for ``stats-knn``).
+    training embeddings; ``knn-density`` normalises kNN by each reference's local density; ``knn-domain`` and
+    ``mahalanobis-domain`` keep each domain's references apart (DCASE 2021+: the smaller distance wins);
+    ``stats-knn`` is kNN on the clip's log-mel statistics (no network); ``knn-stats`` and ``fusion`` combine. Evaluation reports all of them. ``scorer`` is what decisions use: ``default``
+    lets validation choose among ``candidates`` (``mimimi.scoring.objective``; ``knn-stats`` where nothing was
+    chosen), a name fixes it.
     """
 
-    scorer: Literal["default", "ce", "recon", "knn", "mahalanobis", "gmm", "knn-stats"] = "default"  # mimimi.scoring
+    scorer: Literal["default", "ce", "recon", "knn", "mahalanobis", "gmm", "knn-density", "knn-domain",
+                    "mahalanobis-domain", "stats-knn", "knn-stats", "fusion"] = "default"
+    candidates: tuple[str, ...] = ()  # the back-ends validation chooses among; empty: every one of the kind
     knn_k: int = 1  # nearest training embeddings averaged (cosine distance)
+    density_k: int = 16  # knn-density: a reference's typical distance = the mean to its density_k nearest others
     gmm_components: int = 2  # diagonal-covariance Gaussians per machine ID
     mahalanobis_shrinkage: Union[float, Literal["ledoit-wolf"]] = "ledoit-wolf"
+    fusion: Literal["mean", "min"] = "mean"  # how `fusion` combines the z-normalised back-ends
+    folds: int = 5  # cross-fitting: each clip scored by back-ends fitted on the other folds of its ID
     aggregate: Literal["mean", "max"] = "mean"  # segment scores -> clip score (ce, recon)
     threshold_method: Literal["gamma", "empirical"] = "gamma"  # fitted to normal validation scores only
     threshold_quantile: float = 0.9  # of the normal scores: about 10 % of new normal clips flagged
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # the network's scoring passes (validation too)
 
     def __post_init__(self) -> None:
-        if self.knn_k < 1 or self.gmm_components < 1:
-            raise ConfigError("scoring.knn_k and scoring.gmm_components must be >= 1")
+        if self.knn_k < 1 or self.gmm_components < 1 or self.folds < 2 or self.density_k < 1:
+            raise ConfigError("scoring.knn_k and scoring.gmm_components must be >= 1, scoring.folds >= 2")
         if not 0 < self.threshold_quantile < 1:
             raise ConfigError(f"scoring.threshold_quantile must be in (0, 1), got {self.threshold_quantile}")
+        if bad := [c for c in self.candidates if c not in _SCORERS]:
+            raise ConfigError(f"scoring.candidates: unknown back-end(s) {bad}; known: {list(_SCORERS)}")
 
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """The leak-free objective ``val_proxy_auc``: held-out normals of the type against proxy outliers, never
-    a test clip. Proxies: ``mimimi.data.corrupt`` corruptions of those held-out normals, and normal clips of
-    the other machine types under the data root."""
+    """The leak-free objective (``mimimi.scoring.objective``): the type's normal training clips against proxy
+    outliers, never a test clip. Proxies: ``mimimi.data.corrupt`` corruptions of some of those clips, and
+    normal clips of the other machine types under the data root."""
 
     proxy_kinds: tuple[str, ...] = ("tone", "impulses", "tilt", "stretch")
     severity: float = 0.5
     other_types: int = 4  # normal clips per other machine type used as proxies (0: none)
-    max_clips_per_id: int = 8  # held-out normals per ID that get corrupted (memory: 1.3 MB per STFT)
+    max_clips_per_id: int = 8  # clips per ID that get corrupted, held-out ones first (memory: 1.3 MB per STFT)
+    # validation clips per ID each epoch (all held-out ones, then a seeded sample), and the clips whose
+    # cross-fitted scores set the thresholds: bounds validation's share of an epoch and the back-ends' fitting
+    # at any data size; the best checkpoint's back-ends are refitted on every clip at the end (finalize)
+    max_references_per_id: int = 128
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.other_types < 0 or self.max_clips_per_id < 1:
-            raise ConfigError("validation.other_types must be >= 0 and validation.max_clips_per_id >= 1")
+        if self.other_types < 0 or self.max_clips_per_id < 1 or self.max_references_per_id < 2:
+            raise ConfigError("validation.other_types must be >= 0, validation.max_clips_per_id >= 1 and "
+                              "validation.max_references_per_id >= 2")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mimimi import report
+from mimimi import report, verify
 from mimimi.checkpoint import CheckpointError, load_checkpoint
 from mimimi.data.audio import AudioError
 from mimimi.data.index import DatasetError
@@ -82,12 +82,16 @@ def main(argv: list[str] | None = None) -> None:
                                          args.device, args.scorer, args.precision, args.ground_truth, args.out,
                                          args.cache_dir)
         else:
+            unverified = verify.verify_checkpoint_file(args.checkpoint) is None  # checked as mimimi score checks it
             rep = evaluate(args.checkpoint, args.data_root, args.out, args.aggregate, args.device, args.cache_dir,
                            progress=sys.stderr.isatty(), scorer=args.scorer, precision=args.precision,
                            ground_truth=args.ground_truth)
     except (CheckpointError, DatasetError, AudioError, EvaluationError, ValueError) as e:
         sys.exit(f"error: {str(e).splitlines()[0] if str(e) else e}")
     print(rep.markdown)
+    if args.checkpoint and unverified:
+        print(f"note: {args.checkpoint}: no {Path(args.checkpoint).name}.sha256 beside it, so whether it changed "
+              "since training could not be checked (it was read as weights only)", file=sys.stderr)
     where = f"; report in {args.out}" if args.out else ""
     print(f"logged to MLflow run {eval_run} (source run {args.run_id}){where}" if args.run_id
           else f"report in {args.out}")

@@ -24,6 +24,7 @@ import pandas as pd
 from mimimi import kinds, markdown, metrics, report
 from mimimi.checkpoint import load_checkpoint
 from mimimi.config import Config, merge
+from mimimi.data.dcase import DOMAINS
 from mimimi.data.index import index_dataset, select
 from mimimi.features import FeatureCache, cache_dir_for
 from mimimi.scoring.backends import IDScorers
@@ -89,17 +90,83 @@ def comparison(scores: pd.DataFrame, columns: dict[str, tuple[str, str]], max_fp
         for r in metrics.per_type_table(scored, max_fpr, per_id=per_id).itertuples():
             rows.append(dict(key=key, scorer=label, machine_type=r.machine_type, machine_id="mean",
                              auc=r.mean_auc, pauc=r.mean_pauc))
+        rows += official_rows(scored, key, label, max_fpr)
     return pd.DataFrame(rows)
 
 
+def official_rows(scored: pd.DataFrame, key: str, label: str, max_fpr: float = 0.1) -> list[dict]:
+    """With 2021+ data (two domains): the year's official score of one scorer (``machine_id`` "official", in
+    ``auc``) and its mean AUC per domain over the sections (``machine_id`` "source" / "target", as the official
+    score counts them), per machine type; nothing for 2020 and MIMII, or where the score cannot be computed."""
+    protocol = report.protocol_of(scored)
+    if protocol == "dcase2020" or "domain" not in scored.columns:
+        return []
+    rows = []
+    for mtype, g in scored.groupby("machine_type", sort=True):
+        try:
+            official = metrics.official_score(g, protocol, max_fpr)
+        except ValueError:  # a section without anomalies, say: the report says why; no row here
+            continue
+        t = official.table
+        rows.append(dict(key=key, scorer=label, machine_type=mtype, machine_id="official", auc=official.score,
+                         pauc=float("nan")))
+        for d in DOMAINS:
+            auc = t[f"auc_{d}"].mean() if f"auc_{d}" in t else t.loc[t.domain == d, "auc"].mean()
+            rows.append(dict(key=key, scorer=label, machine_type=mtype, machine_id=d, auc=float(auc),
+                             pauc=float("nan")))
+    return rows
+
+
 def comparison_markdown(table: pd.DataFrame) -> str:
-    """Scorers as rows, machine IDs as columns: AUC / pAUC in %."""
-    ids = [i for i in dict.fromkeys(table.machine_id) if i != "mean"] + ["mean"]
+    """Scorers as rows, machine IDs as columns: AUC / pAUC in %; with 2021+ data also the official score and
+    the AUC of each domain."""
+    extra = [i for i in ("official", *DOMAINS) if i in set(table.machine_id)]
+    ids = [i for i in dict.fromkeys(table.machine_id) if i not in ("mean", *extra)] + ["mean", *extra]
+    heads = {"mean": "mean per-ID", "official": "official score", **{d: f"AUC ({d})" for d in DOMAINS}}
     rows = []
     for label, g in table.groupby("scorer", sort=False):
-        cells = {r.machine_id: f"{100 * r.auc:.1f} / {100 * r.pauc:.1f}" for r in g.itertuples()}
+        cells = {r.machine_id: f"{100 * r.auc:.1f}" + (f" / {100 * r.pauc:.1f}" if r.pauc == r.pauc else "")
+                 for r in g.itertuples()}
         rows.append([label, *(cells.get(i) for i in ids)])
-    return markdown.table(["scorer", *(f"ID {i}" if i != "mean" else "mean per-ID" for i in ids)], rows)
+    return markdown.table(["scorer", *(heads.get(i, f"ID {i}") for i in ids)], rows)
+
+
+def scorer_columns(cfg: Config, fitted) -> dict[str, tuple[str, str]]:
+    """The comparison's columns: key -> (label, score column): the model's default back-end first, then its
+    others; ``stats-knn`` is the training-free baseline (the same kNN on log-mel statistics, whether the model
+    carries it as a back-end or ``baseline_scores`` computes it)."""
+    name = cfg.model.name
+    if fitted is None:
+        native = kinds.of(cfg).native
+        return {native: (f"{name} / {native}", "score")}
+    order = [fitted.default, *(n for n in fitted.names if n != fitted.default)]
+    return {n: ((f"{BASELINE} (no network: the training-free baseline)" if n == BASELINE else f"{name} / {n}")
+                + (" (default)" if n == fitted.default else ""), f"score_{n}") for n in order}
+
+
+def scorers_page(machine_type: str, scorer: str | None, table_md: str, fitted) -> str:
+    """``scorers.md``: every scorer side by side, how the default was chosen, and where a back-end fell back."""
+    lines = ["# Scorers side by side", "",
+             f"Every back-end of the model, and the training-free `{BASELINE}` baseline, on the {machine_type} test "
+             f"split: AUC / pAUC (FPR <= 0.1) in %. The main report uses `{scorer or 'default'}`.", "", table_md]
+    if fitted is not None and fitted.choice:
+        c = fitted.choice
+        rows = [[n, f"{100 * v:.2f}" if v == v else None, "chosen" if n == c.get("chosen") else ""]
+                for n, v in sorted(c.get("values", {}).items(), key=lambda kv: -(kv[1] if kv[1] == kv[1] else -1))]
+        lines += ["", "## How the default was chosen", "",
+                  f"{c.get('how', '')}: `{c.get('chosen')}`, on {c.get('metric')} (normal training clips against "
+                  f"proxy outliers; no test clip), noise (bootstrap SE) {100 * c.get('se', float('nan')):.2f} points.",
+                  "", markdown.table(["back-end", str(c.get("metric")), ""], rows)]
+        if c.get("chosen") == BASELINE:
+            lines += ["", "The training-free baseline won on validation for this type: the model's default score "
+                          "does not use the network."]
+    if fitted is not None and fitted.fallbacks:
+        lines += ["", "## Fallbacks", "", "Where a back-end could not be fitted as configured on an ID's training "
+                  "clips (too few of them), what stands in:", "",
+                  markdown.table(["back-end", "machine ID", "what stands in, and why"],
+                                 [[b, m, why] for b, by in sorted(fitted.fallbacks.items())
+                                  for m, why in sorted(by.items())])]
+    return "\n".join(lines) + "\n"
 
 
 def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path, aggregate: str = "mean",
@@ -122,10 +189,8 @@ def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path,
     cache = FeatureCache(cache_dir_for(data_root, cache_dir or cfg.data.cache_dir), cfg.features)
     scores = score_clips(loaded.model, cfg, test, loaded.ids, cache, aggregate, device, progress, fitted=fitted,
                          scorer=scorer, all_scorers=fitted is not None)
-    name = cfg.model.name
-    columns = {n: (f"{name} / {n}" + (" (default)" if n == fitted.default else ""), f"score_{n}")
-               for n in (fitted.names if fitted else [])} or {kinds.of(cfg).native: (f"{name} / {kinds.of(cfg).native}", "score")}
-    if baseline and name != BASELINE:
+    columns = scorer_columns(cfg, fitted)
+    if baseline and BASELINE not in columns and cfg.model.name != BASELINE:  # a model without the stats-knn back-end
         scores[f"score_{BASELINE}"] = baseline_scores(cfg, data_root, mtype, test, cache)
         columns[BASELINE] = (f"{BASELINE} (baseline, no training)", f"score_{BASELINE}")
     thresholds = None
@@ -136,9 +201,7 @@ def evaluate(checkpoint: str | Path, data_root: str | Path, out_dir: str | Path,
     table["default"] = table.key == (fitted.default if fitted else kinds.of(cfg).native)  # the main report's
     table.to_csv(Path(out_dir) / "scorers.csv", index=False)
     md = comparison_markdown(table)
-    note = (f"Every scorer of the model, and the training-free `{BASELINE}` baseline, on the {mtype} test split: "
-            f"AUC / pAUC (FPR <= 0.1) in %. The main report uses `{scorer or 'default'}`.")
-    (Path(out_dir) / "scorers.md").write_text(f"# Scorers side by side\n\n{note}\n\n{md}\n")
+    (Path(out_dir) / "scorers.md").write_text(scorers_page(mtype, scorer, md, fitted))
     rep.comparison = table
     rep.markdown = f"{rep.markdown}\n\nScorers side by side (AUC / pAUC %, {mtype}):\n\n{md}"
     if rep.official is not None:

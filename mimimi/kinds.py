@@ -12,7 +12,8 @@ outputs per segment. Training, evaluation, scoring and the search ask the kind i
 
 Every kind gives, per segment, an embedding (``SegmentOutputs.embedding``) for the ``knn``,
 ``mahalanobis`` and ``gmm`` scorers of ``mimimi.scoring``: for the networks the time-averaged magnitude of
-the backbone's last block (``ComplexNet.embed_and_classify`` says why), for the autoencoder its bottleneck
+the backbone's last block (``ComplexNet.embed_and_classify`` says why), or with a cosine head
+(``model.net.head``, ``mimimi.nn.heads``) its normalised projection, for the autoencoder its bottleneck
 code, for ``stats-knn`` the statistics themselves.
 
 >>> get("complex").feature, get("ae").native, get("stats-knn").trainable
@@ -183,7 +184,12 @@ class Classifier(ModelKind):
 
     def _loss(self, logits, target: Tensor, cfg: Config, reduction: str = "mean") -> Tensor:
         """Weighted cross-entropy of the three heads; the fused head with the ArcFace margin when it is one.
-        ``target``: soft targets (B, n) (training) or each item's machine-ID classes as a bool (B, n) (scoring)."""
+        ``target``: soft targets (B, n) (training) or each item's machine-ID classes as a bool (B, n) (scoring).
+
+        The other cosine heads (``adacos``, ``subcluster_adacos``, ``adaproj``) have no margin: their loss is
+        the plain cross-entropy of ``Logits.total``, their class logits at AdaCos's fixed scale. For
+        ``subcluster_adacos`` those are the logsumexp of each class's sub-cluster logits, so this is
+        −Σ_c y_c log Σ_k softmax(z)_{c,k}, the sub-cluster AdaCos loss."""
         w, net = cfg.train.loss_weights, cfg.model.net
         terms = [w[0] * self._ce(logits.magnitude, target, reduction),
                  w[1] * self._ce(logits.complex, target, reduction)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mimimi import kinds
+from mimimi.checkpoint import load_checkpoint
 from mimimi.config import ConfigError, load_config
 from mimimi.data.audio import AudioError
 from mimimi.data.index import DatasetError
@@ -52,6 +53,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"best epoch {result.best_epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.best.items()
                                                                if k.startswith("val")))
         print(f"checkpoint {result.best_checkpoint}")
+        fitted = load_checkpoint(result.best_checkpoint).scoring
+        if fitted is not None:
+            how = fitted.choice.get("how", "the configured default")
+            print(f"back-end {fitted.default} ({how}"
+                  + (": the training-free baseline, no network" if fitted.default == "stats-knn" else "") + ")")
+            for name, by in sorted(fitted.fallbacks.items()):
+                for mid, why in sorted(by.items()):
+                    print(f"note: {name} for ID {mid}: {why}")
         if not args.no_eval:
             report = evaluate(result.best_checkpoint, cfg.data.root, Path(args.out) / "eval",
                               cache_dir=cfg.data.cache_dir, progress=sys.stderr.isatty())

@@ -31,14 +31,15 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from mimimi import augment, kinds, precision
-from mimimi.checkpoint import save_checkpoint
+from mimimi.checkpoint import load_checkpoint, save_checkpoint
 from mimimi.config import Config, to_dict
 from mimimi.data.dataset import IDMap
 from mimimi.data.index import index_dataset, select
 from mimimi.features import FeatureCache, cache_dir_for
-from mimimi.scoring.fitted import fit_scoring, resolve_scorer
+from mimimi.scoring.fitted import fit_scoring
+from mimimi.scoring.objective import FAMILIES, Figures, figures
 from mimimi.scoring.outputs import ClipOutputs, Features, clip_outputs, log_mel_stats
-from mimimi.scoring.proxies import make_proxies, proxy_auc
+from mimimi.scoring.proxies import make_proxies
 
 
 class TrainError(ValueError):
@@ -232,47 +233,66 @@ def _train_epoch(model, loader, opt, cfg: Config, kind: kinds.ModelKind, n_ids: 
 class Validation:
     """Everything measured on normal training data after an epoch, never on test clips.
 
-    ``val_loss`` (and ``val_acc`` for classifiers): the held-out normals' loss (segments weighted equally)
-    and clip ID accuracy. ``val_proxy_auc``: ``mimimi.proxy_auc`` of the default scorer fitted on
-    the training split. ``scoring``: the scorers fitted on all normal training clips with thresholds from
-    the held-out ones, stored with the checkpoint.
+    The validation clips: every normal training clip of the type, but at most
+    ``validation.max_references_per_id`` per ID (all the held-out ones, then a seeded sample of the others),
+    so that validating costs a bounded share of an epoch at any data size. ``val_loss`` (and ``val_acc`` for
+    classifiers): the held-out normals' loss (segments weighted equally) and clip ID accuracy. The proxy
+    figures and the back-end choice: ``mimimi.scoring.objective.figures``. ``scoring``: every back-end fitted
+    on the validation clips with thresholds from the held-out ones, stored with the checkpoint (``finalize``
+    refits it on every training clip when the validation clips are a sample).
     """
 
     def __init__(self, cfg: Config, kind: kinds.ModelKind, train_clips: pd.DataFrame, val_clips: pd.DataFrame,
                  others: pd.DataFrame, cache: FeatureCache, ids: dict[str, int]):
         self.cfg, self.kind, self.ids, self.cache = cfg, kind, ids, cache
-        self.clips = pd.concat([train_clips, val_clips], ignore_index=True)
-        self.is_val = np.r_[np.zeros(len(train_clips), bool), np.ones(len(val_clips), bool)]
-        self.scorer = resolve_scorer(kind, cfg.scoring.scorer)
-        proxies = make_proxies(cfg, kind, val_clips, others, cache) if len(val_clips) else None
-        self.proxy_rows = proxies.clips if proxies is not None else pd.DataFrame(columns=["path", "owner", "family"])
-        first = next(iter(ids))  # another type's clip has no ID here: any known one (proxy_auc scores it per ID)
+        self.clips, self.is_val = validation_clips(train_clips, val_clips, cfg.validation.max_references_per_id,
+                                                   cfg.train.seed)
+        self.n_training_clips = len(train_clips) + len(val_clips)
+        self.complete = len(self.clips) == self.n_training_clips  # every training clip validated
+        proxies = make_proxies(cfg, kind, self.clips, self.is_val, others)
+        self.proxy_rows = proxies.clips
+        first = next(iter(ids))  # another type's clip has no ID here: any known one (objective scores it per ID)
         self.proxy_clips = pd.DataFrame({"path": self.proxy_rows.path,
                                          "machine_id": self.proxy_rows.owner.fillna(first).astype(str),
                                          "label": "anomaly"})
-        self.proxy_features = Features(cache, proxies.features if proxies is not None else {})
+        self.proxy_features = Features(cache, proxies.features)
         # the log-mel statistics do not change with the model: read them once, not every epoch
         self.stats = self.proxy_stats = None
         if kind.trainable:
             self.stats = log_mel_stats(cache, self.clips.path)
             self.proxy_stats = log_mel_stats(self.proxy_features, self.proxy_clips.path)
 
-    def __call__(self, model, device) -> tuple[dict[str, float], ClipOutputs]:
+    def __call__(self, model, device, monitor: str) -> tuple[dict[str, float], ClipOutputs, Figures]:
         cfg, kind = self.cfg, self.kind
         batch = {"batch_segments": cfg.train.batch_size}  # several clips per forward pass: faster
         out = clip_outputs(model, kind, cfg, self.clips, self.ids, self.cache, cfg.scoring.aggregate,
-                                   device, stats=self.stats, **batch)
+                           device, stats=self.stats, **batch)
         proxies = clip_outputs(model, kind, cfg, self.proxy_clips, self.ids, self.proxy_features,
-                                       cfg.scoring.aggregate, device, stats=self.proxy_stats, **batch)
-        train, val = out.select(~self.is_val), out.select(self.is_val)
+                               cfg.scoring.aggregate, device, stats=self.proxy_stats, **batch)
+        val = out.select(self.is_val)
         metrics = {}
         if len(val.clips):
             if kind.trainable:
                 metrics["val_loss"] = float(np.average(val.loss, weights=val.n_segments))
             if kind.classifier:
                 metrics["val_acc"] = float(np.mean(np.array(val.pred_id) == val.clips.machine_id.to_numpy()))
-            metrics.update(proxy_auc(cfg, kind, self.scorer, train, val, proxies, self.proxy_rows, self.ids))
-        return metrics, out
+        found = figures(cfg, kind, out, self.is_val, proxies, self.proxy_rows, monitor)
+        metrics.update(found.values)
+        return metrics, out, found
+
+
+def validation_clips(train_clips: pd.DataFrame, val_clips: pd.DataFrame, per_id: int,
+                     seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """(the validation clips, (n,) which were held out of training): per ID every held-out clip and a seeded
+    sample of the training split, ``per_id`` clips in all (or all of them)."""
+    both = pd.concat([train_clips.assign(_held=False), val_clips.assign(_held=True)], ignore_index=True)
+    picked = []
+    for _, g in both.groupby("machine_id", sort=True):
+        held, rest = g[g._held], g[~g._held]
+        room = max(per_id - len(held), 0)
+        picked.append(pd.concat([held, rest if len(rest) <= room else rest.sample(n=room, random_state=seed)]))
+    chosen = pd.concat(picked).sort_values(["_held", "path"], ignore_index=True)
+    return chosen.drop(columns="_held"), chosen._held.to_numpy(bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,10 +345,10 @@ def prepare(cfg: Config) -> Prepared:
                          "classifier needs at least two classes (or train.classes=all)")
     cfg = kind.resolve(cfg, len(classes.names))
     train_clips, val_clips = split_train_val(clips, t.val_fraction, t.seed)
-    if val_clips.empty and kind.trainable:
-        raise TrainError(f"no validation clips: train.val_fraction={t.val_fraction} with {len(clips)} training clips")
     cache = FeatureCache(cache_dir_for(cfg.data.root, cfg.data.cache_dir), cfg.features)
-    cache.warm(pd.concat([clips.path, others.path, classes.pool.path]), kinds=kind.features, progress=t.progress)
+    # in a Ray Train worker, as many processes as the CPUs it was given (Ray sets torch's threads to them)
+    cache.warm(pd.concat([clips.path, others.path, classes.pool.path]), kinds=kind.features, progress=t.progress,
+               workers=max(1, torch.get_num_threads()))
     validation = Validation(cfg, kind, train_clips, val_clips, others, cache, classes.ids)
     return Prepared(cfg, kind, classes, train_clips, val_clips, cache, validation)
 
@@ -367,14 +387,18 @@ class Checkpoints:
             (out_dir / "config.json").write_text(json.dumps(to_dict(run.cfg), indent=1))
 
     def save(self, epoch: int, metrics: dict, out: ClipOutputs | None, calibrate: np.ndarray | None, *,
-             scored_last: bool = False) -> None:
-        """``last.pt``; and, when ``out`` (this epoch improved), ``best.pt`` with scorers fitted on ``out``
-        (``calibrate``: the clips that set the thresholds). ``scored_last``: ``last.pt`` gets them too."""
+             choice: dict | None = None, scored_last: bool = False) -> None:
+        """``last.pt``; and, when ``out`` (this epoch improved), ``best.pt`` with back-ends fitted on ``out``
+        (``calibrate``: the clips that set the thresholds; ``choice``: validation's choice of back-end).
+        ``scored_last``: ``last.pt`` gets them too."""
         if not self.is_main:
             return
         run = self.run
-        common = dict(epoch=epoch, val=metrics, **run.meta())
-        fitted = fit_scoring(run.cfg, run.kind, out, calibrate) if out is not None else None
+        common = dict(epoch=epoch, val=_plain_metrics(metrics), **run.meta())
+        fitted = None
+        if out is not None:
+            fitted = fit_scoring(run.cfg, run.kind, out, calibrate, choice)
+            fitted.settings["references"] = references_note(run.validation, len(out.clips))
         save_checkpoint(self.last, self.core, run.cfg, run.classes.ids, scoring=fitted if scored_last else None,
                         **common)
         if fitted is not None:
@@ -401,13 +425,16 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
     core = getattr(model, "module", model)  # what a checkpoint holds (DDP wraps the model)
     ckpts = Checkpoints(run, Path(out_dir), core, dist.is_main)
     report = on_epoch or (lambda metrics, checkpoint: None)
-    if not run.kind.trainable:  # one "epoch": fit the scorers, save
+    if not run.kind.trainable:  # one "epoch": fit the back-ends, save
         start = time.perf_counter()
-        metrics, out = run.validation(core, device)
+        metrics, out, found = run.validation(core, device, cfg.train.monitor)
         metrics = {"epoch": 0, **metrics, "epoch_seconds": time.perf_counter() - start,
-                   "setup_seconds": start - fit_start}
-        ckpts.save(0, metrics, out, np.ones(len(out.clips), bool), scored_last=True)  # best = last: nothing trains
-        report({**metrics, **_best_keys(metrics), "final": True}, ckpts.best if dist.is_main else None)
+                   "setup_seconds": start - fit_start, **_backend(found)}
+        ckpts.save(0, metrics, out, np.ones(len(out.clips), bool), scored_last=True,  # best = last: nothing trains
+                   choice=_choice(cfg, found, cfg.train.monitor))
+        finish(run, ckpts, device)
+        report({**metrics, **_best_keys(metrics, cfg.train.monitor), "final": True},
+               ckpts.best if dist.is_main else None)
         return TrainResult(ckpts.best, ckpts.last, 0, metrics, [metrics])
     loader = _loader(run, dist)
     opt = torch.optim.Adam(model.parameters(), lr=run.cfg.train.lr, weight_decay=run.cfg.train.weight_decay)
@@ -417,11 +444,11 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
 
 def _epochs(run: Prepared, step_model, core, loader: DataLoader, opt, device, g: torch.Generator,
             ckpts: Checkpoints, report: Callable[[dict, Path | None], None], setup_seconds: float) -> TrainResult:
-    """The epoch loop: train, validate, keep the best checkpoint, stop early after ``train.patience``."""
+    """The epoch loop: train, validate, keep the best checkpoint (with validation's choice of back-end), stop
+    early after ``train.patience`` epochs without a better ``train.monitor``; then ``finish``."""
     cfg, kind, t = run.cfg, run.kind, run.cfg.train
     n_classes = len(run.classes.names)
-    best, best_epoch, history, bad_epochs = None, -1, [], 0
-    monitor = t.monitor
+    best, best_epoch, history, bad_epochs, monitor = None, -1, [], 0, None
     for epoch in range(t.epochs):
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(epoch)
@@ -429,29 +456,112 @@ def _epochs(run: Prepared, step_model, core, loader: DataLoader, opt, device, g:
             loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
         train_loss = _train_epoch(step_model, loader, opt, cfg, kind, n_classes, device, g, f"epoch {epoch}")
-        val_metrics, out = run.validation(core, device)
+        val_metrics, out, found = run.validation(core, device, t.monitor)
         metrics = {"epoch": epoch, "train_loss": train_loss, **val_metrics,
-                   "epoch_seconds": time.perf_counter() - start, "setup_seconds": setup_seconds}
+                   "epoch_seconds": time.perf_counter() - start, "setup_seconds": setup_seconds, **_backend(found)}
         history.append(metrics)
-        if monitor == "val_proxy_auc" and not math.isfinite(metrics.get("val_proxy_auc", math.nan)):
-            monitor = "val_loss"  # no ID has both held-out normals and proxies: fall back, for the whole run
-        value = metrics[monitor]
-        improved = best is None or (value > best if monitor == "val_proxy_auc" else value < best)
+        if epoch == 0:  # the figure that picks the best epoch, fixed for the whole run
+            monitor = monitored(metrics, t.monitor)
+        value = metrics.get(monitor) if monitor else None
+        if monitor is None:
+            improved = True  # no validation figure at all: the last epoch is kept
+        elif not isinstance(value, float) or not math.isfinite(value):
+            improved = False
+        else:
+            improved = best is None or (value < best if monitor.endswith("loss") else value > best)
         if improved:
             best, best_epoch, bad_epochs = value, epoch, 0
         else:
             bad_epochs += 1
-        ckpts.save(epoch, metrics, out if improved else None, run.validation.is_val)
+        ckpts.save(epoch, metrics, out if improved else None, run.validation.is_val,
+                   choice=_choice(cfg, found, monitor))
         if t.progress:
-            shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "val_loss", "val_acc", "val_proxy_auc")
-                              if k in metrics)
-            print(f"epoch {epoch:3d}  {shown}{'  *' if best_epoch == epoch else ''}", file=sys.stderr)
+            shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "val_loss", "val_acc", "val_proxy_auc",
+                                                                 "cv_proxy_auc") if k in metrics)
+            print(f"epoch {epoch:3d}  {shown}  {metrics.get('backend', '')}{'  *' if best_epoch == epoch else ''}",
+                  file=sys.stderr)
         final = epoch == t.epochs - 1 or bad_epochs > t.patience
-        report({**metrics, **_best_keys(history[best_epoch]), "final": final},
+        if final:
+            finish(run, ckpts, device)
+        report({**metrics, **_best_keys(history[best_epoch], t.monitor), "final": final},
                ckpts.best if (improved or final) and ckpts.is_main else None)
         if final:
             break
     return TrainResult(ckpts.best, ckpts.last, best_epoch, history[best_epoch], history)
+
+
+def monitored(metrics: dict, wanted: str) -> str | None:
+    """The figure that picks the best epoch: ``wanted`` (``train.monitor``) when the first epoch has it, else
+    the first of ``cv_proxy_auc``, ``val_proxy_auc``, ``val_loss`` it has (IDs with one clip each have no
+    cross-fitted figure, a type without held-out clips no loss); None with none (the last epoch is kept).
+
+    >>> monitored({"cv_proxy_auc": float("nan"), "val_loss": 0.5}, "cv_proxy_auc")
+    'val_loss'
+    """
+    for name in dict.fromkeys((wanted, *FAMILIES, "val_loss")):
+        value = metrics.get(name)
+        if isinstance(value, float) and math.isfinite(value):
+            return name
+    return None
+
+
+def _backend(found: Figures) -> dict:
+    """The back-end validation chose this epoch, as reported with the metrics (a name, not a number)."""
+    return {"backend": found.chosen} if found.chosen else {}
+
+
+def _choice(cfg: Config, found: Figures, monitor: str | None) -> dict | None:
+    """What the best checkpoint records about the back-end: validation's choice, unless ``scoring.scorer``
+    names one (then only the figures)."""
+    family = next((f for f in FAMILIES if (monitor or "").startswith(f)), "cv_proxy_auc")
+    choice = found.choice(family)
+    if cfg.scoring.scorer != "default":
+        choice.update(chosen=cfg.scoring.scorer, how=f"fixed by scoring.scorer: {cfg.scoring.scorer}")
+    elif not choice["chosen"]:
+        return None
+    else:
+        choice["how"] = f"the highest {family} among {len(choice['values'])} back-ends"
+    return choice
+
+
+def references_note(validation: Validation, n_fitted: int) -> str:
+    """Which clips the back-ends of a checkpoint were fitted on."""
+    n_all = validation.n_training_clips
+    return (f"all {n_all} training clips" if n_fitted == n_all else
+            f"a sample of {n_fitted} of the {n_all} training clips (validation.max_references_per_id); "
+            "mimimi.training.finalize refits them on all")
+
+
+def finish(run: Prepared, ckpts: Checkpoints, device) -> None:
+    """At the end of a run: where validation used a sample of the clips, refit the best checkpoint's back-ends
+    on every training clip (``finalize``)."""
+    if ckpts.is_main and not run.validation.complete and ckpts.best.is_file():
+        finalize(ckpts.best, device)
+
+
+def finalize(checkpoint: str | Path, device: str | torch.device = "cpu") -> bool:
+    """Refit the back-ends of ``checkpoint`` on every normal training clip of its type (its config says where
+    the data is), keeping its weights and validation's choice; True when it changed. A checkpoint whose
+    back-ends already saw every clip is left alone. Cost: one pass of the model over the type's training
+    clips. The search driver calls it for the chosen trial (ASHA may have stopped it before its own end)."""
+    loaded = load_checkpoint(checkpoint, map_location=device)
+    if loaded.scoring is None or str(loaded.scoring.settings.get("references", "all")).startswith("all"):
+        return False
+    cfg, kind = loaded.cfg, kinds.of(loaded.cfg)
+    clips = training_clips(cfg)
+    train_clips, val_clips = split_train_val(clips, cfg.train.val_fraction, cfg.train.seed)
+    every = pd.concat([train_clips, val_clips], ignore_index=True)
+    held = np.r_[np.zeros(len(train_clips), bool), np.ones(len(val_clips), bool)]
+    cache = FeatureCache(cache_dir_for(cfg.data.root, cfg.data.cache_dir), cfg.features)
+    stats = log_mel_stats(cache, every.path) if kind.trainable else None
+    out = clip_outputs(loaded.model.to(device), kind, cfg, every, loaded.ids, cache, cfg.scoring.aggregate, device,
+                       stats=stats, batch_segments=cfg.train.batch_size)
+    fitted = fit_scoring(cfg, kind, out, held if kind.trainable else np.ones(len(every), bool),
+                         loaded.scoring.choice or None)
+    fitted.settings["references"] = f"all {len(every)} training clips (refitted after training)"
+    meta = {k: v for k, v in loaded.meta.items() if k not in ("versions", "id_classes")}
+    save_checkpoint(checkpoint, loaded.model, cfg, loaded.ids, scoring=fitted, **meta)
+    return True
 
 
 def make_sampler(cfg: Config, kind: kinds.ModelKind, dataset, n_ids: int) -> WeightedRandomSampler | None:
@@ -467,9 +577,16 @@ def make_sampler(cfg: Config, kind: kinds.ModelKind, dataset, n_ids: int) -> Wei
                                  generator=torch.Generator().manual_seed(cfg.train.seed))
 
 
-def _best_keys(best: dict) -> dict[str, float]:
-    """``best_val_loss`` / ``best_val_proxy_auc``: the best epoch's values, reported with every epoch."""
-    return {f"best_{k}": best[k] for k in ("val_loss", "val_proxy_auc") if k in best}
+def _best_keys(best: dict, monitor: str) -> dict[str, float]:
+    """``best_<figure>``: the best epoch's values of the figures a search may select on, reported with every
+    epoch."""
+    return {f"best_{k}": best[k] for k in dict.fromkeys((monitor, *FAMILIES, "val_loss")) if k in best}
+
+
+def _plain_metrics(metrics: dict) -> dict:
+    """The metrics a checkpoint records (numbers and the chosen back-end's name)."""
+    return {k: (float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else v)
+            for k, v in metrics.items()}
 
 
 def other_type_proxies(cfg: Config, index: pd.DataFrame) -> pd.DataFrame:
@@ -484,3 +601,33 @@ def other_type_proxies(cfg: Config, index: pd.DataFrame) -> pd.DataFrame:
         return others.iloc[:0]
     return (others.sort_values("path").groupby("machine_type", sort=True).head(n)
             .sort_values(["machine_type", "path"]).reset_index(drop=True))
+
+
+def common_backend(checkpoints: list[str | Path]) -> tuple[str, dict[str, float]]:
+    """One back-end for several machine types' checkpoints (DCASE 2023+ first-shot rules: nothing is tuned
+    per type): the candidate with the highest mean over the types of its validation figure, as each
+    checkpoint recorded it (``Scoring.choice``); (name, mean figure per candidate)."""
+    values: dict[str, list[float]] = {}
+    metric = None
+    for path in checkpoints:
+        scoring = load_checkpoint(path).scoring
+        choice = scoring.choice if scoring is not None else {}
+        metric = metric or choice.get("metric")
+        for name, v in choice.get("values", {}).items():
+            values.setdefault(name, []).append(float(v))
+    means = {n: float(np.mean(v)) for n, v in values.items() if len(v) == len(checkpoints) and np.isfinite(v).all()}
+    if not means:
+        raise TrainError("no back-end has a validation figure for every machine type")
+    return max(means, key=lambda n: (means[n], -list(means).index(n))), means
+
+
+def set_backend(checkpoint: str | Path, name: str, how: str, values: dict[str, float] | None = None) -> None:
+    """Make ``name`` the default back-end of ``checkpoint`` (its fitted back-ends and thresholds stay), and
+    record why in its ``Scoring.choice``."""
+    loaded = load_checkpoint(checkpoint)
+    if loaded.scoring is None:
+        raise TrainError(f"{checkpoint}: this checkpoint has no fitted back-ends")
+    choice = {**loaded.scoring.choice, "chosen": name, "how": how, **({"values": values} if values else {})}
+    meta = {k: v for k, v in loaded.meta.items() if k not in ("versions", "id_classes")}
+    save_checkpoint(checkpoint, loaded.model, loaded.cfg, loaded.ids, scoring=loaded.scoring.with_default(name, choice),
+                    **meta)

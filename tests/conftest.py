@@ -82,7 +82,7 @@ def valve_model(tmp_path_factory, real_samples) -> dict:
 
 # test modules of the integration tier (they train models or run the CLIs end to end); the rest are unit
 # tests unless marked slow. `make test-unit` runs the unit tier alone.
-INTEGRATION = {"test_train", "test_scorers", "test_scoring", "test_score", "test_tracking", "test_real_samples",
+INTEGRATION = {"test_train", "test_few_clips", "test_scorers", "test_scoring", "test_score", "test_tracking", "test_real_samples",
                "test_accuracy", "test_fails_like_real", "test_bench", "test_cli", "test_report", "test_layers"}
 
 

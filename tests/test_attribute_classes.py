@@ -19,8 +19,6 @@ from mimimi.config import merge
 from mimimi.data.dataset import IDMap, id_classes
 from mimimi.data.index import index_dataset, select
 from mimimi.scoring.clips import score_clips
-from mimimi.scoring.outputs import ClipOutputs
-from mimimi.scoring.proxies import proxy_auc
 from mimimi.features import FeatureCache
 from mimimi.nn import ComplexNet
 from mimimi.train import main
@@ -129,24 +127,6 @@ def test_several_classes_per_id_score_their_summed_probability(seeded_one_thread
     grouped = kinds.arcface_loss(s * cos, member, s, 0.2, "none")
     torch.testing.assert_close(grouped, torch.stack([-torch.log(torch.exp(-one[0][0]) + torch.exp(-one[1][0])),
                                                      one[2][1]]))
-
-
-def test_proxy_ce_and_pred_id_over_an_ids_classes():
-    """val_proxy_auc's ce: logsumexp of the mean log-probabilities over the ID's classes (the old single-class
-    value with a plain map); the embedding scorers and their groups stay per ID."""
-    logp = np.log(np.array([[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6]]))
-    clips = pd.DataFrame({"path": ["a", "b"], "machine_id": ["00", "01"], "label": "normal"})
-    out = ClipOutputs(clips, None, np.zeros(2), np.ones(2, np.int64), np.zeros((2, 1)), logp, ["00", "01"])
-    proxies = ClipOutputs(clips.iloc[:1], None, np.zeros(1), np.ones(1, np.int64), np.zeros((1, 1)),
-                                  np.log(np.array([[0.05, 0.05, 0.3, 0.6]])), ["01"])
-    rows = pd.DataFrame({"path": ["a"], "owner": [None], "family": ["other_types"]})
-    cfg = small_config("/data", "/cache")
-    grouped = proxy_auc(cfg, kinds.get("complex"), "ce", out, out, proxies, rows,
-                                IDMap({"00": 0, "01": 2}, {"00": [0, 1], "01": [2, 3]}))
-    # ID 00: normal -log(.5 + .3) below the proxy's -log(.05 + .05): AUC 1; ID 01: -log(.2 + .6) above -log(.3 + .6): 0
-    assert grouped["val_proxy_auc"] == 0.5
-    single = proxy_auc(cfg, kinds.get("complex"), "ce", out, out, proxies, rows, {"00": 0, "01": 3})
-    assert single["val_proxy_auc"] == 0.75  # 00: -log .5 below -log .05: 1; 01: -log .6 against -log .6, a tie: 0.5
 
 
 # ----------------------------------------------------------------------------------- errors

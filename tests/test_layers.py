@@ -33,10 +33,11 @@ FLOORS = [  # lowest first: (floor, module patterns)
     ("MLflow edge", ["mimimi.pyfunc", "mimimi.tracking"]),
     ("Ray edge: the search library", ["tuning", "tuning.*"]),
     ("benchmark library", ["bench", "bench.harness", "bench.cases", "bench.report", "bench.reference",
-                           "bench.ray_overhead"]),
+                           "bench.ray_overhead", "bench.objective_study", "bench.network_study", "bench.domain_study",
+                           "bench.rehearsal_measure", "bench.rehearsal_stages", "bench.rehearsal_report"]),
     ("commands", ["mimimi.cli", "mimimi.train", "mimimi.evaluate", "mimimi.score", "mimimi.cache", "mimimi.synth",
                   "mimimi.index", "mimimi.download", "mimimi.auth", "tuning.search", "bench.run", "bench.accuracy",
-                  "bench.gpu"]),
+                  "bench.gpu", "bench.rehearsal"]),
 ]
 COMMANDS = FLOORS[-1][1]
 

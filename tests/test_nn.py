@@ -364,6 +364,7 @@ def test_gates_change_the_network():
     assert not torch.allclose(la.total, lb.total)
 
 
+@pytest.mark.integration  # trains a network: tens of seconds on a CPU without AVX-512
 def test_network_overfits_one_batch():
     """8 fixed random segments, 2 IDs: the fused branch must memorise them."""
     cfg = ComplexNetConfig(n_ids=2, channels=(4, 8, 8, 8, 4), att_hidden=8)
@@ -426,6 +427,7 @@ def test_reconstruction_error_is_mse():
     torch.testing.assert_close(reconstruction_error(x, x_hat), F.mse_loss(x_hat, x, reduction="none").mean(dim=1))
 
 
+@pytest.mark.integration  # trains a network: tens of seconds on a CPU without AVX-512
 def test_autoencoder_overfits_one_batch():
     ae = DenseAE(AEConfig(n_mels=16, n_stack=2)).train()
     x = torch.randn(32, 32)

@@ -26,6 +26,7 @@ def test_unknown_precision_is_an_error():
         precision.resolve("fp16", "cpu")
 
 
+@pytest.mark.integration  # bf16 is emulated (slow) on a CPU without native bf16
 @pytest.mark.parametrize("impl", ["block", "auto"])
 def test_bf16_logits_and_embeddings_stay_close_to_fp32(seeded_one_thread, impl):
     net = ComplexNet(ComplexNetConfig(conv_impl=impl)).eval()  # Table I, fixed (seeded) weights
@@ -40,6 +41,7 @@ def test_bf16_logits_and_embeddings_stay_close_to_fp32(seeded_one_thread, impl):
     assert torch.nn.functional.cosine_similarity(ref.embedding, low.embedding.float()).min() > 0.999
 
 
+@pytest.mark.integration  # a bf16 training step: emulated, slow without native bf16
 def test_bf16_training_step_keeps_fp32_weights_statistics_and_loss(seeded_one_thread):
     from mimimi import kinds
     from mimimi.config import Config, merge

@@ -54,7 +54,10 @@ def test_cli_table_csv_json_agree_with_the_pyfunc_model(tr, model, real_samples,
 
     code, csv_text, err = cli(capsys, *args, "--format", "csv")
     assert code == 0, err
-    assert err.strip() == f"scored 16 file(s) with models:/{MODEL_NAME}/1 (version 1), scorer knn-stats, 0 error(s)"
+    default = load_checkpoint(model["checkpoint"]).scoring.default  # chosen on validation when it was trained
+    assert err.strip().startswith(f"scored 16 file(s) with models:/{MODEL_NAME}/1 (version 1), scorer {default} "
+                                  "(chosen on validation: cv_proxy_auc ")
+    assert err.strip().endswith(" %), 0 error(s)")
     got = pd.read_csv(io.StringIO(csv_text), dtype={"machine_id": str, "pred_id": str})
     assert list(got.columns) == scoring_clips.COLUMNS and got.path.tolist() == [str(c) for c in clips]
     assert got.machine_id.tolist() == [c.name.split("_")[2] for c in clips]  # parsed from the file names
@@ -143,7 +146,9 @@ def test_a_bad_file_is_reported_by_name_and_the_others_are_scored(model, real_sa
     assert errors[0].startswith(f"error: {missing}: no such file")
     assert errors[1].startswith(f"error: {corrupt}: cannot decode audio")
     assert errors[2].startswith(f"error: {cut}: truncated wav")
-    assert f"with models:/{MODEL_NAME}@champion (version 1), scorer knn-stats, 3 error(s)" in r.stderr
+    default = load_checkpoint(model["checkpoint"]).scoring.default
+    assert f"with models:/{MODEL_NAME}@champion (version 1), scorer {default} (chosen on validation" in r.stderr
+    assert r.stderr.rstrip().endswith("3 error(s)")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -294,12 +299,14 @@ def test_the_scorer_is_chosen_without_retraining_with_its_own_thresholds(model, 
         assert code == 0, err
         by[name] = json.loads(out)
         assert all(r["threshold"] == fitted.thresholds[name][r["machine_id"]] for r in by[name])
-    code, out, _ = cli(capsys, *args)  # the default is knn-stats
-    assert json.loads(out) == by["knn-stats"]
+    code, out, _ = cli(capsys, *args)  # the default: the back-end validation chose
+    _, chosen, _ = cli(capsys, *args, "--scorer", fitted.default)
+    assert code == 0 and json.loads(out) == json.loads(chosen)
     assert [r["score"] for r in by["knn"]] != [r["score"] for r in by["gmm"]] != [r["score"] for r in by["ce"]]
     code, out, err = cli(capsys, *args, "--scorer", "recon")
     assert code == 2 and out == "" and err.strip().splitlines() == [
-        "error: scorer 'recon' is not one this model has: ce, knn, mahalanobis, gmm, knn-stats"]
+        "error: scorer 'recon' is not one this model has: ce, knn, mahalanobis, gmm, knn-density, stats-knn, "
+        "knn-stats, fusion"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from sklearn.mixture import GaussianMixture
 
 from mimimi.scoring import backends as S
 
-PARAMS = {"knn": {"k": 3}, "mahalanobis": {"shrinkage": "ledoit-wolf"}, "gmm": {"n_components": 2}}
+PARAMS = {"knn": {"k": 3}, "mahalanobis": {"shrinkage": "ledoit-wolf"}, "gmm": {"n_components": 2},
+          "knn-density": {"k_ref": 4}}
 
 
 def blob(seed: int, n: int = 40, d: int = 6, shift: float = 0.0) -> np.ndarray:
@@ -246,7 +247,7 @@ def test_fit_threshold_non_finite_and_method():
 
 # --------------------------------------------------------------------------------------------- errors
 def test_error_messages():
-    with pytest.raises(S.ScorerError, match=r"unknown scorer 'lof'; choose one of knn, mahalanobis, gmm"):
+    with pytest.raises(S.ScorerError, match=r"unknown scorer 'lof'; choose one of knn, mahalanobis, gmm, knn-density"):
         S.make_scorer("lof")
     with pytest.raises(S.ScorerError, match=r"knn: unknown parameter 'n_components' \(known: k\)"):
         S.make_scorer("knn", n_components=2)
@@ -275,3 +276,22 @@ def test_error_messages():
 def test_validation(make, match):
     with pytest.raises(S.ScorerError, match=match):
         make()
+
+
+@pytest.mark.parametrize("shrinkage", ["ledoit-wolf", 0.0, 0.3])
+def test_mahalanobis_low_rank_form_equals_the_full_matrix(shrinkage):
+    """Fewer rows than dims: the SVD form gives the distances the (D, D) shrunk covariance gives."""
+    X, Q = blob(12, n=9, d=40), blob(13, n=7, d=40, shift=0.4)
+    m = S.MahalanobisScorer(shrinkage=shrinkage).fit(X)
+    assert m.whitener is None and m.basis.shape[0] == 40  # the low-rank form was used
+    a = m.shrinkage_
+    Sm = np.cov(X, rowvar=False, bias=True)
+    sigma = (1 - a) * Sm + a * np.trace(Sm) / 40 * np.eye(40)
+    lam, V = np.linalg.eigh(sigma)
+    VI = (V / np.maximum(lam, S.VAR_FLOOR * np.trace(sigma) / 40)) @ V.T
+    if shrinkage == "ledoit-wolf":
+        assert a == pytest.approx(LedoitWolf().fit(X).shrinkage_)
+    np.testing.assert_allclose(m.precision, VI, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(m.score(Q), [scipy_mahalanobis(q, X.mean(axis=0), VI) for q in Q], rtol=1e-6)
+    again = S.scorer_from_state(m.state())
+    np.testing.assert_allclose(again.score(Q), m.score(Q))

@@ -44,8 +44,10 @@ def test_arcface_without_margin_is_cross_entropy_and_soft_targets_mix_linearly()
 def test_every_kind_is_registered_with_its_features_and_native_score():
     assert set(kinds.KINDS) == {"complex", "magnitude", "ae", "stats-knn"}
     assert [kinds.get(k).native for k in ("complex", "magnitude", "ae", "stats-knn")] == ["ce", "ce", "recon", None]
-    assert scoring.scorer_names(kinds.get("stats-knn")) == ("knn", "mahalanobis", "gmm")
-    assert scoring.scorer_names(kinds.get("ae")) == ("recon", "knn", "mahalanobis", "gmm", "knn-stats")
+    assert scoring.scorer_names(kinds.get("stats-knn")) == ("knn", "mahalanobis", "gmm", "fusion")
+    assert scoring.scorer_names(kinds.get("ae")) == ("recon", "knn", "mahalanobis", "gmm", "knn-density", "stats-knn",
+                                                     "knn-stats", "fusion")
+    assert "knn-domain" in scoring.scorer_names(kinds.get("complex"), domains=True)  # two domains (DCASE 2021+) only
     assert scoring.resolve_scorer(kinds.get("complex"), None) == "knn-stats"
     assert scoring.resolve_scorer(kinds.get("stats-knn"), "default") == "knn"
     with pytest.raises(scoring.ScoringError, match="'ce' is not one of the stats-knn"):
@@ -116,7 +118,11 @@ def test_the_best_checkpoint_carries_scorers_and_normal_only_thresholds(trained)
     result, _ = trained
     loaded = load_checkpoint(result.best_checkpoint)
     sc = loaded.scoring
-    assert sc is not None and sc.default == "knn-stats" and sc.names == ["ce", "knn", "mahalanobis", "gmm", "knn-stats"]
+    assert sc is not None and sc.names == ["ce", "knn", "mahalanobis", "gmm", "knn-density", "stats-knn", "knn-stats",
+                                           "fusion"]
+    # validation chose the default among the back-ends (cross-fitted, no ce), and the checkpoint says how
+    assert sc.default == sc.choice["chosen"] and sc.choice["metric"] == "cv_proxy_auc"
+    assert set(sc.choice["values"]) == set(sc.names) - {"ce"} and sc.choice["normals_per_id"]["00"] == 12
     assert set(sc.thresholds["knn-stats"]) == {"00", "02", "04", "06"}
     assert all(t is not None and math.isfinite(t) for n in sc.names for t in sc.thresholds[n].values())
     assert all("held-out validation normals" in c for c in sc.calibration.values())  # 3 per ID with 12 clips
@@ -124,20 +130,26 @@ def test_the_best_checkpoint_carries_scorers_and_normal_only_thresholds(trained)
     assert scoring.Scoring.from_state(blob["scoring"]).thresholds == sc.thresholds
     # the proxy objective was measured every epoch, per family too, and picked the best epoch
     hist = result.history
-    assert all(0.0 <= h["val_proxy_auc"] <= 1.0 for h in hist)
-    assert {"val_proxy_auc/tone", "val_proxy_auc/impulses", "val_proxy_auc/tilt", "val_proxy_auc/stretch"} <= set(hist[0])
-    assert result.best_epoch == int(np.argmax([h["val_proxy_auc"] for h in hist]))
+    assert all(0.0 <= h["cv_proxy_auc"] <= 1.0 and 0.0 <= h["val_proxy_auc"] <= 1.0 for h in hist)
+    assert {"cv_proxy_auc/tone", "cv_proxy_auc/impulses", "cv_proxy_auc/tilt", "cv_proxy_auc/stretch"} <= set(hist[0])
+    assert result.best_epoch == int(np.argmax([h["cv_proxy_auc_network"] for h in hist]))  # train.monitor
+    assert result.best["backend"] == sc.default
 
 
 def test_evaluate_reports_every_scorer_beside_the_stats_knn_baseline(trained, synth_root):
     result, d = trained
     rep = evaluate(result.best_checkpoint, synth_root, d / "eval", progress=False)
     table = rep.comparison
-    assert list(dict.fromkeys(table.key)) == ["ce", "knn", "mahalanobis", "gmm", "knn-stats", "stats-knn"]
-    knn = table[(table.key == "knn-stats") & (table.machine_id != "mean")].set_index("machine_id").auc
+    default = load_checkpoint(result.best_checkpoint).scoring.default
+    keys = list(dict.fromkeys(table.key))  # the default first, every back-end, the baseline (the model's stats-knn)
+    assert keys[0] == default and set(keys) == {"ce", "knn", "mahalanobis", "gmm", "knn-density", "stats-knn",
+                                                "knn-stats", "fusion"}
+    knn = table[(table.key == default) & (table.machine_id != "mean")].set_index("machine_id").auc
     assert np.allclose(knn.to_numpy(), rep.per_id.set_index("machine_id").auc.to_numpy())  # the main table is the default
     text = (d / "eval" / "scorers.md").read_text()
-    assert "stats-knn (baseline, no training)" in text and "complex / knn-stats (default)" in text
+    label = ("stats-knn (no network: the training-free baseline)" if default == "stats-knn" else f"complex / {default}")
+    assert f"| {label} (default) |" in text and "stats-knn (no network: the training-free baseline)" in text
+    assert "## How the default was chosen" in text
     assert "fitted to normal training clips only" in (d / "eval" / "results.md").read_text()
     gmm = evaluate(result.best_checkpoint, synth_root, d / "eval-gmm", progress=False, scorer="gmm", baseline=False)
     assert np.allclose(gmm.per_id.auc.to_numpy(),
@@ -149,10 +161,10 @@ def test_evaluate_reports_every_scorer_beside_the_stats_knn_baseline(trained, sy
 def test_stats_knn_needs_no_training_and_finds_the_anomalies(synth_root, tmp_path):
     cfg = merge(small_config(synth_root, tmp_path / "cache"), {"model": {"name": "stats-knn"}})
     result = fit(cfg, tmp_path / "run")
-    assert len(result.history) == 1 and result.best["val_proxy_auc"] > 0.6
+    assert len(result.history) == 1 and result.best["cv_proxy_auc"] > 0.6
     loaded = load_checkpoint(result.best_checkpoint)
     assert sum(p.numel() for p in loaded.model.parameters()) == 0
-    assert loaded.scoring.names == ["knn", "mahalanobis", "gmm"]
+    assert loaded.scoring.names == ["knn", "mahalanobis", "gmm", "fusion"]
     assert all("cross-fitted" in c for c in loaded.scoring.calibration.values())
     rep = evaluate(result.best_checkpoint, synth_root, tmp_path / "eval", progress=False)
     assert "stats-knn" not in set(rep.comparison.key)  # it is the model: no second baseline row

@@ -69,13 +69,17 @@ def test_smoke_search_records_everything(smoke):
     assert [m.step for m in history] == list(range(len(history))) and len(history) >= 1
     # the search's metric (leak-free proxy AUC) per epoch, in percent, first in every run (the UI lists
     # metrics in the order they were first logged, and charts the "search" section first)
-    proxy = c.get_metric_history(trials[0].info.run_id, "search/val_proxy_auc")
+    proxy = c.get_metric_history(trials[0].info.run_id, "search/cv_proxy_auc_network")
     assert len(proxy) == len(history) and all(0.0 <= m.value <= 100.0 and m.value == round(m.value, 2) for m in proxy)
-    assert all(list(run.data.metrics)[0] == "search/val_proxy_auc" for run in [parent, *trials])
-    assert "val_proxy_auc" not in trials[0].data.metrics  # once, under its search name
+    assert all(list(run.data.metrics)[0] == "search/cv_proxy_auc_network" for run in [parent, *trials])
+    assert "cv_proxy_auc_network" not in trials[0].data.metrics  # once, under its search name
+    assert "backend/knn/cv_proxy_auc" in trials[0].data.metrics and "mimimi.backend" in trials[0].data.tags
     assert all(0 <= v <= 100 and v == round(v, 2) for k, v in parent.data.metrics.items() if "auc" in k)
-    assert "stats-knn (no training)" in r.stdout and "tuned model, knn-stats (default)" in r.stdout
-    assert {"test/scorers/stats-knn/mean/auc", "test/scorers/ce/mean/auc", "search/val_proxy_auc"} <= set(parent.data.metrics)
+    assert "stats-knn (no training)" in r.stdout and "back-end (chosen on validation)" in r.stdout
+    assert "valve: chose trial " in r.stdout and "noise (± SE)" in r.stdout  # the pick, its ties and its noise
+    assert {"test/scorers/stats-knn/mean/auc", "test/scorers/ce/mean/auc", "search/cv_proxy_auc_network",
+            "search/noise"} <= set(parent.data.metrics)
+    assert parent.data.tags["mimimi.pick"].startswith("chose trial ") and parent.data.params["backend"]
     assert {"test/valve/mean_auc", "test/valve/mean_pauc", "test/valve/pooled_auc"} <= set(parent.data.metrics)
     assert "best.train.lr" in parent.data.params and parent.info.status == "FINISHED"
     # legible in the UI: the type first in run names, trials numbered, the space one artifact, not 50 params
@@ -88,8 +92,8 @@ def test_smoke_search_records_everything(smoke):
     assert "summary.md" in {a.path for a in c.list_artifacts(search.info.run_id)}
     (version,) = c.search_model_versions("name='mimimi-valve'")
     assert version.run_id == parent.info.run_id
-    assert "test mean per-ID AUC" in version.description and "knn-stats" in version.description
-    assert version.tags["mimimi.metric"] == "val_proxy_auc" and version.tags["mimimi.champion"] == "true"
+    assert "test mean per-ID AUC" in version.description and "back-end" in version.description
+    assert version.tags["mimimi.metric"] == "cv_proxy_auc_network" and version.tags["mimimi.champion"] == "true"
     assert parent.data.tags["mimimi.champion.reason"] == "no champion yet: the first version becomes champion"
     assert "Champion: no champion yet" in parent.data.tags["mlflow.note.content"]  # the run's description
 
@@ -211,7 +215,7 @@ def test_driver_killed_after_registering_resumes_without_a_second_version(tmp_pa
     assert parent.info.status == "FINISHED"
     (version,) = c.search_model_versions("name='mimimi-valve'")
     assert version.run_id == parent.info.run_id and version.tags["mimimi.champion"] == "true"
-    for key in ("search/val_proxy_auc", "test/valve/mean_pauc"):
+    for key in ("search/cv_proxy_auc_network", "test/valve/mean_pauc"):
         assert len(c.get_metric_history(parent.info.run_id, key)) == 1, key
 
 
@@ -334,3 +338,23 @@ def test_the_screenshot_pages_are_those_of_the_newest_search(smoke):
     assert all(t.info.run_id in got["compare.png"] for t in trials)
     with pytest.raises(shots.ScreenshotError, match="no experiment 'nope'"):
         shots.pages(Tracker(f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"), "nope")
+
+
+def test_a_search_on_ids_with_one_and_two_training_clips(tmp_path):
+    """Real data has IDs with one or two training clips: the search trains, validates on what there is, says
+    so, and registers a model whose back-ends fell back where they had to (stated, per ID)."""
+    from mimimi.data.synth import generate
+
+    root = tmp_path / "few"
+    generate(root, ["valve"], ["00", "02", "04"], n_test_normal=3, n_test_anomaly=3, seconds=3.0, seed=0,
+             train_counts={"00": 6, "02": 2, "04": 1})
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    cmd = [sys.executable, str(SEARCH), "--data-root", str(root), "--storage-path", str(tmp_path / "storage"),
+           "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--num-cpus", "2",
+           "--search-config", str(REPO / "configs" / "search" / "smoke.yaml")]
+    r = run(cmd, cwd)
+    assert "warning: valve: validation rests on few normal clips for ID(s) 00: 6, 02: 2, 04: 0" in r.stderr
+    assert "valve: chose trial " in r.stdout and "Traceback" not in r.stdout + r.stderr
+    (parent,) = runs_by_role(client(tmp_path), "type-search")
+    assert "gmm for ID 04: knn: 1 training clip(s); gmm needs 2" in parent.data.tags["mimimi.fallbacks"]

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from tuning.callbacks import CHECKPOINT_PATH_KEY, TrialRuns
-from tuning.finish import best_trial, promote
+from tuning.finish import best_trial, pick_notes, promote, rank_trials
 from tuning.interrupts import INTERRUPTED, Interrupts
 from tuning.storage import resolve_checkpoint
 from tuning.study import StudySearch
@@ -230,17 +230,27 @@ def test_ctrl_c_in_the_first_second_exits_130_with_one_line(tmp_path, entry):
 
 
 def test_the_best_trial_does_not_depend_on_the_order_tune_lists_them():
-    """Tied trials (common on small validation sets) go to the first by folder name: a resumed search, whose
-    ResultGrid may list the trials in another order, evaluates and registers the same one."""
+    """Tied trials go to the lower tie-break figure (val_loss at their best epoch), then to the one Tune created
+    first — never to a folder name: a resumed search, whose ResultGrid may list the trials in another order,
+    evaluates and registers the same one, and the console says how the tie was broken."""
     import pandas as pd
 
-    def result(name, value):
-        return SimpleNamespace(error=None, path=f"/s/valve/{name}", metrics_dataframe=pd.DataFrame({"m": [0.5, value]}))
+    def result(number, value, loss=None):
+        frame = {"m": [0.5, value], **({"val_loss": [1.0, loss]} if loss is not None else {})}
+        return SimpleNamespace(error=None, path=f"/s/valve/run_trial_zz{number}", metrics={"trial_id": f"e1_{number:05d}"},
+                               metrics_dataframe=pd.DataFrame(frame))
 
-    trials = [result("run_trial_b", 0.875), result("run_trial_a", 0.875), result("run_trial_c", 0.5)]
-    assert best_trial(trials, "m", "max").path.endswith("run_trial_a")
-    assert best_trial(trials[::-1], "m", "max").path.endswith("run_trial_a")
-    assert best_trial(trials, "m", "min").path.endswith("run_trial_a")  # 0.5 in every trial's history
+    by_loss = [result(1, 0.875, 0.6), result(0, 0.875, 0.7), result(2, 0.5, 0.1)]
+    for order in (by_loss, by_loss[::-1]):
+        assert best_trial(order, "m", "max", "val_loss").metrics["trial_id"] == "e1_00001"
+    ranked = rank_trials(by_loss, "m", "max", "val_loss")
+    line = pick_notes(ranked, "m", "val_loss")["line"]
+    assert "chose trial 02" in line and "tied with trial(s) 01, broken by val_loss (0.6 against 0.7)" in line
+    no_loss = [result(1, 0.875), result(0, 0.875), result(2, 0.5)]
+    for order in (no_loss, no_loss[::-1]):
+        assert best_trial(order, "m", "max").metrics["trial_id"] == "e1_00000"  # the first created
+    assert "broken by creation order" in pick_notes(rank_trials(no_loss, "m", "max"), "m", "val_loss")["line"]
+    assert best_trial(no_loss, "m", "min").metrics["trial_id"] == "e1_00000"  # 0.5 in every trial's history
 
 
 def test_a_report_of_a_trial_the_optuna_study_already_finished_is_skipped(tmp_path):

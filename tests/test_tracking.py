@@ -208,7 +208,7 @@ def test_logged_model_scores_exactly_like_evaluate(tr, name, checkpoints, synth_
     assert tr.get_run(run).tags[T.MODEL_URI_TAG] == ref.model_uri
     model = tr.load_pyfunc(ref.model_uri)
     got = model.predict(pd.DataFrame({"path": clips.path, "machine_id": clips.machine_id}))
-    # the checkpoint's default scorer (knn-stats) and its normal-only thresholds
+    # the checkpoint's default scorer (validation's choice) and its normal-only thresholds
     assert list(got.columns) == ["score", "decision", "threshold", "machine_id", "pred_id", "error"]
     assert len(got) == len(clips) and got.error.isna().all()
     np.testing.assert_array_equal(got.score.to_numpy(), expected.score.to_numpy())  # the same code path
@@ -227,7 +227,8 @@ def test_logged_model_scores_exactly_like_evaluate(tr, name, checkpoints, synth_
     assert [c.name for c in info.signature.inputs.inputs] == ["path", "waveform", "machine_id"]
     assert [c.name for c in info.signature.outputs.inputs] == ["score", "decision", "threshold", "machine_id", "pred_id",
                                                            "error"]
-    assert meta["default_scorer"] == "knn-stats" and meta["scorers"][-4:] == ["knn", "mahalanobis", "gmm", "knn-stats"]
+    assert meta["default_scorer"] == loaded.scoring.default  # chosen on validation when it was trained
+    assert meta["scorers"][-7:] == ["knn", "mahalanobis", "gmm", "knn-density", "stats-knn", "knn-stats", "fusion"]
     # another scorer through the params, as mimimi.score --scorer
     gmm = model.predict(pd.DataFrame({"path": clips.path}), params={"scorer": "gmm"})
     want = score_clips(loaded.model, loaded.cfg, clips, loaded.ids, cache, fitted=loaded.scoring, scorer="gmm")

@@ -59,6 +59,7 @@ class TrialRuns(tune.Callback):
         self.logged_step: dict[str, int] = {}  # trial id -> last metric step logged (a retrained trial repeats them)
         self.nodes: dict[str, str] = {}  # trial id -> Ray node id of its rank-0 Train worker
         self.repeated: dict[str, int] = {}  # trial id -> epochs it reported again (trained again after a fault)
+        self.backends: dict[str, str] = {}  # trial id -> the back-end its last epoch chose
         self._synced: set[str] = set()  # what this process has read back from MLflow (not saved: re-read on resume)
 
     def get_state(self) -> dict:  # saved with the experiment, so a resumed search keeps its runs
@@ -121,9 +122,13 @@ class TrialRuns(tune.Callback):
             return
         self.logged_step[trial.trial_id] = step
         numeric = {k: shown_value(k, v) for k, v in result.items() if isinstance(v, (int, float)) and (
-            k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "best_val_proxy_auc", "epoch_seconds")
-            or k.startswith("val_proxy_auc") or k.endswith(f"/{self.metric}"))}  # first-shot: <type>/<metric>
+            k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "epoch_seconds")
+            or k.startswith(RATES) or k.startswith("backend/")
+            or k.endswith(f"/{self.metric}"))}  # first-shot: <type>/<metric>
         self.tracker.log_metrics(run_id, mlflow_names(numeric, self.metric), step=step)
+        if result.get("backend") and self.backends.get(trial.trial_id) != result["backend"]:
+            self.backends[trial.trial_id] = result["backend"]  # validation's choice this epoch
+            self.tracker.set_tags(run_id, {"mimimi.backend": result["backend"]})
         node = result.get("node_id")
         if node and self.nodes.get(trial.trial_id) != node:  # the node that trained it (a retry may move it)
             self.nodes[trial.trial_id] = node
@@ -137,7 +142,8 @@ class TrialRuns(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run(trial)
         last = trial.last_result or {}
-        self.progress.settled(self._number(trial), "finished", last, _settled(trials, trial))
+        status = "stopped early by ASHA" if last.get("final") is False else "finished"  # per-type trials say final
+        self.progress.settled(self._number(trial), status, last, _settled(trials, trial))
         self.tracker.set_tags(run_id, {"mimimi.epochs_run": str(_epochs(last))})
         reported = self.ckpts.get(trial.trial_id, [])
         ckpt = resolve_checkpoint(reported, self.storage_path) if reported else None
@@ -160,13 +166,14 @@ class TrialRuns(tune.Callback):
         return list(self.runs).index(trial.trial_id) + 1 if trial.trial_id in self.runs else len(self.runs)
 
 
-RATES = ("val_acc", "val_proxy_auc", "best_val_proxy_auc")  # as Tune sees them: fractions
+# as Tune sees them: fractions (and their standard errors, *_se); MLflow and the console show percent
+RATES = ("val_acc", "val_proxy_auc", "cv_proxy_auc", "best_val_proxy_auc", "best_cv_proxy_auc")
 
 
 def shown_value(key: str, value: float) -> float:
     """A trial metric as MLflow and the console show it: rates in percent (``metrics.percent``), the rest as
     reported (losses, seconds). Tune, ASHA and Optuna work on the reported fractions."""
-    rate = any(part.startswith(RATES) for part in key.split("/"))  # val_proxy_auc/tone, fan/val_proxy_auc
+    rate = any(part.startswith(RATES) for part in key.split("/"))  # cv_proxy_auc/tone, backend/knn/cv_proxy_auc
     return M.percent(value) if rate and value == value else value
 
 

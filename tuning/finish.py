@@ -5,6 +5,7 @@ folder name), its checkpoint evaluated once on the test split, logged on the typ
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import sys
 import tempfile
@@ -12,12 +13,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+import pandas as pd
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from mimimi import metrics as M
 from mimimi import tracking
 from mimimi.config import Config
+from mimimi.checkpoint import load_checkpoint
 from mimimi.evaluation import evaluate
+from mimimi.training import finalize
 from tuning import console
 from tuning.callbacks import RATES, shown_value
 from tuning.interrupts import SearchError
@@ -28,16 +33,82 @@ from tuning.storage import fetch_checkpoint, resolve_checkpoint
 from tuning.worker import maybe_inject_fault
 
 
-def best_trial(results, metric: str, mode: str):
-    """The trial of ``results`` (a ``ResultGrid``) with the best ``metric`` at any epoch."""
-    ok = [r for r in results if r.error is None and r.metrics_dataframe is not None
-          and metric in r.metrics_dataframe and r.metrics_dataframe[metric].notna().any()]
-    if not ok:
+class Ranked(NamedTuple):
+    """One trial as the pick sees it: its best epoch's figures."""
+
+    result: Any  # the trial's ray.tune.Result
+    number: int  # 1-based, in the order Tune created the trials (as the MLflow runs "trial 01", ...)
+    value: float  # the search metric at its best epoch
+    secondary: float  # the tie-break figure at that epoch (NaN when it has none)
+    se: float  # the search metric's noise at that epoch (its bootstrap standard error; NaN when none)
+    backend: str  # the back-end validation chose at that epoch ("" when none was reported)
+
+
+def _number(result, fallback: int) -> int:
+    """A trial's creation order from its id (``<experiment>_<counter>``), else its place in the grid."""
+    tail = str(result.metrics.get("trial_id") or "").rsplit("_", 1)[-1]
+    return int(tail) + 1 if tail.isdigit() else fallback
+
+
+def rank_trials(results, metric: str, mode: str, tie_break: str = "val_loss") -> list[Ranked]:
+    """Every trial that reported ``metric``, best first: by its best value of ``metric`` (at any epoch), then
+    by ``tie_break`` at that epoch (lower is better: a loss), then by creation order — never by a folder
+    name, so a resumed search, whose grid Tune may order differently, picks the same trial."""
+    ranked = []
+    for i, r in enumerate(results):
+        df = r.metrics_dataframe
+        if r.error is not None or df is None or metric not in df or not df[metric].notna().any():
+            continue
+        row = df.loc[df[metric].idxmin() if mode == "min" else df[metric].idxmax()]  # the first best epoch
+
+        def num(k: str) -> float:
+            return float(row[k]) if k in df and pd.notna(row[k]) else math.nan
+
+        ranked.append(Ranked(r, _number(r, i + 1), float(row[metric]), num(tie_break), num(f"{metric}_se"),
+                             str(row["backend"]) if "backend" in df and pd.notna(row["backend"]) else ""))
+    sign = 1.0 if mode == "min" else -1.0
+    return sorted(ranked, key=lambda t: (sign * t.value, t.secondary if t.secondary == t.secondary else math.inf,
+                                         t.number))
+
+
+def best_trial(results, metric: str, mode: str, tie_break: str = "val_loss"):
+    """The best trial of ``results`` (a ``ResultGrid``): ``rank_trials``' first."""
+    ranked = rank_trials(results, metric, mode, tie_break)
+    if not ranked:
         raise SearchError(f"no trial reported {metric!r}; see the errors under {results.experiment_path}")
-    best = (lambda r: r.metrics_dataframe[metric].min()) if mode == "min" else (lambda r: -r.metrics_dataframe[metric].max())
-    # ties (small validation sets tie often) go to the first trial by its folder name, so a resumed search,
-    # whose ResultGrid may list the trials in another order, picks the same trial
-    return min(ok, key=lambda r: (best(r), str(r.path).rsplit("/", 1)[-1]))
+    return ranked[0].result
+
+
+def pick_notes(ranked: list[Ranked], metric: str, tie_break: str) -> dict[str, Any]:
+    """What the console and MLflow say about a pick: the chosen trial, the trials tied with it and how the
+    tie was broken, the trials within its noise, and the objective's noise beside its spread across trials."""
+    best = ranked[0]
+    pct = " %" if metric.startswith(RATES) else ""
+    tied = [t for t in ranked[1:] if t.value == best.value]
+    notes: dict[str, Any] = {
+        "trial": best.number, "value": shown_value(metric, best.value), "backend": best.backend,
+        "noise": shown_value(metric, best.se) if best.se == best.se else math.nan,
+        "spread": shown_value(metric, float(np.std([t.value for t in ranked], ddof=1))) if len(ranked) > 1 else math.nan,
+        "ties": [t.number for t in tied]}
+    line = f"chose trial {best.number:02d}: {metric} {shown_value(metric, best.value):.2f}{pct}"
+    if best.se == best.se:
+        line += f" (noise ± {notes['noise']:.2f})"
+    if best.backend:
+        line += f", back-end {best.backend}"
+    if tied:
+        broken = (f"by {tie_break} ({best.secondary:.4g} against "
+                  + ", ".join(f"{t.secondary:.4g}" for t in tied) + ")" if best.secondary == best.secondary
+                  else f"by creation order (no {tie_break} to compare)")
+        line += f"; tied with trial(s) {', '.join(f'{t.number:02d}' for t in tied)}, broken {broken}"
+    if best.se == best.se:
+        near = [t for t in ranked[1:] if t not in tied and abs(t.value - best.value) <= 2 * best.se]
+        if near:
+            line += (f"; {len(near)} more trial(s) within twice its noise "
+                     f"({', '.join(f'{t.number:02d}' for t in near)}): validation cannot tell them apart")
+    if notes["spread"] == notes["spread"]:
+        line += f"; spread across trials (std) {notes['spread']:.2f}"
+    notes["line"] = line
+    return notes
 
 
 class Pick(NamedTuple):
@@ -52,23 +123,60 @@ class Pick(NamedTuple):
     trial_dir: str  # the Tune trial folder's name
     trial_id: str | None
     mode: str = "per-type"  # or "first-shot": one configuration for every machine type
+    notes: dict | None = None  # pick_notes: the chosen trial, ties, noise
 
 
 def pick_best(machine_type: str, scfg: SearchConfig, results, exp_root: str, dst: Path) -> Pick:
-    """The best trial of a per-type search, its checkpoint fetched into ``dst``."""
+    """The best trial of a per-type search (``rank_trials``), its checkpoint fetched into ``dst``."""
     s = scfg.search
-    best = best_trial(results, s.metric, s.mode)
+    ranked = rank_trials(results, s.metric, s.mode, s.tie_break)
+    if not ranked:
+        raise SearchError(f"no trial reported {s.metric!r}; see the errors under {results.experiment_path}")
+    best = ranked[0].result
     ckpt_paths = best.metrics_dataframe.get(CHECKPOINT_PATH_KEY)
     reported = list(ckpt_paths.dropna()) if ckpt_paths is not None else []
     ckpt_path = resolve_checkpoint(reported, exp_root) if reported else None
     if ckpt_path is None:
         raise SearchError(f"{machine_type}: the best trial reported no checkpoint that still exists"
                           + (f" (last reported: {reported[-1]})" if reported else ""))
-    col = best.metrics_dataframe[s.metric]
     return Pick(fetch_checkpoint(ckpt_path, exp_root, dst), {k: best.config[k] for k in scfg.space},
-                shown_value(s.metric, float(col.min() if s.mode == "min" else col.max())), len(results),
-                sum(r.error is not None for r in results), str(best.path).rsplit("/", 1)[-1],
-                best.metrics.get("trial_id"))
+                shown_value(s.metric, ranked[0].value), len(results), sum(r.error is not None for r in results),
+                str(best.path).rsplit("/", 1)[-1], best.metrics.get("trial_id"),
+                notes=pick_notes(ranked, s.metric, s.tie_break))
+
+
+def few_clips_warning(machine_type: str, choice: dict, enough: int = 10) -> str:
+    """A warning line when the chosen model's validation rested on fewer than ``enough`` normal clips of some
+    ID (cross-fitted), or on none; empty otherwise."""
+    counts = choice.get("normals_per_id") or {}
+    if not counts or min(counts.values()) >= enough:
+        return ""
+    few = ", ".join(f"{m}: {n}" for m, n in sorted(counts.items()) if n < enough)
+    se = choice.get("se", math.nan)
+    noise = f" (its noise: ± {100 * se:.1f} points)" if se == se else ""
+    return (f"warning: {machine_type}: validation rests on few normal clips for ID(s) {few} (of "
+            f"{sum(counts.values())} in all){noise}: trials whose figures differ by less than that are not told "
+            "apart, and an ID with none is not validated at all")
+
+
+def backend_words(choice: dict) -> str:
+    """How the default back-end came to be, in words."""
+    if not choice.get("chosen"):
+        return "the model's default"
+    if choice["chosen"] == "stats-knn":
+        return "chosen on validation: the training-free baseline wins for this type, the network is not used"
+    return choice.get("how") or "chosen on validation"
+
+
+def pick_tags(pick: Pick, choice: dict, fallbacks: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The pick in the parent run's tags: the chosen trial, the ties, the back-end and how it was chosen, and
+    where a back-end fell back for an ID (too few training clips)."""
+    notes = pick.notes or {}
+    fell = "; ".join(f"{b} for ID {m}: {why}" for b, by in sorted(fallbacks.items()) for m, why in sorted(by.items()))
+    return {"mimimi.fallbacks": fell[:500] or "none", "mimimi.evidence": notes.get("evidence", "")[:500],"mimimi.pick": notes.get("line", "")[:500], "mimimi.pick.trial": str(notes.get("trial", "")),
+            "mimimi.pick.ties": ",".join(map(str, notes.get("ties", []))),
+            "mimimi.backend": str(choice.get("chosen") or ""), "mimimi.backend.how": backend_words(choice)[:500],
+            "mimimi.backend.values": ", ".join(f"{k} {100 * v:.2f}" for k, v in choice.get("values", {}).items())[:500]}
 
 
 def promote(tracker: tracking.Tracker, registered: str, version: int, metric: str,
@@ -94,6 +202,11 @@ def finish_type(machine_type: str, scfg: SearchConfig, base: Config, pick: Pick,
     ckpt = pick.checkpoint
     eval_dir = Path(tempfile.mkdtemp(prefix=f"mimimi-eval-{machine_type}-"))
     try:
+        finalize(ckpt)  # back-ends fitted on a sample of the clips (ASHA stopped it early): refit on all
+        fitted = load_checkpoint(ckpt).scoring
+        choice = fitted.choice if fitted is not None else {}
+        if warning := few_clips_warning(machine_type, choice):
+            print(warning, file=sys.stderr, flush=True)
         report = evaluate(ckpt, plan.data_root, eval_dir, progress=False)
         # a driver killed in here and resumed finds what it logged before: each figure once, one version
         before = tracker.get_run(parent_run_id)
@@ -101,9 +214,12 @@ def finish_type(machine_type: str, scfg: SearchConfig, base: Config, pick: Pick,
             # the search metric first: MLflow lists a run's metrics in the order they were first logged
             tracker.log_metrics(parent_run_id, {f"search/{s.metric}": pick.value})
             tracker.log_metrics(parent_run_id, report.tracked_metrics())  # every scorer and stats-knn, on test
+            tracker.log_metrics(parent_run_id, {f"search/{k}": v for k, v in (pick.notes or {}).items()
+                                                if k in ("noise", "spread") and v == v})
         # the chosen values as params; the space itself is one artifact (as params it buried the rest)
         tracker.log_params(parent_run_id, {"best": pick.params, "search": asdict(s), "resources": asdict(res),
-                                           "mode": pick.mode})
+                                           "mode": pick.mode, "backend": choice.get("chosen") or "default"})
+        tracker.set_tags(parent_run_id, pick_tags(pick, choice, fitted.fallbacks if fitted is not None else {}))
         tracker.log_dict(parent_run_id, {k: asdict(p) for k, p in scfg.space.items()}, "search_space.json")
         tracker.log_dict(parent_run_id, trial_config(base, pick.params), "best_config.json")
         tracker.log_artifacts(parent_run_id, eval_dir, "evaluation")
@@ -126,8 +242,8 @@ def finish_type(machine_type: str, scfg: SearchConfig, base: Config, pick: Pick,
         description = (
             f"{machine_type}: {how} of {pick.trials} trials of search {state.name!r} by {s.metric} ({s.mode}, "
             f"{pick.value:g}{' %' if s.metric.startswith(RATES) else ''} on validation); test mean per-ID AUC "
-            f"{auc:.2f} %, pAUC {pauc:.2f} %{official} with the {scorer} scorer on {plan.data_root}. "
-            f"Champion: {champion.reason}.")
+            f"{auc:.2f} %, pAUC {pauc:.2f} %{official} with the {scorer} back-end ({backend_words(choice)}) on "
+            f"{plan.data_root}. Champion: {champion.reason}.")
         tracker.set_tags(parent_run_id, {tracking.DESCRIPTION_TAG: description})  # the run page's description
         tracker.describe_version(
             registered, model.version, description,
@@ -145,4 +261,5 @@ def finish_type(machine_type: str, scfg: SearchConfig, base: Config, pick: Pick,
     tracker.end_run(parent_run_id, "FINISHED")
     return {"machine_type": machine_type, "per_type": report.per_type, "markdown": report.markdown,
             "comparison": report.comparison, "parent_run_id": parent_run_id, "model_version": model.version,
-            "trials": pick.trials, "errored_trials": pick.errored, "champion": champion, "official": report.official}
+            "trials": pick.trials, "errored_trials": pick.errored, "champion": champion, "official": report.official,
+            "backend": scorer, "choice": choice, "notes": pick.notes or {}}

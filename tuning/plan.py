@@ -61,7 +61,19 @@ class Plan:
         base = load_config(*self.configs, overrides=scfg.config)
         cache = str(cache_dir_for(self.data_root, base.data.cache_dir))  # absolute: Tune moves each trial's cwd
         return scfg, merge(base, {"data": {"root": self.data_root, "cache_dir": cache},
-                                  "train": {"machine_type": machine_type, "progress": False}})
+                                  "train": {"machine_type": machine_type, "progress": False,
+                                            **monitor_for(scfg.search.metric)}})
+
+
+def monitor_for(metric: str) -> dict:
+    """``train.monitor`` for a search ``metric``: the trials keep their best checkpoint by what the search
+    compares them on (a metric that is not a validation figure leaves ``train.monitor`` as configured).
+
+    >>> monitor_for("val_loss"), monitor_for("fan/cv_proxy_auc")
+    ({'monitor': 'val_loss'}, {})
+    """
+    return {"monitor": metric} if metric in ("cv_proxy_auc", "val_proxy_auc", "val_loss", "cv_proxy_auc_network",
+                                             "val_proxy_auc_network") else {}
 
 
 def make_plan(args: argparse.Namespace) -> Plan:

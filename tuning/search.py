@@ -174,6 +174,7 @@ def search_type(mtype: str, plan: Plan, state: SearchState, tracker: Tracker, cl
         print(f"{mtype}: finished before, skipped (parent run {done['parent_run_id']})")
         return None
     scfg, base = plan.type_config(mtype)
+    scfg = prune(scfg, base, clips, mtype)
     s = scfg.search
     at_once = trials_at_once(s.max_concurrent, scfg.resources, cluster, use_gpu, may_grow=bool(plan.address),
                              trials=s.num_samples)
@@ -190,9 +191,38 @@ def search_type(mtype: str, plan: Plan, state: SearchState, tracker: Tracker, cl
     results = tune_type(mtype, scfg, base, plan, state, tracker, parent, use_gpu, at_once.trials)
     with tempfile.TemporaryDirectory() as d:
         pick = pick_best(mtype, scfg, results, f"{plan.storage}/{state.name}", Path(d))
+        pick = pick._replace(notes={**pick.notes, "evidence": evidence_for(clips, mtype, s.metric)})
+        print(f"{mtype}: {pick.notes['line']}\n{mtype}: {pick.notes['evidence']}", flush=True)
         outcome = finish_type(mtype, scfg, base, pick, plan, state, tracker, parent)
     state.set_type(mtype, parent, finished=True)
     return outcome
+
+
+def evidence_for(clips, machine_type: str | None, metric: str) -> str:
+    """What the objective study says about ``metric`` on data like the type's (``tuning.evidence``)."""
+    from mimimi.data.index import select
+    from tuning.evidence import evidence_line
+
+    train = select(clips, machine_type=machine_type, split="train", label="normal")
+    per_id = {f"{t}/{m}": n for (t, m), n in train.groupby(["machine_type", "machine_id"]).size().items()}
+    return evidence_line(metric, per_id, {"source", "target"} <= set(train.domain))
+
+
+def prune(scfg, base, clips, machine_type: str | None):
+    """The search space without the keys that cannot change anything on this data (``space.prune_space``),
+    each said in one line."""
+    from mimimi.data.index import select
+    from tuning.space import prune_space
+
+    train = select(clips, split="train")
+    if base.data.machine_types:
+        train = train[train.machine_type.isin(base.data.machine_types)]
+    mine = train if machine_type is None else train[train.machine_type == machine_type]
+    has_attributes = bool((~mine.attributes.isin(["", "noAttribute"])).any())
+    scfg, notes = prune_space(scfg, base, train.machine_type.nunique(), has_attributes)
+    for line in notes:
+        print(f"{machine_type or 'first-shot'}: {line}", flush=True)
+    return scfg
 
 
 def search_first_shot(plan: Plan, state: SearchState, tracker: Tracker, types: tuple[str, ...], clips,
@@ -204,7 +234,8 @@ def search_first_shot(plan: Plan, state: SearchState, tracker: Tracker, types: t
     ``--fixed``: one trial of the configuration as given (the train mode)."""
     from tuning.callbacks import shown_value
     from tuning.concurrency import trials_at_once
-    from tuning.finish import Pick, best_trial, finish_type
+    from mimimi.training import common_backend, set_backend
+    from tuning.finish import Pick, finish_type, pick_notes, rank_trials
     from tuning.plan import FIRST_SHOT, warm_cache
     from tuning.study import tune_type
     from tuning.worker import CHECKPOINT_FILE
@@ -213,7 +244,7 @@ def search_first_shot(plan: Plan, state: SearchState, tracker: Tracker, types: t
         print(f"{FIRST_SHOT}: finished before, skipped (parent run {done['parent_run_id']})")
         return []
     configs = {t: plan.type_config(t) for t in types}
-    scfg = configs[types[0]][0]  # the same for every type (no per-type YAML)
+    scfg = prune(configs[types[0]][0], configs[types[0]][1], clips, None)  # the same for every type
     s = scfg.search
     at_once = trials_at_once(s.max_concurrent, scfg.resources, cluster, use_gpu, may_grow=bool(plan.address),
                              trials=s.num_samples)
@@ -230,13 +261,25 @@ def search_first_shot(plan: Plan, state: SearchState, tracker: Tracker, types: t
         print(f"{FIRST_SHOT}: {at_once.why}", flush=True)
     results = tune_type(FIRST_SHOT, scfg, configs[types[0]][1], plan, state, tracker, parent, use_gpu, at_once.trials,
                         first_shot={t: b for t, (_, b) in configs.items()})
-    best = best_trial(results, s.metric, s.mode)
+    ranked = rank_trials(results, s.metric, s.mode, s.tie_break)
+    if not ranked:
+        raise SearchError(f"no trial reported {s.metric!r}; see the errors under {results.experiment_path}")
+    best, notes = ranked[0].result, pick_notes(ranked, s.metric, s.tie_break)
+    notes["evidence"] = evidence_for(clips[clips.machine_type.isin(types)], None, s.metric)
+    print(f"{FIRST_SHOT}: {notes['line']}\n{FIRST_SHOT}: {notes['evidence']}", flush=True)
     params = {k: best.config[k] for k in scfg.space}
     tracker.log_metrics(parent, {f"search/{s.metric}": shown_value(s.metric, float(best.metrics[s.metric]))})
     tracker.log_params(parent, {"best": params, "search": asdict(s), "mode": FIRST_SHOT, "fixed": plan.fixed})
     outcomes = []
     with tempfile.TemporaryDirectory() as d:
         best.checkpoint.to_directory(d)
+        paths = [Path(d) / t / CHECKPOINT_FILE for t in types]
+        backend, means = common_backend(paths)  # first-shot: one back-end for every type
+        for path in paths:
+            set_backend(path, backend, f"the highest mean over {len(types)} machine types of the validation figure "
+                                       "(first-shot: one back-end for every type)", means)
+        print(f"{FIRST_SHOT}: back-end {backend} for every type (mean validation figure "
+              f"{100 * means[backend]:.2f} %)", flush=True)
         for t in types:
             key = f"{FIRST_SHOT}/{t}"
             if (seen := state.type(key)).get("finished"):
@@ -247,7 +290,7 @@ def search_first_shot(plan: Plan, state: SearchState, tracker: Tracker, types: t
             state.set_type(key, type_parent, finished=False)
             pick = Pick(Path(d) / t / CHECKPOINT_FILE, params, shown_value(s.metric, float(best.metrics[f"{t}/{s.metric}"])),
                         len(results), sum(r.error is not None for r in results), str(best.path).rsplit("/", 1)[-1],
-                        best.metrics.get("trial_id"), FIRST_SHOT)
+                        best.metrics.get("trial_id"), FIRST_SHOT, notes)
             outcomes.append(finish_type(t, scfg, configs[t][1], pick, plan, state, tracker, type_parent))
             state.set_type(key, type_parent, finished=True)
     tracker.end_run(parent, "FINISHED")
@@ -264,7 +307,8 @@ def summarize(outcomes: list[dict], state: SearchState, tracker: Tracker) -> Non
     from mimimi import tracking
 
     per_type = pd.concat([o["per_type"] for o in outcomes], ignore_index=True)
-    summary = M.results_markdown(per_type) + "\n\n" + baseline_markdown(outcomes) + official_line(outcomes)
+    summary = (M.results_markdown(per_type) + "\n\n" + baseline_markdown(outcomes) + official_line(outcomes)
+               + "\n\n" + selection_markdown(outcomes))
     tracker.log_text(state.data["search_run_id"], summary, "summary.md")
     tracker.set_tags(state.data["search_run_id"], {tracking.DESCRIPTION_TAG: summary})  # the run page shows it
     tracker.end_run(state.data["search_run_id"], "FINISHED")
@@ -280,25 +324,57 @@ def summarize(outcomes: list[dict], state: SearchState, tracker: Tracker) -> Non
 
 
 def baseline_markdown(outcomes: list[dict]) -> str:
-    """The tuned model beside its own cross-entropy score and the training-free stats-knn baseline, per type:
-    mean per-ID AUC / pAUC in % on the test split (from each type's evaluation)."""
+    """Per type: the back-end validation chose, then every back-end of the tuned model and the training-free
+    ``stats-knn`` baseline (mean per-ID AUC / pAUC in % on the test split, from each type's evaluation), and
+    the chosen back-end's gain over the baseline in AUC points."""
     import pandas as pd
+
+    from mimimi import markdown
 
     table = pd.concat([o["comparison"] for o in outcomes], ignore_index=True)
     means = table[table.machine_id == "mean"]
-    keys = [k for k in dict.fromkeys(means.key) if k in ("knn", "ce", "recon", "stats-knn")]
-    default = means.loc[means["default"], "key"].iloc[0]
-    keys = [default] + [k for k in keys if k != default]
-    label = {k: ("tuned model, " + k + " (default)" if k == default else
-                 "stats-knn (no training)" if k == "stats-knn" else "tuned model, " + k) for k in keys}
-    lines = ["| machine type | " + " | ".join(label[k] for k in keys) + " |", "|---|" + "---|" * len(keys)]
-    cell = {(r.machine_type, r.key): f"{100 * r.auc:.2f} / {100 * r.pauc:.2f}" for r in means.itertuples()}
-    for mt in dict.fromkeys(means.machine_type):
-        lines.append(f"| {mt} | " + " | ".join(cell.get((mt, k), "—") for k in keys) + " |")
+    keys = list(dict.fromkeys(means.key))
+    keys = [k for k in keys if k != "stats-knn"] + (["stats-knn"] if "stats-knn" in keys else [])
+    cell = {(r.machine_type, r.key): (r.auc, r.pauc) for r in means.itertuples()}
+    shown = lambda v: None if v is None else f"{100 * v[0]:.2f} / {100 * v[1]:.2f}"  # noqa: E731
+    rows = []
+    for o in outcomes:
+        mt, chosen = o["machine_type"], o.get("backend")
+        base, mine = cell.get((mt, "stats-knn")), cell.get((mt, chosen))
+        gain = f"{100 * (mine[0] - base[0]):+.2f}" if base and mine else None
+        rows.append([mt, chosen, *(shown(cell.get((mt, k))) for k in keys), gain])
     avg = means.groupby("key")[["auc", "pauc"]].mean()
-    lines.append("| mean | " + " | ".join(f"{100 * avg.auc[k]:.2f} / {100 * avg.pauc[k]:.2f}" for k in keys) + " |")
-    return ("Mean per-ID AUC / pAUC (%) on the test split, the tuned model's scorers beside the training-free "
-            "baseline:\n\n" + "\n".join(lines))
+    rows.append(["mean", None, *(shown((avg.auc[k], avg.pauc[k])) for k in keys), None])
+    head = ["machine type", "back-end (chosen on validation)",
+            *("stats-knn (no training)" if k == "stats-knn" else f"tuned model, {k}" for k in keys),
+            "chosen − stats-knn (AUC points)"]
+    words = [f"{o['machine_type']}: the training-free baseline won on validation" for o in outcomes
+             if o.get("backend") == "stats-knn"]
+    return ("Mean per-ID AUC / pAUC (%) on the test split: every back-end of the tuned model beside the "
+            "training-free baseline, and the back-end validation chose (no test clip):\n\n"
+            + markdown.table(head, rows) + ("\n\n" + "; ".join(words) + "." if words else ""))
+
+
+def selection_markdown(outcomes: list[dict]) -> str:
+    """How each type's trial was chosen: the search metric of the chosen trial, its noise (bootstrap standard
+    error at its best epoch) beside the spread of the trials' figures, and the ties."""
+    from mimimi import markdown
+
+    def num(v):
+        return None if v is None or v != v else f"{v:.2f}"
+
+    rows = [[o["machine_type"], f"{n['trial']:02d}" if "trial" in n else None, num(n.get("value")),
+             num(n.get("noise")), num(n.get("spread")), ", ".join(f"{t:02d}" for t in n.get("ties", [])) or None]
+            for o in outcomes if (n := o.get("notes"))]
+    if not rows:
+        return ""
+    evidence = list(dict.fromkeys(f"- {o['machine_type']}: {o['notes']['evidence']}" for o in outcomes
+                                  if (o.get("notes") or {}).get("evidence")))
+    return ("Selection (validation only, no test clip): a difference between trials smaller than about twice "
+            "the noise is not evidence that one is better.\n\n"
+            + markdown.table(["machine type", "trial chosen", "its search metric", "noise (± SE)",
+                              "spread across trials (std)", "tied with"], rows)
+            + ("\n\nDoes the search metric rank trials on data like this?\n\n" + "\n".join(evidence) if evidence else ""))
 
 
 def official_line(outcomes: list[dict]) -> str:

@@ -75,7 +75,10 @@ class Param:
 class SearchSettings:
     num_samples: int = 20  # trials per machine type
     max_concurrent: int = 2  # trials at once; Tune does not reserve the workers' resources, so cap it here
-    metric: str = "val_proxy_auc"  # held-out normals vs proxy outliers (mimimi.scoring); never the test split
+    # normal training clips vs proxy outliers, scored by the back-end validation chose (mimimi.scoring.objective);
+    # never the test split. cv_proxy_auc (cross-fitted, every clip), val_proxy_auc (held-out clips) or val_loss
+    metric: str = "cv_proxy_auc_network"
+    tie_break: str = "val_loss"  # trials tied on the metric: the lower value of this at their best epoch wins
     mode: Literal["min", "max"] = "max"
     seed: int = 0  # Optuna TPE sampler seed
     grace_period: int = 5  # ASHA: epochs every trial gets before it can be stopped
@@ -220,3 +223,32 @@ def apply_params(base: Config, params: dict[str, Any]) -> Config:
 def trial_config(base: Config, params: dict[str, Any]) -> dict:
     """The config tree of one trial as plain data (``best_config.json``): ``apply_params`` as a dict."""
     return to_dict(apply_params(base, params))
+
+
+def prune_space(scfg: SearchConfig, base: Config, machine_types: int, attributes: bool) -> tuple[SearchConfig, list[str]]:
+    """The search space without keys that cannot change anything on the data at hand, and one line per key
+    left out: ``train.classes`` where the data holds one machine type (``all`` then trains the same classes as
+    ``type``), ``train.attributes`` where no training clip has attributes, the ArcFace settings where no trial
+    can use the ArcFace head.
+
+    >>> scfg = parse({"space": {"train.classes": {"type": "choice", "values": ["type", "all"]}}})
+    >>> pruned, why = prune_space(scfg, Config(), machine_types=1, attributes=False)
+    >>> list(pruned.space), why[0].split(":")[0]
+    ([], 'train.classes left out')
+    """
+    space, notes = dict(scfg.space), []
+
+    def drop(keys: list[str], why: str) -> None:
+        if gone := [k for k in keys if k in space]:
+            for k in gone:
+                space.pop(k)
+            notes.append(f"{', '.join(gone)} left out: {why}")
+
+    if machine_types < 2:
+        drop(["train.classes"], "the data holds one machine type, so 'all' trains the same classes as 'type'")
+    if not attributes:
+        drop(["train.attributes"], "no training clip has attributes")
+    heads = set(space["model.net.head"].values) if "model.net.head" in space else {base.model.net.head}
+    if "arcface" not in heads:
+        drop(["model.net.arcface_scale", "train.arcface_margin"], f"no trial uses the ArcFace head ({', '.join(heads)})")
+    return SearchConfig(scfg.search, scfg.resources, space, scfg.config, scfg.synthetic), notes

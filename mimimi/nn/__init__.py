@@ -1,4 +1,4 @@
-"""Models: complex layers, the complex ID-classification network, and the autoencoder baseline."""
+"""Models: complex layers, the complex ID-classification network, its cosine heads, and the autoencoder baseline."""
 from .autoencoder import AEConfig, DenseAE, Reconstruction, reconstruction_error
 from .complex import (
     AttentionBlock,
@@ -12,9 +12,22 @@ from .complex import (
     complex_conv2d,
     split_stacked,
 )
-from .network import ComplexNet, ComplexNetConfig, Embedded, Logits, backbone_freq, conv_padding, forward_flops, num_parameters
+from .heads import CosineHead, HeadOutput, ProjectionHead, SubclusterHead, SubspaceHead, adacos_scale
+from .network import (
+    HEADS,
+    ComplexNet,
+    ComplexNetConfig,
+    Embedded,
+    Logits,
+    backbone_freq,
+    build_head,
+    conv_padding,
+    forward_flops,
+    num_parameters,
+)
 
 __all__ = [
+    "HEADS",
     "AEConfig",
     "AttentionBlock",
     "ComplexBatchNorm2d",
@@ -24,13 +37,20 @@ __all__ = [
     "ComplexNetConfig",
     "ComplexPReLU",
     "ComplexToStacked",
+    "CosineHead",
     "DenseAE",
     "Embedded",
+    "HeadOutput",
     "Logits",
+    "ProjectionHead",
     "backbone_freq",
+    "build_head",
     "Reconstruction",
     "SquaredMagnitude",
     "StackedToComplex",
+    "SubclusterHead",
+    "SubspaceHead",
+    "adacos_scale",
     "complex_conv2d",
     "conv_padding",
     "forward_flops",

@@ -21,7 +21,9 @@ Data flow for the default config and one (B, 1, 513, 64) complex segment (``padd
 Complex becomes real in two places: ``SquaredMagnitude`` (magnitude branch) and
 ``complex_conv``, a real Conv2d that reads the 2C stacked real/imaginary channels as 2C real
 features. Table I's "4" is the number of machine IDs: global average pooling of ``n_ids``
-channels gives the logits directly (no extra linear classifier, unlike the seed).
+channels gives the logits directly (no extra linear classifier, unlike the seed). Any ``cfg.head`` but
+``gap`` replaces the fused logits with a cosine classifier on a learned projection of the backbone
+embedding (``mimimi.nn.heads``: ArcFace, AdaCos, sub-cluster AdaCos, AdaProj).
 
 Padding (Table I gives none). ``padding="same"`` pads (k-1)//2 on each side (k//2 for the odd
 kernels; 0 for the even time kernel 2 of block 5, so no map ever grows); ``"none"`` pads
@@ -62,20 +64,23 @@ Linear(4, n_ids) classifier after each pooled head (-60).
 """
 from __future__ import annotations
 
-import math
+import typing
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .complex import CONV_IMPLS, AttentionBlock, ComplexBlock, ComplexToStacked, ConvImpl, SquaredMagnitude
+from .heads import CosineHead, ProjectionHead, SubclusterHead, SubspaceHead, adacos_scale
 
-__all__ = ["ComplexNet", "ComplexNetConfig", "Embedded", "Logits", "backbone_freq", "conv_padding", "forward_flops", "num_parameters"]
+__all__ = ["HEADS", "ComplexNet", "ComplexNetConfig", "Embedded", "Logits", "backbone_freq", "build_head", "conv_padding",
+           "forward_flops", "num_parameters"]
 
 Pair = tuple[int, int]
+Head = Literal["gap", "arcface", "adacos", "subcluster_adacos", "adaproj"]
+HEADS: tuple[str, ...] = typing.get_args(Head)
 
 
 @dataclass(frozen=True)
@@ -99,12 +104,18 @@ class ComplexNetConfig:
     conv_impl: Literal["block", "textbook", "gauss", "auto"] = "auto"
     padding: Literal["same", "none"] = "same"  # "same": (k-1)//2 per side; "none": Table I literally
     input: Literal["complex", "magnitude"] = "complex"  # "magnitude": the backbone fed |STFT| (phase dropped)
-    # fused head: "gap" (Table I: global average pooling of n_ids maps) or "arcface" (cosine classifier on a
-    # learned embedding_dim projection of the backbone embedding; its margin lives in the loss, train.arcface_*)
-    head: Literal["gap", "arcface"] = "gap"
+    # fused head: "gap" (Table I: global average pooling of n_ids maps) or a cosine classifier on a learned
+    # embedding_dim projection of the backbone embedding (mimimi.nn.heads): "arcface" (its margin lives in the
+    # loss, train.arcface_margin), "adacos", "subcluster_adacos", "adaproj" (AdaCos's fixed scale, no margin)
+    head: Head = "gap"
     n_freq: int = 513  # input frequency bins (n_fft // 2 + 1; training sets it): fixes the embedding size
-    embedding_dim: int = 128  # arcface only: size of the projected, L2-normalised embedding
+    embedding_dim: int = 128  # cosine heads (all but gap): size of the projected, L2-normalised embedding
     arcface_scale: float = 30.0  # arcface only: logits = scale * cos(embedding, class centre)
+    subclusters: int = 16  # subcluster_adacos only: centres per class, K (Wilkinghoff's 2023 system, ASDKit)
+    subspace_dim: int = 16  # adaproj only: dimension M of each class's subspace (Wilkinghoff's AdaProj code)
+    # adacos and subcluster_adacos: learn the centres, or keep them at their random start (Wilkinghoff's
+    # 2023/2024 systems and ASDKit's default); arcface's are always learned, adaproj's subspaces never
+    trainable_centres: bool = False
 
     def __post_init__(self) -> None:
         if self.n_ids < 2:
@@ -125,20 +136,28 @@ class ComplexNetConfig:
             raise ValueError("channel counts must be positive")
         if self.embedding_dim < 1 or self.arcface_scale <= 0:
             raise ValueError("embedding_dim and arcface_scale must be positive")
+        if self.subclusters < 1:
+            raise ValueError(f"subclusters must be >= 1, got {self.subclusters}")
+        if self.subspace_dim < 1 or (self.head == "adaproj" and self.subspace_dim > self.embedding_dim):
+            raise ValueError(f"subspace_dim must be in [1, embedding_dim = {self.embedding_dim}], got {self.subspace_dim}")
+        if not isinstance(self.trainable_centres, bool):
+            raise ValueError(f"trainable_centres must be true or false, got {self.trainable_centres!r}")
         for name, allowed in (
             ("gate", ("sigmoid", "softmax")),
             ("conv_impl", CONV_IMPLS),
             ("padding", ("same", "none")),
             ("input", ("complex", "magnitude")),
-            ("head", ("gap", "arcface")),
+            ("head", HEADS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 class Logits(NamedTuple):
-    """Unnormalised class scores, each (B, n_ids). ``total`` (fused branch) is used at inference; with the
-    ``arcface`` head it is ``arcface_scale * cos`` (no margin: the margin is a training loss)."""
+    """Unnormalised class scores, each (B, n_ids). ``total`` (fused branch) is used at inference; with a
+    cosine head it is that head's class logits (``mimimi.nn.heads``): ``arcface_scale * cos`` for ``arcface``
+    (no margin: the margin is a training loss), the logsumexp of a class's sub-cluster logits for
+    ``subcluster_adacos``, so that softmax(total) is always the class probability."""
 
     magnitude: Tensor
     complex: Tensor
@@ -199,10 +218,9 @@ class ComplexNet(nn.Module):
             gate=cfg.gate,
         )
         self.total_conv = nn.Conv2d(2 * n, n, kernel_size=1)
+        self.head = build_head(cfg, cfg.channels[-1] * backbone_freq(cfg))  # None for gap
         if cfg.head == "arcface":
-            backbone = cfg.channels[-1] * backbone_freq(cfg)
-            self.projection = nn.Sequential(nn.Linear(backbone, cfg.embedding_dim), nn.BatchNorm1d(cfg.embedding_dim))
-            self.centres = nn.Parameter(torch.randn(n, cfg.embedding_dim) / math.sqrt(cfg.embedding_dim))
+            self.register_load_state_dict_pre_hook(_arcface_keys_before_heads)
 
     def set_conv_impl(self, impl: ConvImpl) -> None:
         """Switch every complex convolution's kernel (parameters unchanged). Does not edit ``cfg``."""
@@ -237,7 +255,8 @@ class ComplexNet(nn.Module):
         representation every head shares, before it is squeezed to n_ids channels; magnitude because the
         phase of z at a random segment offset carries no identity; time-averaged because a segment's start
         is arbitrary while the frequency position of a machine's harmonics is what identifies it. With the
-        ``arcface`` head the embedding is instead the L2-normalised projection the cosine classifier sees.
+        cosine head (every ``cfg.head`` but ``gap``, ``mimimi.nn.heads``) the embedding is instead the
+        L2-normalised projection the cosine classifier sees, (B, embedding_dim).
         """
         h = self.stem(x)
         for block in self.blocks:
@@ -249,10 +268,34 @@ class ComplexNet(nn.Module):
         t = self.total_conv(self.attention(f_t))  # (B, 2n, F', T') -> (B, n, F', T')
         emb = (mag2 + 1e-12).sqrt().mean(dim=3).flatten(1)  # (B, C, F, T) -> (B, C * F)
         total = t.mean(dim=(2, 3))
-        if self.cfg.head == "arcface":
-            emb = F.normalize(self.projection(emb), dim=1)  # (B, embedding_dim), unit length
-            total = self.cfg.arcface_scale * emb @ F.normalize(self.centres, dim=1).T  # (B, n) = s cos
+        if self.head is not None:
+            total, emb = self.head(emb)  # (B, C * F) -> (B, n) class logits, (B, embedding_dim) unit length
         return Embedded(Logits(magnitude=f_m.mean(dim=(2, 3)), complex=f_c.mean(dim=(2, 3)), total=total), emb)
+
+
+def build_head(cfg: ComplexNetConfig, in_features: int) -> ProjectionHead | None:
+    """The cosine head ``cfg.head`` names on an ``in_features`` backbone embedding; None for ``gap``.
+
+    >>> build_head(ComplexNetConfig(head="adacos", n_ids=4), 765).scale == adacos_scale(4)
+    True
+    """
+    n, d = cfg.n_ids, cfg.embedding_dim
+    if cfg.head == "arcface":
+        return CosineHead(in_features, n, d, cfg.arcface_scale, trainable=True)
+    if cfg.head == "adacos":
+        return CosineHead(in_features, n, d, adacos_scale(n), trainable=cfg.trainable_centres)
+    if cfg.head == "subcluster_adacos":
+        return SubclusterHead(in_features, n, cfg.subclusters, d, trainable=cfg.trainable_centres)
+    if cfg.head == "adaproj":
+        return SubspaceHead(in_features, n, cfg.subspace_dim, d)
+    return None
+
+
+def _arcface_keys_before_heads(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    """An ``arcface`` checkpoint written before ``mimimi.nn.heads`` kept ``projection.*`` and ``centres`` on
+    the network itself: move them under ``head.``, where the same tensors live now."""
+    for key in [k for k in state_dict if k == prefix + "centres" or k.startswith(prefix + "projection.")]:
+        state_dict[prefix + "head." + key[len(prefix):]] = state_dict.pop(key)
 
 
 def backbone_freq(cfg: ComplexNetConfig) -> int:

@@ -6,7 +6,10 @@ lies from them (higher = more anomalous):
 
 * ``knn``: mean of the ``k`` smallest cosine distances ``1 - cos(x, r)`` to the references ``r``;
 * ``mahalanobis``: ``sqrt((x-μ)ᵀ Σ⁻¹ (x-μ))`` with a shrinkage covariance ``Σ``;
-* ``gmm``: negative log-likelihood under a diagonal-covariance Gaussian mixture.
+* ``gmm``: negative log-likelihood under a diagonal-covariance Gaussian mixture;
+* ``knn-density``: the smallest cosine distance to a reference divided by that reference's typical distance
+  to its own nearest references (local density normalisation, Wilkinghoff et al. 2025): a reference in a
+  sparse region (a domain with few clips) counts as near from farther away; no domain label needed.
 
 ``IDScorers`` holds one fitted scorer per group key (the machine ID); ``cross_fitted_scores`` gives
 normal-only scores of training rows for ``fit_threshold``, which turns them into a decision threshold.
@@ -31,7 +34,7 @@ import numpy as np
 import scipy.stats
 import torch
 
-SCORERS = ("knn", "mahalanobis", "gmm")
+SCORERS = ("knn", "mahalanobis", "gmm", "knn-density")
 THRESHOLD_METHODS = ("gamma", "empirical")
 VAR_FLOOR = 1e-6  # mahalanobis: Σ = VAR_FLOOR·I when the training rows have no spread (n = 1 or all equal);
 #                   otherwise eigenvalues of Σ are clipped at VAR_FLOOR · tr(Σ)/D so Σ⁻¹ always exists
@@ -188,6 +191,13 @@ class MahalanobisScorer(_Scorer):
     rows have no spread (``n = 1`` or all rows equal) ``Σ = VAR_FLOOR·I`` (1e-6). Otherwise eigenvalues of ``Σ``
     are clipped at ``VAR_FLOOR·tr(Σ)/D``, so ``Σ⁻¹`` exists even for ``a = 0`` with ``n <= D``. The state holds
     ``μ`` (D,) and a whitener ``W`` (D, D), ``Σ⁻¹ = W Wᵀ``, so ``score(x) = ‖(x-μ) W‖``.
+
+    With fewer rows than dimensions (an ID's 10 clips of 765-dim embeddings), ``S`` has rank ``r < n <= D`` and
+    ``Σ`` is the isotropic ``ν I`` plus a rank-``r`` part: from the SVD of the centred rows ``C = U s Vᵀ`` the
+    eigenvalues are ``λ_j = (1-a) s_j²/n + ν`` along ``V`` and ``ν = a tr(S)/D`` elsewhere, so the state holds
+    ``V`` (D, r), ``1/λ`` and ``1/ν`` instead of a (D, D) whitener, and
+    ``score(x)² = ‖z‖²/ν + Σ_j (z·v_j)² (1/λ_j − 1/ν)`` with ``z = x − μ``: the same distance (the same
+    floor) for ``O(n² D)`` instead of ``O(D³)`` to fit and ``O(r D)`` per score.
     """
 
     name = "mahalanobis"
@@ -201,15 +211,20 @@ class MahalanobisScorer(_Scorer):
         else:
             self.shrinkage = _float(shrinkage, self.name, "shrinkage", 0.0, 1.0)
         self.mean: np.ndarray | None = None  # (D,) float64
-        self.whitener: np.ndarray | None = None  # (D, D) float64
+        self.whitener: np.ndarray | None = None  # (D, D) float64 (full rank), or None for the low-rank form:
+        self.basis: np.ndarray | None = None  # (D, r) the leading directions V
+        self.inv_eig: np.ndarray | None = None  # (r,) 1/λ along them
+        self.inv_rest: float | None = None  # 1/ν elsewhere
         self.shrinkage_: float | None = None  # the a actually used (Ledoit-Wolf's estimate, or 1 for VAR_FLOOR·I)
 
     @property
     def precision(self) -> np.ndarray:
-        """Σ⁻¹ (D, D) = W Wᵀ."""
-        if self.whitener is None:
+        """Σ⁻¹ (D, D) = W Wᵀ (or, in the low-rank form, I/ν + V diag(1/λ − 1/ν) Vᵀ)."""
+        if self.whitener is not None:
+            return self.whitener @ self.whitener.T
+        if self.basis is None:
             raise ScorerError(f"{self.name}: not fitted")
-        return self.whitener @ self.whitener.T
+        return self.inv_rest * np.eye(len(self.mean)) + (self.basis * (self.inv_eig - self.inv_rest)) @ self.basis.T
 
     def fit(self, X) -> MahalanobisScorer:
         A = self._fit_input(X)
@@ -219,6 +234,19 @@ class MahalanobisScorer(_Scorer):
         trace = float(np.einsum("ij,ij->", C, C)) / n  # tr(S) without forming S
         if n == 1 or trace <= 0.0:
             self.mean, self.whitener, self.shrinkage_ = mu, np.eye(D) / math.sqrt(VAR_FLOOR), 1.0
+            return self
+        if n < D:  # rank-deficient sample covariance: the low-rank form (class docstring), no (D, D) matrix
+            if self.shrinkage == "ledoit-wolf":
+                from sklearn.covariance import ledoit_wolf_shrinkage  # fitting only
+
+                self.shrinkage_ = float(ledoit_wolf_shrinkage(A))
+            else:
+                self.shrinkage_ = self.shrinkage
+            a, floor = self.shrinkage_, VAR_FLOOR * trace / D
+            _, sv, vt = np.linalg.svd(C, full_matrices=False)  # (r,), (r, D)
+            self.mean, self.whitener, self.basis = mu, None, vt.T
+            self.inv_eig = 1.0 / np.maximum((1.0 - a) * sv ** 2 / n + a * trace / D, floor)
+            self.inv_rest = 1.0 / max(a * trace / D, floor)
             return self
         if self.shrinkage == "ledoit-wolf":
             from sklearn.covariance import LedoitWolf  # fitting only; loading a state needs no sklearn
@@ -235,21 +263,39 @@ class MahalanobisScorer(_Scorer):
         return self
 
     def score(self, X) -> np.ndarray:
-        Z = (self._score_input(X) - self.mean) @ self.whitener  # (m, D) whitened
-        return np.sqrt(np.einsum("ij,ij->i", Z, Z))
+        Z = self._score_input(X) - self.mean  # (m, D)
+        if self.whitener is not None:
+            W = Z @ self.whitener  # (m, D) whitened
+            return np.sqrt(np.einsum("ij,ij->i", W, W))
+        Q = Z @ self.basis  # (m, r)
+        d2 = self.inv_rest * np.einsum("ij,ij->i", Z, Z) + (Q * Q) @ (self.inv_eig - self.inv_rest)
+        return np.sqrt(np.maximum(d2, 0.0))
 
     def state(self) -> dict[str, Any]:
-        return {**self._state_head(), "shrinkage_used": float(self.shrinkage_),
-                "mean": _tensor(self.mean, np.float64), "whitener": _tensor(self.whitener, np.float64)}
+        head = {**self._state_head(), "shrinkage_used": float(self.shrinkage_), "mean": _tensor(self.mean, np.float64)}
+        if self.whitener is not None:
+            return {**head, "whitener": _tensor(self.whitener, np.float64)}
+        return {**head, "basis": _tensor(self.basis, np.float64), "inv_eig": _tensor(self.inv_eig, np.float64),
+                "inv_rest": float(self.inv_rest)}
 
     @classmethod
     def from_state(cls, state) -> MahalanobisScorer:
-        state = _state_parts(state, cls.name, ("mean", "whitener"))
+        low_rank = "basis" in state
+        state = _state_parts(state, cls.name, ("mean", "basis", "inv_eig", "inv_rest") if low_rank else ("mean", "whitener"))
         obj = cls(**_checked_params(cls, state["params"]))
         obj.mean = _array(state, "mean", cls.name, 1).astype(np.float64)
-        obj.whitener = _array(state, "whitener", cls.name, 2).astype(np.float64)
-        if obj.whitener.shape != (obj.mean.size, obj.mean.size):
-            raise ScorerError(f"{cls.name}: state whitener has shape {tuple(obj.whitener.shape)}, mean has {obj.mean.size} dims")
+        if low_rank:
+            obj.basis = _array(state, "basis", cls.name, 2).astype(np.float64)
+            obj.inv_eig = _array(state, "inv_eig", cls.name, 1).astype(np.float64)
+            obj.inv_rest = float(state["inv_rest"])
+            if obj.basis.shape != (obj.mean.size, obj.inv_eig.size):
+                raise ScorerError(f"{cls.name}: state basis has shape {tuple(obj.basis.shape)}, mean has "
+                                  f"{obj.mean.size} dims and {obj.inv_eig.size} eigenvalues")
+        else:
+            obj.whitener = _array(state, "whitener", cls.name, 2).astype(np.float64)
+            if obj.whitener.shape != (obj.mean.size, obj.mean.size):
+                raise ScorerError(f"{cls.name}: state whitener has shape {tuple(obj.whitener.shape)}, mean has "
+                                  f"{obj.mean.size} dims")
         obj.dim, obj.n_train = obj.mean.size, int(state.get("n_train", 0))
         obj.shrinkage_ = float(state.get("shrinkage_used", math.nan))
         return obj
@@ -316,9 +362,63 @@ class GMMScorer(_Scorer):
         return obj
 
 
+# --------------------------------------------------------------------------------------------- knn-density
+class DensityKNNScorer(_Scorer):
+    """Local-density-normalised nearest neighbour: ``score(x) = min_r d(x, r) / c_r`` with ``d`` the cosine
+    distance and ``c_r`` the mean distance from reference ``r`` to its ``k_ref`` nearest other references
+    (``k_ref`` clipped to ``n - 1``; 1 for a single reference, and floored at a tiny positive value).
+
+    >>> s = DensityKNNScorer(k_ref=1).fit([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> bool(s.score([[0.95, 0.05]])[0] < s.score([[0.5, 0.5]])[0])
+    True
+    """
+
+    name = "knn-density"
+    PARAMS = ("k_ref",)
+
+    def __init__(self, k_ref: int = 16):
+        self.k_ref = _int(k_ref, self.name, "k_ref", 1)
+        self.refs: np.ndarray | None = None  # (n, D) unit rows
+        self.scale: np.ndarray | None = None  # (n,) each reference's typical distance to its neighbours
+
+    def fit(self, X) -> DensityKNNScorer:
+        A = KNNScorer._unit(self._fit_input(X, "reference"))
+        n = len(A)
+        if n == 1:
+            self.scale = np.ones(1)
+        else:
+            d = np.clip(1.0 - A @ A.T, 0.0, 2.0)  # (n, n); the diagonal is excluded below
+            np.fill_diagonal(d, np.inf)
+            k = min(self.k_ref, n - 1)
+            self.scale = np.maximum(np.partition(d, k - 1, axis=1)[:, :k].mean(axis=1), 1e-12)
+        self.refs = A.astype(np.float32)
+        return self
+
+    def score(self, X) -> np.ndarray:
+        Q = KNNScorer._unit(self._score_input(X))
+        R = self.refs.astype(np.float64)
+        out = np.empty(len(Q))
+        for i in range(0, len(Q), _CHUNK):
+            d = np.clip(1.0 - Q[i:i + _CHUNK] @ R.T, 0.0, 2.0) / self.scale  # (rows, n)
+            out[i:i + _CHUNK] = d.min(axis=1)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {**self._state_head(), "refs": _tensor(self.refs, np.float32), "scale": _tensor(self.scale, np.float64)}
+
+    @classmethod
+    def from_state(cls, state) -> DensityKNNScorer:
+        state = _state_parts(state, cls.name, ("refs", "scale"))
+        obj = cls(**_checked_params(cls, state["params"]))
+        obj.refs = _array(state, "refs", cls.name, 2).astype(np.float32)
+        obj.scale = _array(state, "scale", cls.name, 1).astype(np.float64)
+        obj.n_train, obj.dim = obj.refs.shape
+        return obj
+
+
 # --------------------------------------------------------------------------------------------- factory
-Scorer = Union[KNNScorer, MahalanobisScorer, GMMScorer]
-_CLASSES: dict[str, type] = {c.name: c for c in (KNNScorer, MahalanobisScorer, GMMScorer)}
+Scorer = Union[KNNScorer, MahalanobisScorer, GMMScorer, DensityKNNScorer]
+_CLASSES: dict[str, type] = {c.name: c for c in (KNNScorer, MahalanobisScorer, GMMScorer, DensityKNNScorer)}
 
 
 def _scorer_class(name) -> type:

@@ -1,0 +1,51 @@
+"""What the objective study found about data like the data at hand: does the search metric rank trials there?
+
+``make accuracy`` (``python -m bench.accuracy --only objective``) writes ``configs/search/evidence.yaml``: for
+each data set of the study, Spearman's ρ of the default search metric with the test figure over its trials
+and the 95 % bootstrap interval. ``profile`` says which study set the data resembles, ``evidence_line`` what
+the search prints and records: plainly, when no interval lies above 0 there.
+
+>>> profile({"00": 6, "02": 2}, two_domains=False)
+('fails-like-real', 'IDs with 2 to 6 training clips')
+>>> profile({"00": 900, "02": 880}, two_domains=False)[0]
+'100 clips per ID'
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tuning.space import SEARCH_CONFIGS
+
+EVIDENCE = SEARCH_CONFIGS / "evidence.yaml"
+
+
+def profile(clips_per_id: dict[str, int], two_domains: bool) -> tuple[str, str]:
+    """(the objective study's set that the data resembles, why in words)."""
+    counts = sorted(clips_per_id.values())
+    lo, hi = counts[0], counts[-1]
+    if two_domains:
+        return "first-shot 2023", "a source and a target domain"
+    if lo >= 100:
+        return "100 clips per ID", f"IDs with {lo} to {hi} training clips"
+    if lo < 5 or hi >= 4 * lo:
+        return "fails-like-real", f"IDs with {lo} to {hi} training clips"
+    return "synthetic", f"IDs with {lo} to {hi} training clips"
+
+
+def evidence_line(metric: str, clips_per_id: dict[str, int], two_domains: bool, path: Path = EVIDENCE) -> str:
+    """One line on how well ``metric`` ranked trials on the study's data most like this, or that no study of
+    it exists; empty when nothing is known."""
+    name, why = profile(clips_per_id, two_domains)
+    found = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    row = found.get(name)
+    if not row or row.get("metric") != metric:
+        return f"note: no objective study of {metric} on data like this ({why}): how well it ranks trials is not known"
+    lo, hi = row["interval"]
+    shown = f"ρ = {row['rho']:+.2f} [{lo:+.2f}, {hi:+.2f}] over {row['trials']} trials"
+    if lo > 0:
+        return f"on data like this ({why}; the objective study's {name!r} set, ACCURACY.md) {metric} ranked trials: {shown}"
+    return (f"note: on data like this ({why}; the objective study's {name!r} set, ACCURACY.md) {metric} did not rank "
+            f"trials reliably ({shown}: the interval includes 0): take the chosen trial as one of the good ones, not "
+            "as the best")
