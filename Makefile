@@ -10,7 +10,7 @@ UV     := .venv-tools/bin/uv
 # the lock's platform: CI, the cluster image (rayproject/ray:2.60.0-py311-gpu) and the dev machines
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: demo test test-unit test-fast bench bench-gpu accuracy screenshots lock venv clean
+.PHONY: demo test test-unit test-fast bench bench-gpu rehearsal accuracy screenshots lock venv clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	@$(PYTHON) -c 'import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64" and sys.platform == "linux"; sys.exit(0 if ok else "$(LOCK) is for CPython 3.11 on Linux x86_64; elsewhere install from pyproject: pip install -e \".[test]\"")'
@@ -38,6 +38,12 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# the whole path (cache, search, evaluate, score, pyfunc load, DataLoader) on one synthetic machine type at
+# DCASE 2020 size and at a quarter of it, measured per stage -> REHEARSAL.md (hours on 2 cores; about 11 GiB
+# of work folder, a temporary one: python -m bench.rehearsal --work DIR puts it elsewhere)
+rehearsal: $(STAMP)
+	$(PY) -m bench.rehearsal
 
 # on a machine with a CUDA GPU: the network rows, torch.compile, scoring and a --use-gpu smoke search,
 # merged into BENCHMARKS.md as its "## GPU" section (under 5 minutes)

@@ -1,7 +1,7 @@
 """The ``mimimi cache`` command: fill the feature cache of a dataset root (every wav decoded and transformed
 once), and say how big it is.
 
-    python -m mimimi.cache --data-root DIR [--kinds stft,logmel] [--cache-dir DIR] [--config FILE]
+    python -m mimimi.cache --data-root DIR [--kinds stft,logmel] [--cache-dir DIR] [--config FILE] [--workers N]
 
 The library is ``mimimi.features`` (``FeatureCache``).
 """
@@ -13,7 +13,7 @@ import sys
 from mimimi.config import ConfigError, load_config
 from mimimi.data.audio import AudioError
 from mimimi.data.index import DatasetError, index_dataset
-from mimimi.features import KINDS, FeatureCache, cache_dir_for
+from mimimi.features import KINDS, FeatureCache, cache_dir_for, usable_cpus
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> None:
                                                       "(<root>-mimimi-cache)")
     ap.add_argument("--config", action="append", default=[], help="YAML overrides (repeatable)")
     ap.add_argument("--kinds", default="stft", help="comma-separated: stft,logmel")
+    ap.add_argument("--workers", type=int, default=None,
+                    help=f"processes that decode and transform (default: every usable core, {usable_cpus()} here)")
     args = ap.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        ap.error(f"--workers must be >= 1, got {args.workers}")
     kinds = [k for k in args.kinds.split(",") if k]
     if bad := [k for k in kinds if k not in KINDS]:
         ap.error(f"unknown feature kind(s) {bad}; choose from {list(KINDS)}")
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(*args.config)
         idx = index_dataset(args.data_root)
         cache = FeatureCache(cache_dir_for(args.data_root, args.cache_dir or cfg.data.cache_dir), cfg.features)
-        n = cache.warm(idx.clips.path, kinds)
+        n = cache.warm(idx.clips.path, kinds, workers=args.workers)
     except (ConfigError, DatasetError, AudioError) as e:
         sys.exit(f"error: {e}")
     size = cache.size_bytes() / 2**20

@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import multiprocessing
 import os
+import signal
+import sys
 import tempfile
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -215,18 +222,144 @@ class FeatureCache:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def warm(self, paths: Iterable[str | Path], kinds: Iterable[Kind] = ("stft",), progress: bool = True) -> int:
-        """Fill the cache for ``paths``; returns how many entries were computed (0 when all cached)."""
-        todo = {}  # path -> kinds missing; each file is decoded once for all its kinds
+    def warm(self, paths: Iterable[str | Path], kinds: Iterable[Kind] = ("stft",), progress: bool = True,
+             workers: int | None = None) -> int:
+        """Fill the cache for ``paths``; returns how many entries were computed (0 when all cached).
+
+        Each missing file is decoded once for all its ``kinds``, in ``workers`` processes (default: every
+        usable core, ``usable_cpus()``, but no more than one per ``WARM_MIN_PER_WORKER`` files; 1: in this
+        process). Entries are written atomically and each depends on its file alone, so the result is the same
+        for any number of workers and any order; every entry is computed with one torch thread, so its bytes
+        do not depend on the machine either. A file that cannot be decoded raises its ``AudioError`` (the work
+        not yet started is cancelled; entries already written stay). ``progress``: a bar with an ETA on a
+        terminal, else a line on stderr at every ~10 % with the rate and the ETA.
+        """
+        kinds = tuple(kinds)
+        todo = {}  # path -> kinds missing (a path given twice is filled once)
         for p in paths:
-            if missing := [k for k in kinds if not self.entry(p, k).exists()]:
-                todo[p] = missing
-        bars = None if progress and todo else True  # tqdm's None: a bar only on a terminal
-        for p, missing in tqdm(todo.items(), desc="features", unit="clip", disable=bars):
-            wave = decode(p, self.cfg)
-            for k in missing:
-                self._store(self.entry(p, k), compute(wave, self.cfg, k), k)
+            if str(p) not in todo and (missing := tuple(k for k in kinds if not self.entry(p, k).exists())):
+                todo[str(p)] = missing
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        # by default a worker per WARM_MIN_PER_WORKER files at most: each costs a process start
+        workers = min(usable_cpus(), len(todo) // WARM_MIN_PER_WORKER) if workers is None else min(workers, len(todo))
+        shown = _Progress(len(todo), progress)
+        try:
+            if workers <= 1:
+                with _one_torch_thread():
+                    for p, missing in todo.items():
+                        _fill(self, p, missing)
+                        shown.update(1)
+            else:
+                self._warm_pool(list(todo.items()), workers, shown)
+        finally:
+            shown.close()
         return sum(map(len, todo.values()))
+
+    def _warm_pool(self, todo: list[tuple[str, tuple[Kind, ...]]], workers: int, shown: "_Progress") -> None:
+        """``warm``'s work in ``workers`` processes, in chunks small enough to spread and to show progress."""
+        size = max(1, min(WARM_CHUNK, math.ceil(len(todo) / (4 * workers))))
+        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        # fork where there is one (as torch's DataLoader workers are started): no re-import of the caller
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                                   initializer=_pool_worker_init)
+        try:
+            pending = {pool.submit(_fill_chunk, self.cache_dir, self.cfg, chunk): len(chunk) for chunk in chunks}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    f.result()  # a worker's AudioError (naming its file) is raised here
+                    shown.update(pending.pop(f))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the chunks under way finish; no new one starts
+            raise
+        pool.shutdown(wait=True)
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.cache_dir.rglob("*.npy")) if self.cache_dir.exists() else 0
+
+
+WARM_CHUNK = 32  # files per task of warm's pool, at most
+WARM_MIN_PER_WORKER = 8  # by default, warm starts one worker process per this many files to fill at most
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread inside: the per-clip normalisation's reductions then sum in one order, so an
+    entry's bytes do not depend on the thread count (they do, in the last bit, with several)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pool_worker_init() -> None:
+    """A ``warm`` pool worker: one torch thread (as ``_one_torch_thread``; the pool is the parallelism), and
+    Ctrl-C left to the parent, which cancels the work."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _fill(cache: FeatureCache, path: str, missing: tuple[Kind, ...]) -> None:
+    wave = decode(path, cache.cfg)
+    for k in missing:
+        cache._store(cache.entry(path, k), compute(wave, cache.cfg, k), k)
+
+
+def _fill_chunk(cache_dir: Path, cfg: FeatureConfig, chunk: list[tuple[str, tuple[Kind, ...]]]) -> int:
+    """One task of ``warm``'s pool, in a worker process."""
+    cache = FeatureCache(cache_dir, cfg)
+    for path, missing in chunk:
+        _fill(cache, path, missing)
+    return len(chunk)
+
+
+class _Progress:
+    """``warm``'s progress: a tqdm bar (with its ETA) on a terminal; elsewhere (a log, a pipe) one line on
+    stderr at every ~10 % with the rate and the ETA; nothing when ``enabled`` is false or there is no work."""
+
+    def __init__(self, total: int, enabled: bool, desc: str = "features"):
+        self.total, self.done, self.desc = total, 0, desc
+        self.on = bool(enabled and total)
+        self.bar = tqdm(total=total, desc=desc, unit="clip") if self.on and sys.stderr.isatty() else None
+        self.start, self.next_line = time.perf_counter(), 1
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.on and self.done * 10 >= self.next_line * self.total:
+            elapsed = time.perf_counter() - self.start
+            rate = self.done / elapsed if elapsed > 0 else float("inf")
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            print(f"{self.desc}: {self.done}/{self.total} clips ({100 * self.done / self.total:.0f} %), "
+                  f"{rate:.1f} clips/s, ETA {_duration(eta)}", file=sys.stderr, flush=True)
+            self.next_line = self.done * 10 // self.total + 1
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    """An ETA in words.
+
+    >>> _duration(3725.0), _duration(42.4), _duration(float("inf"))
+    ('1 h 02 min', '42 s', '?')
+    """
+    if not math.isfinite(seconds):
+        return "?"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"

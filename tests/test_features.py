@@ -156,6 +156,84 @@ def test_cache_propagates_decode_errors_and_stores_nothing(tmp_path):
     assert not list((tmp_path / "cache").rglob("*.npy"))
 
 
+class CountingPool(features.ProcessPoolExecutor):
+    """warm's process pool, noting the worker count of each one made."""
+    made: list[int] = []
+
+    def __init__(self, workers, **kwargs):
+        CountingPool.made.append(workers)
+        super().__init__(workers, **kwargs)
+
+
+def _entries(cache: FeatureCache, wavs, kinds=features.KINDS) -> dict[tuple[str, str], bytes]:
+    return {(w.name, k): cache.entry(w, k).read_bytes() for w in wavs for k in kinds}
+
+
+def test_parallel_fill_writes_the_same_entries_as_the_serial_one(tmp_path, monkeypatch):
+    # one 10 s clip: with several torch threads its normalised STFT would differ in the last bit
+    wavs = [write_wav(tmp_path / "wav" / f"{i}.wav", noise(s, seed=i)) for i, s in enumerate((1.5, 2.5, 3.0, 10.0))]
+    monkeypatch.setattr(features, "ProcessPoolExecutor", CountingPool)
+    CountingPool.made = []
+    torch.set_num_threads(2)
+    serial = FeatureCache(tmp_path / "serial", FeatureConfig())
+    parallel = FeatureCache(tmp_path / "parallel", FeatureConfig())
+    assert serial.warm(wavs, kinds=features.KINDS, progress=False, workers=1) == 8
+    assert CountingPool.made == [] and torch.get_num_threads() == 2  # in this process; threads restored
+    assert parallel.warm(reversed(wavs), kinds=features.KINDS, progress=False, workers=3) == 8
+    assert CountingPool.made == [3]
+    assert _entries(parallel, wavs) == _entries(serial, wavs)
+    assert not list((tmp_path / "parallel").rglob("*.tmp"))
+    assert parallel.warm(wavs, kinds=features.KINDS, progress=False, workers=3) == 0 and CountingPool.made == [3]
+
+
+def test_the_default_fill_starts_no_more_workers_than_the_work_is_worth(tmp_path, monkeypatch):
+    wavs = [write_wav(tmp_path / "wav" / f"{i}.wav", noise(1.5, seed=i)) for i in range(3)]
+    monkeypatch.setattr(features, "ProcessPoolExecutor", CountingPool)
+    monkeypatch.setattr(features, "usable_cpus", lambda: 16)
+    CountingPool.made = []
+    assert FeatureCache(tmp_path / "cache", FeatureConfig()).warm(wavs, progress=False) == 3
+    assert CountingPool.made == []  # 3 files: fewer than WARM_MIN_PER_WORKER per worker, so in this process
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        FeatureCache(tmp_path / "cache", FeatureConfig()).warm(wavs, workers=0)
+
+
+def test_parallel_fill_fails_in_one_line_naming_the_file_it_cannot_decode(tmp_path):
+    wavs = [write_wav(tmp_path / f"{i}.wav", noise(1.5, seed=i)) for i in range(3)]
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"garbage" * 100)
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig())
+    with pytest.raises(AudioError, match=r"bad\.wav: cannot decode audio") as e:
+        cache.warm(wavs + [bad], progress=False, workers=2)
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_cache_command_names_the_bad_file_in_one_line(tmp_path):
+    from mimimi import cache as cache_command
+
+    root = tmp_path / "root"
+    for i in range(3):
+        write_wav(root / "valve" / "train" / f"normal_id_00_{i:08d}.wav", noise(1.5, seed=i))
+    (root / "valve" / "train" / "normal_id_00_00000009.wav").write_bytes(b"garbage" * 100)
+    with pytest.raises(SystemExit) as e:
+        cache_command.main(["--data-root", str(root), "--cache-dir", str(tmp_path / "c"), "--workers", "2"])
+    assert str(e.value.code).startswith("error: ") and "normal_id_00_00000009.wav" in str(e.value.code)
+    assert "\n" not in str(e.value.code)
+
+
+def test_fill_progress_off_a_terminal_is_a_line_every_tenth(capsys):
+    shown = features._Progress(20, enabled=True)  # pytest's stderr is not a terminal
+    for _ in range(20):
+        shown.update(1)
+    shown.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("features: 20/20 clips (100 %)")
+    assert all("clips/s, ETA " in line for line in lines)
+    features._Progress(20, enabled=False).update(20)
+    features._Progress(0, enabled=True).close()
+    assert capsys.readouterr().err == ""
+
+
 @pytest.fixture
 def no_wav_reads(monkeypatch):
     """After this, any attempt to open or decode a wav fails the test."""
