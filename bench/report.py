@@ -265,7 +265,7 @@ def _features_and_scoring(res: dict[str, Any]) -> list[str]:
     ])]
     md += ["", "## Scoring end to end", "",
            "`mimimi.scoring.clips.score_paths` on synthetic files (decode, STFT, every segment through the default "
-           "network, the default scorer, the decision), with a model trained for one epoch for the purpose.", "",
+           "network, the back-end in the scorer column, the decision), with a model trained for one epoch for the purpose.", "",
            md_table(["device", "scorer", "files", "fp32 clips/s", "bf16 clips/s", "one file (ms, fp32)"],
                     [[d, str(x["scoring"]["scorer"]), x["scoring"]["clips"], x["scoring"]["clips_per_s"]["fp32"],
                       x["scoring"]["clips_per_s"]["bf16"], x["scoring"]["one_clip_ms"]]

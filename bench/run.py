@@ -10,7 +10,7 @@ CPU and on CUDA when there is one (``bench.cases`` holds each case, ``bench.harn
   steps to repay it;
 - peak resident memory of a training step (a fresh process per variant);
 - the feature path (decode + STFT, cached segments through the DataLoader);
-- scoring files end to end with the default scorer, fp32 and bf16;
+- scoring files end to end with one fixed back-end (`knn-stats`), fp32 and bf16;
 - the Ray per-trial fixed cost and what it is made of (``bench.ray_overhead``).
 
 It writes ``BENCHMARKS.md`` (``--out``) and ``benchmarks.json`` beside it; a missed target says why, with
