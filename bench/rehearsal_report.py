@@ -156,13 +156,16 @@ def search(res: dict[str, Any]) -> list[str]:
             epochs = [e for e in t["epoch_seconds"] if e is not None]
             seg = (sum(epochs) / len(epochs) / items) if epochs and items else None
             per_seg.setdefault(size, []).append(seg)
+            pairs = [(v, e) for v, e in zip(t.get("validation_seconds") or [], t["epoch_seconds"]) if v and e]
+            share = f"{100 * sum(v for v, _ in pairs) / sum(e for _, e in pairs):.0f} %" if pairs else None
             rows.append([size, t.get("trial_id", t["trial"]),
                          str(t["params"].get("train.classes", "—")), t["epochs"], t["wall_s"], t["worker_start_s"],
-                         t["setup_s"], t["epochs_s"], t["other_s"], _ms(seg)])
+                         t["setup_s"], t["epochs_s"], t["other_s"], _ms(seg), share])
         notes = _result(res, size, "search").get("notes", [])
         md += [""] + [f"- {size}: {n}" for n in notes]
     md += ["", md_table(["size", "trial", "train.classes", "epochs", "wall s", "worker start s", "fit set-up s",
-                         "epochs s", "other s", "epoch ms / training segment"], rows)]
+                         "epochs s", "other s", "epoch ms / training segment", "validation share of the epochs"],
+                        rows)]
     m = res["settings"].get("max_references_per_id")
     spec = {s: res["sizes"][s]["spec"] for s in _sizes(res)}
     if m and "full" in spec and "quarter" in spec and spec["quarter"]["train"] <= m < spec["full"]["train"]:

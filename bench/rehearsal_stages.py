@@ -211,6 +211,7 @@ def trials(storage: Path, name: str, machine_type: str) -> list[dict[str, Any]]:
             "trial": trial_dir.name, "trial_id": trial_id, "params": rows[-1].get("config", {}), "epochs": len(rows),
             **trial_breakdown(pd.DataFrame(rows)),
             "epoch_seconds": [r.get("epoch_seconds") for r in rows],
+            "validation_seconds": [r.get("validation_seconds") for r in rows],  # included in epoch_seconds
             "tune_trial_mib": du_bytes(trial_dir) / MIB,
             "train_run_mib": sum(du_bytes(d) for d in train_dirs) / MIB,
             "checkpoint_mib": sum(du_bytes(c) for d in train_dirs for c in d.glob("checkpoint_*")) / MIB,

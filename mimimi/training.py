@@ -456,9 +456,11 @@ def _epochs(run: Prepared, step_model, core, loader: DataLoader, opt, device, g:
             loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
         train_loss = _train_epoch(step_model, loader, opt, cfg, kind, n_classes, device, g, f"epoch {epoch}")
+        val_start = time.perf_counter()
         val_metrics, out, found = run.validation(core, device, t.monitor)
-        metrics = {"epoch": epoch, "train_loss": train_loss, **val_metrics,
-                   "epoch_seconds": time.perf_counter() - start, "setup_seconds": setup_seconds, **_backend(found)}
+        end = time.perf_counter()
+        metrics = {"epoch": epoch, "train_loss": train_loss, **val_metrics, "epoch_seconds": end - start,
+                   "validation_seconds": end - val_start, "setup_seconds": setup_seconds, **_backend(found)}
         history.append(metrics)
         if epoch == 0:  # the figure that picks the best epoch, fixed for the whole run
             monitor = monitored(metrics, t.monitor)

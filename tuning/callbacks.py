@@ -93,7 +93,7 @@ class TrialRuns(tune.Callback):
     def _run(self, trial) -> str:
         self._sync_runs()
         if trial.trial_id not in self.runs:
-            number = len(self.runs) + 1  # in the order Tune starts them; kept across --resume (get_state)
+            number = trial_number(trial.trial_id, len(self.runs) + 1)  # the same on --resume and in the pick
             run_id = self.tracker.start_run(
                 self.experiment_id, f"{self.machine_type} · trial {number:02d}", self.parent_run_id,
                 tags={"mimimi.role": "trial", "mimimi.trial_id": trial.trial_id, "mimimi.trial_name": str(trial),
@@ -122,7 +122,8 @@ class TrialRuns(tune.Callback):
             return
         self.logged_step[trial.trial_id] = step
         numeric = {k: shown_value(k, v) for k, v in result.items() if isinstance(v, (int, float)) and (
-            k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "epoch_seconds")
+            k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "epoch_seconds",
+                  "validation_seconds")
             or k.startswith(RATES) or k.startswith("backend/")
             or k.endswith(f"/{self.metric}"))}  # first-shot: <type>/<metric>
         self.tracker.log_metrics(run_id, mlflow_names(numeric, self.metric), step=step)
@@ -163,7 +164,19 @@ class TrialRuns(tune.Callback):
         self.progress.settled(self._number(trial), "FAILED", trial.last_result or {}, _settled(trials, trial))
 
     def _number(self, trial) -> int:
-        return list(self.runs).index(trial.trial_id) + 1 if trial.trial_id in self.runs else len(self.runs)
+        return trial_number(trial.trial_id, list(self.runs).index(trial.trial_id) + 1 if trial.trial_id in self.runs
+                            else len(self.runs))
+
+
+def trial_number(trial_id: str | None, fallback: int) -> int:
+    """A trial's number as the console, its MLflow run ("fan · trial 01") and the pick show it: the order in
+    which Tune created it (its id ends in Tune's counter, ``<experiment>_00000``), else ``fallback``.
+
+    >>> trial_number("3f2a1_00002", 1), trial_number("custom", 7)
+    (3, 7)
+    """
+    tail = str(trial_id or "").rsplit("_", 1)[-1]
+    return int(tail) + 1 if tail.isdigit() else fallback
 
 
 # as Tune sees them: fractions (and their standard errors, *_se); MLflow and the console show percent

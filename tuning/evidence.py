@@ -25,13 +25,14 @@ def profile(clips_per_id: dict[str, int], two_domains: bool) -> tuple[str, str]:
     """(the objective study's set that the data resembles, why in words)."""
     counts = sorted(clips_per_id.values())
     lo, hi = counts[0], counts[-1]
+    clips = f"{lo} training clips per ID" if lo == hi else f"IDs with {lo} to {hi} training clips"
     if two_domains:
         return "first-shot 2023", "a source and a target domain"
     if lo >= 100:
-        return "100 clips per ID", f"IDs with {lo} to {hi} training clips"
+        return "100 clips per ID", clips
     if lo < 5 or hi >= 4 * lo:
-        return "fails-like-real", f"IDs with {lo} to {hi} training clips"
-    return "synthetic", f"IDs with {lo} to {hi} training clips"
+        return "fails-like-real", clips
+    return "synthetic", clips
 
 
 def evidence_line(metric: str, clips_per_id: dict[str, int], two_domains: bool, path: Path = EVIDENCE) -> str:

@@ -24,7 +24,7 @@ from mimimi.checkpoint import load_checkpoint
 from mimimi.evaluation import evaluate
 from mimimi.training import finalize
 from tuning import console
-from tuning.callbacks import RATES, shown_value
+from tuning.callbacks import RATES, shown_value, trial_number
 from tuning.interrupts import SearchError
 from tuning.plan import Plan
 from tuning.space import SearchConfig, trial_config
@@ -45,9 +45,8 @@ class Ranked(NamedTuple):
 
 
 def _number(result, fallback: int) -> int:
-    """A trial's creation order from its id (``<experiment>_<counter>``), else its place in the grid."""
-    tail = str(result.metrics.get("trial_id") or "").rsplit("_", 1)[-1]
-    return int(tail) + 1 if tail.isdigit() else fallback
+    """A trial's number as the console and MLflow show it (``trial_number``), else its place in the grid."""
+    return trial_number(result.metrics.get("trial_id"), fallback)
 
 
 def rank_trials(results, metric: str, mode: str, tie_break: str = "val_loss") -> list[Ranked]:

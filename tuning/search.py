@@ -327,6 +327,7 @@ def baseline_markdown(outcomes: list[dict]) -> str:
     """Per type: the back-end validation chose, then every back-end of the tuned model and the training-free
     ``stats-knn`` baseline (mean per-ID AUC / pAUC in % on the test split, from each type's evaluation), and
     the chosen back-end's gain over the baseline in AUC points."""
+    import numpy as np
     import pandas as pd
 
     from mimimi import markdown
@@ -337,15 +338,21 @@ def baseline_markdown(outcomes: list[dict]) -> str:
     keys = [k for k in keys if k != "stats-knn"] + (["stats-knn"] if "stats-knn" in keys else [])
     cell = {(r.machine_type, r.key): (r.auc, r.pauc) for r in means.itertuples()}
     shown = lambda v: None if v is None else f"{100 * v[0]:.2f} / {100 * v[1]:.2f}"  # noqa: E731
-    rows = []
+    rows, picked, gains = [], [], []
     for o in outcomes:
         mt, chosen = o["machine_type"], o.get("backend")
         base, mine = cell.get((mt, "stats-knn")), cell.get((mt, chosen))
-        gain = f"{100 * (mine[0] - base[0]):+.2f}" if base and mine else None
-        rows.append([mt, chosen, *(shown(cell.get((mt, k))) for k in keys), gain])
+        if mine:
+            picked.append(mine)
+        if base and mine:
+            gains.append(mine[0] - base[0])
+        rows.append([mt, chosen, shown(mine), *(shown(cell.get((mt, k))) for k in keys),
+                     f"{100 * gains[-1]:+.2f}" if base and mine else None])
     avg = means.groupby("key")[["auc", "pauc"]].mean()
-    rows.append(["mean", None, *(shown((avg.auc[k], avg.pauc[k])) for k in keys), None])
-    head = ["machine type", "back-end (chosen on validation)",
+    mean_picked = tuple(np.mean(picked, axis=0)) if len(picked) == len(outcomes) else None
+    rows.append(["mean", None, shown(mean_picked), *(shown((avg.auc[k], avg.pauc[k])) for k in keys),
+                 f"{100 * np.mean(gains):+.2f}" if len(gains) == len(outcomes) else None])
+    head = ["machine type", "back-end (chosen on validation)", "tuned model, chosen back-end",
             *("stats-knn (no training)" if k == "stats-knn" else f"tuned model, {k}" for k in keys),
             "chosen − stats-knn (AUC points)"]
     words = [f"{o['machine_type']}: the training-free baseline won on validation" for o in outcomes
