@@ -29,7 +29,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# the unit tier alone (about a minute); test-fast adds the integration tier (everything but Ray and searches)
+# the unit tier alone (under a minute on 2 cores); test-fast adds the integration tier (everything but Ray and searches)
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not slow and not integration"
 
