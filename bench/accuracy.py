@@ -40,6 +40,7 @@ from mimimi.features import FeatureCache
 from mimimi.scoring.backends import make_scorer
 from mimimi.scoring.outputs import clip_outputs
 from mimimi.training import fit
+from tuning.evidence import EVIDENCE  # what the search tells its user about data like its own
 from tuning.space import SearchSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -403,7 +404,6 @@ def main_section(rows: pd.DataFrame, real: pd.DataFrame | None, settings: dict) 
 
 OBJECTIVE_TITLE = "## Does the leak-free objective rank trials like test AUC?"
 NETWORK_TITLE = "## Does the network earn its place?"
-EVIDENCE = REPO / "configs" / "search" / "evidence.yaml"  # what the search tells its user about data like its own
 
 
 def rho_table(ranks: pd.DataFrame) -> str:
@@ -455,7 +455,7 @@ def objective_section(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: 
 
 
 def evidence(ranks: pd.DataFrame, metric: str) -> dict:
-    """Per set of the study, how ``metric`` ranked its trials: what ``configs/search/evidence.yaml`` holds for
+    """Per set of the study, how ``metric`` ranked its trials: what ``tuning/objective_evidence.yaml`` holds for
     the search to say when it runs on data like it."""
     out = {}
     for r in ranks[ranks.candidate == metric].itertuples():
@@ -555,7 +555,7 @@ def run_part(part: str, work: Path, args, features, before: dict | None = None) 
         if before and before.get("trials") and not quick:  # the other sets' trials, as they were measured
             kept = pd.DataFrame(before["trials"])
             trials = pd.concat([kept[~kept.set.isin(sets)], trials], ignore_index=True)
-        if not quick:  # what the search says about data like these sets (configs/search/evidence.yaml)
+        if not quick:  # what the search says about data like these sets (tuning/objective_evidence.yaml)
             EVIDENCE.write_text("# Written by `python -m bench.accuracy --only objective` (ACCURACY.md): how the default "
                                 "search metric ranked\n# trials on each set of the objective study.\n"
                                 + yaml.safe_dump(evidence(objective_study.rank_table(trials), SearchSettings().metric),

@@ -1,6 +1,6 @@
 """What the objective study found about data like the data at hand: does the search metric rank trials there?
 
-``make accuracy`` (``python -m bench.accuracy --only objective``) writes ``configs/search/evidence.yaml``: for
+``make accuracy`` (``python -m bench.accuracy --only objective``) writes ``tuning/objective_evidence.yaml``: for
 each data set of the study, Spearman's ρ of the default search metric with the test figure over its trials
 and the 95 % bootstrap interval. ``profile`` says which study set the data resembles, ``evidence_line`` what
 the search prints and records: plainly, when no interval lies above 0 there.
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from tuning.space import SEARCH_CONFIGS
 
-EVIDENCE = SEARCH_CONFIGS / "evidence.yaml"
+EVIDENCE = Path(__file__).with_name("objective_evidence.yaml")  # data, not a config: beside this module
 
 
 def profile(clips_per_id: dict[str, int], two_domains: bool) -> tuple[str, str]:
