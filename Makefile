@@ -50,7 +50,8 @@ rehearsal: $(STAMP)
 bench-gpu: $(STAMP)
 	$(PY) -m bench.gpu --merge BENCHMARKS.md
 
-# model x scorer on the synthetic sets (3 seeds) and the real sample clips -> ACCURACY.md
+# every part of the accuracy report (the main tables, the objective, network and domain studies, recipes, bf16,
+# attribute classes) -> ACCURACY.md: hours on 2 cores; --only PART runs one (docs/accuracy.md)
 accuracy: $(STAMP)
 	$(PY) -m bench.accuracy
 
