@@ -22,7 +22,7 @@ tree) are errors.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -229,12 +229,12 @@ def prune_space(scfg: SearchConfig, base: Config, machine_types: int, attributes
     """The search space without keys that cannot change anything on the data at hand, and one line per key
     left out: ``train.classes`` where the data holds one machine type (``all`` then trains the same classes as
     ``type``), ``train.attributes`` where no training clip has attributes, the ArcFace settings where no trial
-    can use the ArcFace head.
+    can use the ArcFace head. A space that this leaves empty runs one trial: the others would repeat it.
 
     >>> scfg = parse({"space": {"train.classes": {"type": "choice", "values": ["type", "all"]}}})
     >>> pruned, why = prune_space(scfg, Config(), machine_types=1, attributes=False)
-    >>> list(pruned.space), why[0].split(":")[0]
-    ([], 'train.classes left out')
+    >>> list(pruned.space), why[0].split(":")[0], pruned.search.num_samples, why[1].split(":")[0]
+    ([], 'train.classes left out', 1, '1 trial, not 20')
     """
     space, notes = dict(scfg.space), []
 
@@ -251,4 +251,9 @@ def prune_space(scfg: SearchConfig, base: Config, machine_types: int, attributes
     heads = set(space["model.net.head"].values) if "model.net.head" in space else {base.model.net.head}
     if "arcface" not in heads:
         drop(["model.net.arcface_scale", "train.arcface_margin"], f"no trial uses the ArcFace head ({', '.join(heads)})")
-    return SearchConfig(scfg.search, scfg.resources, space, scfg.config, scfg.synthetic), notes
+    search = scfg.search
+    if not space and scfg.space and search.num_samples > 1:  # every trial would train the same settings
+        search = replace(search, num_samples=1)
+        notes.append(f"1 trial, not {scfg.search.num_samples}: nothing is left to search, so every trial would "
+                     "train the same settings")
+    return SearchConfig(search, scfg.resources, space, scfg.config, scfg.synthetic), notes
