@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = load_config(*args.config, overrides=overrides)
         result = fit(cfg, args.out)
-        print(f"best epoch {result.best_epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.best.items()
-                                                               if k.startswith("val")))
+        shown = {k: v for k, v in result.best.items() if k.startswith("val") and not k.endswith("_seconds")}
+        print(f"best epoch {result.best_epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
         print(f"checkpoint {result.best_checkpoint}")
         fitted = load_checkpoint(result.best_checkpoint).scoring
         if fitted is not None:

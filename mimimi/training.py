@@ -37,7 +37,7 @@ from mimimi.data.dataset import IDMap
 from mimimi.data.index import index_dataset, select
 from mimimi.features import FeatureCache, cache_dir_for
 from mimimi.scoring.fitted import fit_scoring
-from mimimi.scoring.objective import FAMILIES, Figures, figures
+from mimimi.scoring.objective import FAMILIES, Figures, family_of, figures
 from mimimi.scoring.outputs import ClipOutputs, Features, clip_outputs, log_mel_stats
 from mimimi.scoring.proxies import make_proxies
 
@@ -265,12 +265,15 @@ class Validation:
     def __call__(self, model, device, monitor: str) -> tuple[dict[str, float], ClipOutputs, Figures]:
         cfg, kind = self.cfg, self.kind
         batch = {"batch_segments": cfg.train.batch_size}  # several clips per forward pass: faster
+        start = time.perf_counter()
         out = clip_outputs(model, kind, cfg, self.clips, self.ids, self.cache, cfg.scoring.aggregate,
                            device, stats=self.stats, **batch)
         proxies = clip_outputs(model, kind, cfg, self.proxy_clips, self.ids, self.proxy_features,
                                cfg.scoring.aggregate, device, stats=self.proxy_stats, **batch)
+        embedded = time.perf_counter()
         val = out.select(self.is_val)
-        metrics = {}
+        # the network's share (on the training device) and the back-ends' (CPU), for sizing a GPU cluster
+        metrics = {"validation_network_seconds": embedded - start}
         if len(val.clips):
             if kind.trainable:
                 metrics["val_loss"] = float(np.average(val.loss, weights=val.n_segments))
@@ -278,6 +281,7 @@ class Validation:
                 metrics["val_acc"] = float(np.mean(np.array(val.pred_id) == val.clips.machine_id.to_numpy()))
         found = figures(cfg, kind, out, self.is_val, proxies, self.proxy_rows, monitor)
         metrics.update(found.values)
+        metrics["validation_backend_seconds"] = time.perf_counter() - embedded
         return metrics, out, found
 
 
@@ -399,6 +403,7 @@ class Checkpoints:
         if out is not None:
             fitted = fit_scoring(run.cfg, run.kind, out, calibrate, choice)
             fitted.settings["references"] = references_note(run.validation, len(out.clips))
+            fitted.settings["fitted_on_every_clip"] = len(out.clips) == run.validation.n_training_clips
         save_checkpoint(self.last, self.core, run.cfg, run.classes.ids, scoring=fitted if scored_last else None,
                         **common)
         if fitted is not None:
@@ -515,7 +520,7 @@ def _backend(found: Figures) -> dict:
 def _choice(cfg: Config, found: Figures, monitor: str | None) -> dict | None:
     """What the best checkpoint records about the back-end: validation's choice, unless ``scoring.scorer``
     names one (then only the figures)."""
-    family = next((f for f in FAMILIES if (monitor or "").startswith(f)), "cv_proxy_auc")
+    family = family_of(monitor) or "cv_proxy_auc"
     choice = found.choice(family)
     if cfg.scoring.scorer != "default":
         choice.update(chosen=cfg.scoring.scorer, how=f"fixed by scoring.scorer: {cfg.scoring.scorer}")
@@ -547,7 +552,13 @@ def finalize(checkpoint: str | Path, device: str | torch.device = "cpu") -> bool
     back-ends already saw every clip is left alone. Cost: one pass of the model over the type's training
     clips. The search driver calls it for the chosen trial (ASHA may have stopped it before its own end)."""
     loaded = load_checkpoint(checkpoint, map_location=device)
-    if loaded.scoring is None or str(loaded.scoring.settings.get("references", "all")).startswith("all"):
+    if loaded.scoring is None:
+        return False
+    settings = loaded.scoring.settings
+    every_clip = settings.get("fitted_on_every_clip")
+    if every_clip is None:  # a checkpoint written before the flag: its note says it
+        every_clip = str(settings.get("references", "all")).startswith("all")
+    if every_clip:
         return False
     cfg, kind = loaded.cfg, kinds.of(loaded.cfg)
     clips = training_clips(cfg)
@@ -561,6 +572,7 @@ def finalize(checkpoint: str | Path, device: str | torch.device = "cpu") -> bool
     fitted = fit_scoring(cfg, kind, out, held if kind.trainable else np.ones(len(every), bool),
                          loaded.scoring.choice or None)
     fitted.settings["references"] = f"all {len(every)} training clips (refitted after training)"
+    fitted.settings["fitted_on_every_clip"] = True
     meta = {k: v for k, v in loaded.meta.items() if k not in ("versions", "id_classes")}
     save_checkpoint(checkpoint, loaded.model, cfg, loaded.ids, scoring=fitted, **meta)
     return True

@@ -36,12 +36,36 @@ def test_training_never_reads_test_clips(synth_root, tmp_path, monkeypatch):
     assert seen and all("/train/" in p for p in seen)
 
 
+def test_bounded_validation_refits_the_best_backends_on_every_clip(synth_root, tmp_path, monkeypatch):
+    """validation.max_references_per_id bounds each epoch's back-end fits to a sample per ID (docs/sizing.md);
+    finalize (the run's end) refits the best checkpoint's back-ends on every training clip, once."""
+    from mimimi import training
+
+    real_finalize = training.finalize
+    monkeypatch.setattr(training, "finalize", lambda *a, **k: False)  # the checkpoint as the epoch left it
+    cfg = merge(small_config(synth_root, tmp_path / "cache", epochs=1), {"validation": {"max_references_per_id": 4}})
+    result = fit(cfg, tmp_path / "run")
+    n_train = len(select(index_dataset(synth_root).clips, machine_type="valve", split="train"))
+    settings = load_checkpoint(result.best_checkpoint).scoring.settings
+    assert settings["fitted_on_every_clip"] is False
+    assert settings["references"].startswith(f"a sample of 16 of the {n_train}")
+    assert real_finalize(result.best_checkpoint) is True
+    settings = load_checkpoint(result.best_checkpoint).scoring.settings
+    assert settings["fitted_on_every_clip"] is True
+    assert settings["references"] == f"all {n_train} training clips (refitted after training)"
+    assert real_finalize(result.best_checkpoint) is False  # already on every clip: left alone
+
+
 def test_fit_is_deterministic_and_checkpoints_round_trip(synth_root, tmp_path):
     cfg = small_config(synth_root, tmp_path / "cache")
     a = fit(cfg, tmp_path / "a")
     b = fit(cfg, tmp_path / "b")
     assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
     assert len(a.history) == 2 and a.best_epoch in (0, 1)
+    for h in a.history:  # validation's two parts (the network's, the back-ends'), as docs/sizing.md projects them
+        parts = h["validation_network_seconds"] + h["validation_backend_seconds"]
+        assert 0 < h["validation_network_seconds"] and 0 < h["validation_backend_seconds"]
+        assert parts <= h["validation_seconds"] <= h["epoch_seconds"]
     la, lb = load_checkpoint(a.best_checkpoint), load_checkpoint(b.best_checkpoint)
     assert all(torch.equal(la.model.state_dict()[k], lb.model.state_dict()[k]) for k in la.model.state_dict())
     # the checkpoint carries the resolved config, feature settings, ID map and versions

@@ -122,8 +122,8 @@ class TrialRuns(tune.Callback):
             return
         self.logged_step[trial.trial_id] = step
         numeric = {k: shown_value(k, v) for k, v in result.items() if isinstance(v, (int, float)) and (
-            k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "epoch_seconds",
-                  "validation_seconds")
+            k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "epoch_seconds", "validation_seconds",
+                  "validation_network_seconds", "validation_backend_seconds")
             or k.startswith(RATES) or k.startswith("backend/")
             or k.endswith(f"/{self.metric}"))}  # first-shot: <type>/<metric>
         self.tracker.log_metrics(run_id, mlflow_names(numeric, self.metric), step=step)

@@ -47,14 +47,27 @@ from mimimi.scoring.fitted import (DENSITY, DOMAIN_AWARE, EMBEDDING_SCORERS, FUS
 from mimimi.scoring.outputs import ClipOutputs
 
 FAMILIES = ("cv_proxy_auc", "val_proxy_auc")
+
 # ties go to the earlier back-end
 PREFERENCE = (FUSED, FUSION, "knn", "mahalanobis", "gmm", DENSITY, *DOMAIN_AWARE, STATS, *NATIVE)
 BOOTSTRAP = 200  # resamples for a figure's standard error
 NETWORK_ONLY = (*EMBEDDING_SCORERS, DENSITY, *DOMAIN_AWARE, *NATIVE)  # the back-ends that read the network alone
 
 
+def family_of(monitor: str | None) -> str | None:
+    """The family a monitored figure belongs to, which also picks the back-end; None for another figure.
+
+    >>> family_of("cv_proxy_auc_network"), family_of("val_proxy_auc"), family_of("val_loss")
+    ('cv_proxy_auc', 'val_proxy_auc', None)
+    """
+    return next((f for f in FAMILIES if (monitor or "").startswith(f)), None)
+
+
 def auc(normal: np.ndarray, outlier: np.ndarray) -> float:
     """P(outlier score > normal score) + ½ P(tie): the ROC AUC by ranks (Mann–Whitney), NaN if a side is empty.
+    Not ``mimimi.metrics.auc``, which reports a test split and raises on a missing class: validation computes
+    this thousands of times per epoch (per ID, back-end, family and bootstrap resample), where an empty side
+    is ordinary (an ID with no proxies of a family) and sklearn's per-call overhead would dominate.
 
     >>> auc(np.array([0.1, 0.2]), np.array([0.15, 0.3]))
     0.75
@@ -215,7 +228,7 @@ def figures(cfg: Config, kind: ModelKind, normals: ClipOutputs, held: np.ndarray
         if not scored:
             continue
         out.by_backend[fam] = {n: figure(scored, n) for n in candidates(cfg, kind, fam, domains)}
-    chooser = next((f for f in FAMILIES if monitor.startswith(f) and f in out.by_backend), next(iter(out.by_backend), None))
+    chooser = family if (family := family_of(monitor)) in out.by_backend else next(iter(out.by_backend), None)
     if chooser is not None:
         ranked = sorted(out.by_backend[chooser].items(),
                         key=lambda kv: (-(kv[1] if math.isfinite(kv[1]) else -1.0), PREFERENCE.index(kv[0])))
