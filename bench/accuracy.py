@@ -441,6 +441,8 @@ def objective_section(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: 
         f"`python -m bench.accuracy --only objective --objective-trials {int(n.max())} --seconds {seconds:g} "
         + ("" if set(n.index) == set(objective_study.SETS) else f"--objective-sets '{','.join(n.index)}' ")
         + f"--threads {_threads()}` reruns this section alone.",
+        "### The default search metric",
+        default_metric_verdict(trials, ranks, network_ranks),
         "### Against the delivered model's test figure (under the back-end validation chose)",
         rho_table(ranks),
         "### Against the network's test figure (the best back-end that reads the network alone)",
@@ -454,14 +456,54 @@ def objective_section(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: 
         f"<details><summary>the trials</summary>\n\n```\n{trials.round(4).to_string(index=False)}\n```\n</details>"])
 
 
-def evidence(ranks: pd.DataFrame, metric: str) -> dict:
+def default_metric_verdict(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: pd.DataFrame) -> str:
+    """In words, from the tables below: how the default ``search.metric`` ranked trials on each set, which
+    numbers rank the trials' networks on every set (interval above 0), and the sets whose delivered figure
+    hardly moved between trials (most trials at the set's best), where that column says little."""
+    metric, sets = SearchSettings().metric, list(dict.fromkeys(ranks["set"]))
+    cell = lambda r: f"{r.rho:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}]"  # noqa: E731
+    mine = {(r.set, r.target): cell(r) for t in (ranks, network_ranks) for r in t[t.candidate == metric].itertuples()}
+    every = network_ranks.groupby("candidate").agg(sets=("set", "nunique"), lo=("lo", "min"), rho=("rho", "mean"))
+    every = every[(every.sets == len(sets)) & (every.lo > 0)].sort_values("rho", ascending=False)
+    lines = [f"`search.metric` is `{metric}`. Against what the trials' networks are worth: "
+             + "; ".join(f"{n} {mine.get((n, 'test_network'), '—')}" for n in sets) + ". Against the delivered "
+             "figure: " + "; ".join(f"{n} {mine.get((n, 'test'), '—')}" for n in sets) + "."]
+    if len(every):
+        lines.append("Numbers whose interval lies above 0 on every set against the networks' figure, by mean ρ: "
+                     + ", ".join(f"`{c}` ({r.rho:+.2f})" for c, r in every.iterrows()) + ".")
+    else:
+        lines.append("No number's interval lies above 0 on every set against the networks' figure.")
+    for name in sets:
+        g = trials[trials.set == name].test
+        at_best = int((g >= g.max() - 1e-9).sum())
+        if 2 * at_best > len(g):
+            lines.append(f"On {name}, {at_best} of {len(g)} trials delivered the same, best figure "
+                         f"({100 * g.max():.1f} %): its delivered column ranks the other {len(g) - at_best} against "
+                         "them, and which trial a search picks there hardly matters.")
+    return " ".join(lines)
+
+
+def evidence(trials: pd.DataFrame, metric: str) -> dict:
     """Per set of the study, how ``metric`` ranked its trials: what ``tuning/objective_evidence.yaml`` holds for
-    the search to say when it runs on data like it."""
+    the search to say when it runs on data like it. ρ with the delivered model's test figure and its interval;
+    ``at_best``: the trials that delivered the set's best figure (most of them: the ranking hardly matters
+    there); ``network``: ρ with what the trials' networks are worth (the best network-only back-end's figure)."""
+    ranks, network = objective_study.rank_table(trials), objective_study.rank_table(trials, "test_network")
     out = {}
     for r in ranks[ranks.candidate == metric].itertuples():
+        g = trials[trials.set == r.set].test
         out[r.set] = {"metric": metric, "rho": round(r.rho, 3), "interval": [round(r.lo, 3), round(r.hi, 3)],
-                      "trials": int(r.n)}
+                      "trials": int(r.n), "at_best": int((g >= g.max() - 1e-9).sum())}
+        for n in network[(network.candidate == metric) & (network.set == r.set)].itertuples():
+            out[r.set]["network"] = {"rho": round(n.rho, 3), "interval": [round(n.lo, 3), round(n.hi, 3)]}
     return out
+
+
+def write_evidence(trials: pd.DataFrame) -> None:
+    """tuning/objective_evidence.yaml from the study's trials (``evidence`` of the default search metric)."""
+    EVIDENCE.write_text("# Written by `python -m bench.accuracy --only objective` (ACCURACY.md): how the default search "
+                        "metric ranked\n# trials on each set of the objective study.\n"
+                        + yaml.safe_dump(evidence(trials, SearchSettings().metric), sort_keys=False))
 
 
 def network_section(rows: pd.DataFrame, epochs: int) -> str:
@@ -484,8 +526,9 @@ def network_section(rows: pd.DataFrame, epochs: int) -> str:
         "log-mel mean and std unchanged) and the default generator at the same size. Mean per-ID test AUC in % "
         "(± std over seeds). Mean margin over types: "
         + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in by_set.items()) + ". "
-        f"`python -m bench.accuracy --only network --network-seeds {','.join(map(str, seeds))} --epochs {epochs} "
-        f"--threads {_threads()}` reruns this section alone.",
+        f"`python -m bench.accuracy --only network --network-seeds {','.join(map(str, seeds))} --network-epochs "
+        f"{epochs} --network-types {','.join(dict.fromkeys(rows.machine_type))} --threads {_threads()}` reruns this "
+        "section alone.",
         table])
 
 
@@ -556,15 +599,12 @@ def run_part(part: str, work: Path, args, features, before: dict | None = None) 
             kept = pd.DataFrame(before["trials"])
             trials = pd.concat([kept[~kept.set.isin(sets)], trials], ignore_index=True)
         if not quick:  # what the search says about data like these sets (tuning/objective_evidence.yaml)
-            EVIDENCE.write_text("# Written by `python -m bench.accuracy --only objective` (ACCURACY.md): how the default "
-                                "search metric ranked\n# trials on each set of the objective study.\n"
-                                + yaml.safe_dump(evidence(objective_study.rank_table(trials), SearchSettings().metric),
-                                                 sort_keys=False))
+            write_evidence(trials)
         return {"settings": settings, "trials": _records(trials)}
     if part == "network":
         epochs = 1 if quick else args.network_epochs
         rows = network_study.run(work, seeds(args.network_seeds)[: 1 if quick else None], epochs,
-                                 ("valve",) if quick else synth.MACHINE_TYPES, quick=quick)
+                                 ("valve",) if quick else tuple(args.network_types), quick=quick)
         return {"settings": {**settings, "epochs": epochs}, "rows": _records(rows)}
     if part == "domains":
         epochs = 1 if quick else args.epochs
@@ -641,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"sets' trials stay as measured (default: all of {', '.join(objective_study.SETS)})")
     ap.add_argument("--network-seeds", default="0,1,2", help="seeds of the network study")
     ap.add_argument("--network-epochs", type=int, default=8, help="epochs of the network study")
+    ap.add_argument("--network-types", default=",".join(synth.MACHINE_TYPES),
+                    help="machine types of the network study, comma-separated (default: all four)")
     ap.add_argument("--domain-seeds", default="0,1,2", help="seeds of the domain study")
     ap.add_argument("--recipe-seeds", default="0,1", help="seeds of the recipe study, comma-separated")
     ap.add_argument("--precision-seeds", default="0,1,2", help="seeds of the bf16-vs-fp32 study")
@@ -661,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("seeds must be comma-separated integers")
     if bad := [x for x in args.sets.split(",") if x and x not in SETS]:
         ap.error(f"unknown set(s) {bad}; choose from {list(SETS)}")
+    args.network_types = [x for x in args.network_types.split(",") if x]
+    if bad := [x for x in args.network_types if x not in synth.MACHINE_TYPES]:
+        ap.error(f"unknown network type(s) {bad}; choose from {list(synth.MACHINE_TYPES)}")
     args.objective_sets = [x for x in args.objective_sets.split(",") if x]
     if bad := [x for x in args.objective_sets if x not in objective_study.SETS]:
         ap.error(f"unknown objective set(s) {bad}; choose from {list(objective_study.SETS)}")

@@ -42,10 +42,19 @@ def evidence_line(metric: str, clips_per_id: dict[str, int], two_domains: bool, 
     row = found.get(name)
     if not row or row.get("metric") != metric:
         return f"note: no objective study of {metric} on data like this ({why}): how well it ranks trials is not known"
+    where = f"on data like this ({why}; the objective study's {name!r} set, ACCURACY.md)"
+    net = row.get("network")
+    networks = (f"; against what the trials' networks are worth, ρ = {net['rho']:+.2f} "
+                f"[{net['interval'][0]:+.2f}, {net['interval'][1]:+.2f}]" if net else "")
+    if 2 * row.get("at_best", 0) > row["trials"]:  # the delivered figure hardly moved between trials
+        return (f"{where} {row['at_best']} of {row['trials']} trials delivered the same, best test figure: which "
+                f"trial is chosen hardly matters there{networks}")
     lo, hi = row["interval"]
     shown = f"ρ = {row['rho']:+.2f} [{lo:+.2f}, {hi:+.2f}] over {row['trials']} trials"
     if lo > 0:
-        return f"on data like this ({why}; the objective study's {name!r} set, ACCURACY.md) {metric} ranked trials: {shown}"
-    return (f"note: on data like this ({why}; the objective study's {name!r} set, ACCURACY.md) {metric} did not rank "
-            f"trials reliably ({shown}: the interval includes 0): take the chosen trial as one of the good ones, not "
-            "as the best")
+        return f"{where} {metric} ranked trials: {shown}{networks}"
+    if hi < 0:
+        return (f"note: {where} {metric} ranked trials in reverse ({shown}: the interval lies below 0){networks}: "
+                "compare the chosen trial with stats-knn before trusting it")
+    return (f"note: {where} {metric} did not rank trials reliably ({shown}: the interval includes 0){networks}: take "
+            "the chosen trial as one of the good ones, not as the best")
