@@ -3,13 +3,13 @@ rehearsal``) -> REHEARSAL.md and rehearsal.json.
 
 It synthesises one machine type at DCASE 2020 size (4 IDs x 900 training clips of 10 s, 100 normal + 100
 anomalous test clips per ID) and runs the real path on it as a user would, each stage a command in its own
-process: the feature cache (``python -m mimimi.cache``), a search (``tuning/search.py``: 2 trials, 2 epochs,
-ASHA's grace period = the epochs, the space ``train.classes: type | all``), the evaluation of its model
-(``python -m mimimi.evaluate --run-id``), ``mimimi score`` on a folder of 1 000 files, the registered pyfunc
-model's load (``Tracker.load_pyfunc``), and the training DataLoader's delivery against what one GPU trains
-at. Each stage's wall and CPU time, peak memory by process kind and disk are measured
-(``bench.rehearsal_measure``), at full size and at a quarter of it, so each stage's cost per clip sits
-beside the other size's, with the ratio and a flag where the full size costs more than 1.3x per clip.
+process: the feature cache (``python -m mimimi.cache``), a search (``tuning/search.py``: 2 trials side by
+side, 2 epochs, ASHA's grace period = the epochs, the space ``train.classes: type | all`` and ``train.lr``),
+the evaluation of its model (``python -m mimimi.evaluate --run-id``), ``mimimi score`` on a folder of 1 000
+files, the registered pyfunc model's load (``Tracker.load_pyfunc``), and the training DataLoader's delivery
+against what one GPU trains at. Each stage's wall and CPU time, peak memory by process kind and disk are
+measured (``bench.rehearsal_measure``), at full size and at a quarter of it, so each stage's cost per clip
+sits beside the other size's, with the ratio and a flag where the full size costs more than 1.3x per clip.
 
     python -m bench.rehearsal                        # both sizes (hours on a small machine; see --size)
     python -m bench.rehearsal --size quarter --work /data/rehearsal
@@ -41,6 +41,7 @@ import yaml
 
 from bench.harness import REPO, jsonable, log, machine_info, versions
 from bench.rehearsal_measure import become_subreaper, du_bytes, run_measured
+from bench.rehearsal_projection import project
 from bench.rehearsal_report import FLAG_RATIO, render_markdown
 from bench.rehearsal_stages import MIB, mlflow_disk, search_ids, trials
 from mimimi.features import cache_dir_for, usable_cpus
@@ -84,6 +85,18 @@ class Size:
 
 FULL = Size(ids=4, train=900, test_normal=100, test_anomaly=100, seconds=10.0, score_files=1000)
 QUICK = Size(ids=2, train=6, test_normal=2, test_anomaly=2, seconds=2.0, score_files=4)
+
+
+def trial_resources(cores: int, trials: int, quick: bool) -> dict[str, float]:
+    """Resources that let ``trials`` trials run side by side on ``cores`` cores: each trial's function takes
+    0.25 CPU and its one Ray Train worker the rest of its share (Ray gives a worker with under one CPU one
+    torch thread). --quick: the smoke test's 0.5 CPU per worker.
+
+    >>> trial_resources(2, 2, False), trial_resources(16, 2, False)["cpus_per_worker"]
+    ({'workers': 1, 'trial_cpus': 0.25, 'cpus_per_worker': 0.75}, 7.75)
+    """
+    share = cores / max(1, trials)
+    return {"workers": 1, "trial_cpus": 0.25, "cpus_per_worker": 0.5 if quick else max(0.5, share - 0.25)}
 
 
 def stage_command(func: str, kwargs: dict[str, Any]) -> list[str]:
@@ -179,17 +192,20 @@ class Rehearsal:
 
     def _search_config(self) -> Path:
         """The rehearsal's search YAML: ``--trials`` trials of ``--epochs`` epochs, ASHA's grace period = the
-        epochs (no trial stopped early), the space ``train.classes: type | all`` only (every other key of
-        the base and per-type space dropped)."""
+        epochs (no trial stopped early), the space ``train.classes: type | all`` and ``train.lr`` (every other
+        key of the base and per-type space dropped). With one machine type the search drops train.classes
+        (``tuning.space.prune_space``); the learning rate, drawn from a continuous range, keeps the trials
+        distinct at the same cost, so they are not collapsed into one. The trials run side by side, each with
+        its share of the cores (``resources``): the machine is kept busy as a cluster's would be."""
         from tuning.space import load_search_config
 
         a = self.args
         space = {k: None for k in load_search_config(self.types[0]).space}
         space["train.classes"] = {"type": "choice", "values": ["type", "all"]}
+        space["train.lr"] = {"type": "loguniform", "low": 3e-4, "high": 3e-3}
         doc = {"search": {"num_samples": a.trials, "max_concurrent": a.trials, "grace_period": a.epochs},
-               "space": space, "config": {"train": {"epochs": a.epochs, "patience": a.epochs}}}
-        if a.quick:  # two trials side by side on a small CI machine (the smoke test's resources)
-            doc["resources"] = {"cpus_per_worker": 0.5, "trial_cpus": 0.25}
+               "space": space, "config": {"train": {"epochs": a.epochs, "patience": a.epochs}},
+               "resources": trial_resources(usable_cpus(), a.trials, a.quick)}
         path = self.work / "search.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
@@ -232,6 +248,7 @@ def save(args: argparse.Namespace, res: dict[str, Any]) -> None:
     """rehearsal.json and REHEARSAL.md as the run stands (after every stage: a stopped run keeps its figures);
     the markdown from the json's data, as ``--render`` writes it."""
     res["comparison"] = compare(res)
+    res["projection"] = project(res)
     res["wall_s"] = time.perf_counter() - args.t_start
     plain = jsonable(res)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(usable_cpus()), "versions": versions(),
         "settings": {"machine_types": types, "trials": args.trials, "epochs": args.epochs, "kinds": args.kinds,
+                     "resources": trial_resources(usable_cpus(), args.trials, args.quick),
                      "loader_workers": args.loader_workers, "workers": args.workers, "configs": args.config,
                      "interval_s": args.interval, "subreaper": become_subreaper(), "work": str(work),
                      "max_references_per_id": base.validation.max_references_per_id,

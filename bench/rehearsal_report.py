@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bench import rehearsal_projection as projection
 from bench.rehearsal_stages import GPU, gpu_training_rates
 from bench.report import fmt, md_table
 
@@ -71,10 +72,18 @@ def head(res: dict[str, Any]) -> list[str]:
                    f"{_n(x['spec']['score_files'], 'file')} scored"] for name, x in res["sizes"].items()]
     md += ["", md_table(["size", "set"], rows), "",
            f"Search: {_n(s['trials'], 'trial')} of {_n(s['epochs'], 'epoch')} (ASHA's grace period = the epochs: "
-           f"none stopped early), the space `train.classes: type | all`; features cached: {', '.join(s['kinds'])}; "
+           f"none stopped early), the space `train.classes: type | all` and `train.lr`{_side_by_side(s)}; "
+           f"features cached: {', '.join(s['kinds'])}; "
            f"{s['workers']} processes synthesise and fill the cache."
            + (f" Extra configs: {', '.join(s['configs'])}." if s["configs"] else "")]
     return md
+
+
+def _side_by_side(settings: dict[str, Any]) -> str:
+    """How the trials shared the machine (runs before the resources were recorded say nothing)."""
+    r = settings.get("resources")
+    return (f", the trials side by side (each: {r['trial_cpus']:g} CPU for the trial, {r['workers']} Ray Train "
+            f"worker x {r['cpus_per_worker']:g} CPU)") if r else ""
 
 
 def machine(res: dict[str, Any]) -> list[str]:
@@ -158,14 +167,19 @@ def search(res: dict[str, Any]) -> list[str]:
             per_seg.setdefault(size, []).append(seg)
             pairs = [(v, e) for v, e in zip(t.get("validation_seconds") or [], t["epoch_seconds"]) if v and e]
             share = f"{100 * sum(v for v, _ in pairs) / sum(e for _, e in pairs):.0f} %" if pairs else None
-            rows.append([size, t.get("trial_id", t["trial"]),
-                         str(t["params"].get("train.classes", "—")), t["epochs"], t["wall_s"], t["worker_start_s"],
-                         t["setup_s"], t["epochs_s"], t["other_s"], _ms(seg), share])
+            parts = [(n, b) for n, b in zip(t.get("validation_network_seconds") or [],
+                                            t.get("validation_backend_seconds") or [])
+                     if n is not None and b is not None]
+            split = (f"{_mean(n for n, _ in parts):.1f} / {_mean(b for _, b in parts):.1f}" if parts else None)
+            params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in sorted(t["params"].items())) or "—"
+            rows.append([size, t.get("trial_id", t["trial"]), params, t["epochs"], t["wall_s"], t["worker_start_s"],
+                         t["setup_s"], t["epochs_s"], t["other_s"], _ms(seg), share, split])
         notes = _result(res, size, "search").get("notes", [])
         md += [""] + [f"- {size}: {n}" for n in notes]
-    md += ["", md_table(["size", "trial", "train.classes", "epochs", "wall s", "worker start s", "fit set-up s",
-                         "epochs s", "other s", "epoch ms / training segment", "validation share of the epochs"],
-                        rows)]
+    md += ["", md_table(["size", "trial", "sampled", "epochs", "wall s", "worker start s", "fit set-up s",
+                         "epochs s", "other s", "epoch ms / training segment", "validation share of the epochs",
+                         "validation s per epoch: network / back-ends"], rows)]
     m = res["settings"].get("max_references_per_id")
     spec = {s: res["sizes"][s]["spec"] for s in _sizes(res)}
     if m and "full" in spec and "quarter" in spec and spec["quarter"]["train"] <= m < spec["full"]["train"]:
@@ -319,5 +333,6 @@ def method(res: dict[str, Any]) -> list[str]:
 def render_markdown(res: dict[str, Any]) -> str:
     """REHEARSAL.md from a results dict (``rehearsal.json``): one section per part of the run."""
     md = head(res) + machine(res) + per_clip(res) + stages(res) + memory(res) + search(res) + disk(res) + gpu(res)
+    md += projection.render(projection.load_projection(res))
     md += method(res)
     return "\n".join(md).rstrip() + "\n"

@@ -212,6 +212,9 @@ def trials(storage: Path, name: str, machine_type: str) -> list[dict[str, Any]]:
             **trial_breakdown(pd.DataFrame(rows)),
             "epoch_seconds": [r.get("epoch_seconds") for r in rows],
             "validation_seconds": [r.get("validation_seconds") for r in rows],  # included in epoch_seconds
+            # its two parts: the network over the validation clips, the back-ends' fits and scores
+            "validation_network_seconds": [r.get("validation_network_seconds") for r in rows],
+            "validation_backend_seconds": [r.get("validation_backend_seconds") for r in rows],
             "tune_trial_mib": du_bytes(trial_dir) / MIB,
             "train_run_mib": sum(du_bytes(d) for d in train_dirs) / MIB,
             "checkpoint_mib": sum(du_bytes(c) for d in train_dirs for c in d.glob("checkpoint_*")) / MIB,
