@@ -36,10 +36,13 @@ NODE_START_S = 600  # a GPU node's launch, image pull and Ray start before its f
 IDLE_S = 600  # cluster/gpu.yaml's idle_timeout_minutes: the GPU nodes run this long after their last trial
 ASSUMED = [
     "one GPU trains at the A10G-class estimate of the GPU data-path section (fp32, the default "
-    "`train.precision`; bf16 with `precision: auto`), or at what this CPU's DataLoader delivered if that is less",
+    "`train.precision`; bf16 with `precision: auto`), or at what this CPU's DataLoader delivered at the default "
+    "`train.num_workers` if that is less (the augmentations run on the GPU)",
     "validation's network part runs on the GPU at the ratio of the GPU's training rate to this CPU's; its "
     "back-end part (fits, cross-fitting, proxy scores) runs on the GPU node's CPU at this CPU's speed",
-    "a trial's fixed cost (worker start, set-up, finalize) as measured here on CPU (an upper bound on a GPU node)",
+    "a trial's fixed cost (worker start, set-up) as measured here on CPU (an upper bound on a GPU node); the rest "
+    "of its time after the epochs (mostly `finalize`'s pass of the network over every training clip) sped up "
+    "like validation's network part",
     f"{NODE_START_S // 60} minutes to start the GPU nodes once per search; they stay up {IDLE_S // 60} minutes after "
     "the last trial (`idle_timeout_minutes`)",
     f"{TEST_CLIPS_PER_TYPE[0]}-{TEST_CLIPS_PER_TYPE[1]} test clips per type, evaluated on the head at this CPU's "
@@ -83,6 +86,12 @@ def _defaults() -> dict[str, Any]:
             "val_fraction": float(train.get("val_fraction", 0.1))}
 
 
+def _default_loader_workers() -> int:
+    from mimimi.config import Config
+
+    return Config().train.num_workers
+
+
 def measured(res: dict[str, Any]) -> dict[str, Any] | None:
     """The measured inputs from the rehearsal's largest size that has trials and a delivery result."""
     for size in ("full", "quarter"):
@@ -102,12 +111,16 @@ def measured(res: dict[str, Any]) -> dict[str, Any] | None:
         return {
             "size": size, "train_clips": delivery["train_clips"], "segments_per_clip": delivery["segments_per_clip"],
             "forward_flops": delivery["forward_flops_per_segment"],
-            "fed_segments_per_s": max(min(r["segments_per_s"], delivery["augment_segments_per_s"])
-                                      for r in delivery["loader"]),
+            # the loader at the default train.num_workers feeds the GPU (augmented there, not on this CPU)
+            "fed_segments_per_s": next((r["segments_per_s"] for r in delivery["loader"]
+                                        if r["num_workers"] == _default_loader_workers()),
+                                       max(r["segments_per_s"] for r in delivery["loader"])),
+            "loader": {r["num_workers"]: r["segments_per_s"] for r in delivery["loader"]},
             "cpu_train_segments_per_s": delivery["items"] / train_s,
             "validation_network_s": mean([n for _, _, n, _ in epochs]),
             "validation_backend_s": mean([b for _, _, _, b in epochs]),
-            "trial_fixed_s": mean([t["worker_start_s"] + t["setup_s"] + t["other_s"] for t in trials]),
+            "trial_fixed_s": mean([t["worker_start_s"] + t["setup_s"] for t in trials]),
+            "trial_other_s": mean([t["other_s"] for t in trials]),  # mostly finalize: a network pass, every clip
             "evaluate_s_per_clip": evaluate["per_clip"]["wall_s"],
         }
     return None
@@ -131,7 +144,7 @@ def project(res: dict[str, Any]) -> dict[str, Any] | None:
         rows = {}
         for mtype, n in DCASE2020_TRAIN.items():
             train_s = n * (1 - d["val_fraction"]) * m["segments_per_clip"] / rate
-            trial_s = ep * (train_s + val_s) + m["trial_fixed_s"]
+            trial_s = ep * (train_s + val_s) + m["trial_fixed_s"] + m.get("trial_other_s", 0.0) / speedup
             gpu_s = d["trials"] * trial_s
             evaluate_s = [c * m["evaluate_s_per_clip"] for c in TEST_CLIPS_PER_TYPE]
             wall_s = gpu_s / at_once + sum(evaluate_s) / 2
@@ -167,9 +180,12 @@ def render(p: dict[str, Any] | None) -> list[str]:
            f"segments per training clip per epoch; {m['forward_flops'] / 1e9:.2f} GFLOP per segment forward; "
            f"training at {m['cpu_train_segments_per_s']:.1f} segments/s on one CPU thread; validation per epoch "
            f"{m['validation_network_s']:.1f} s in the network and {m['validation_backend_s']:.1f} s in the "
-           f"back-ends; a trial's fixed cost {m['trial_fixed_s']:.0f} s; `evaluate` "
+           f"back-ends; a trial's worker start and set-up {m['trial_fixed_s']:.0f} s, its time after the epochs "
+           f"{m.get('trial_other_s', 0):.0f} s; `evaluate` "
            f"{1000 * m['evaluate_s_per_clip']:.0f} ms per test clip; the DataLoader fed "
-           f"{m['fed_segments_per_s']:,.0f} segments/s.", "", "Assumed:", ""]
+           f"{m['fed_segments_per_s']:,.0f} segments/s at the default `train.num_workers` "
+           f"({_default_loader_workers()}; " + ", ".join(f"{v:,.0f} with {k}" for k, v in m.get("loader", {}).items())
+           + ": on a GPU node, more loader workers feed it faster).", "", "Assumed:", ""]
     md += [f"- {a}" for a in p["assumed"]]
     rows, totals = [], []
     for precision, x in p["precisions"].items():
@@ -188,6 +204,7 @@ def render(p: dict[str, Any] | None) -> list[str]:
 
 
 def load_projection(res: dict[str, Any]) -> dict[str, Any] | None:
-    """The projection stored in a rehearsal.json, or computed now from its measurements (an older file)."""
-    return res["projection"] if "projection" in res else project(res)
+    """The projection computed now from a rehearsal.json's measurements and the shipped configs, or the one the
+    file stored where its measurements do not suffice."""
+    return project(res) or res.get("projection")
 

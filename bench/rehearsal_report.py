@@ -67,6 +67,10 @@ def head(res: dict[str, Any]) -> list[str]:
         md += ["", "**Quick mode: tiny sizes, a test of the command. These are not measurements.**"]
     if res.get("error"):
         md += ["", f"**The run stopped early:** {res['error'].splitlines()[0]}"]
+    if len(res["sizes"]) == 1 and not res.get("error"):
+        size = next(iter(res["sizes"]))
+        md += ["", f"**One size only** (`python -m bench.rehearsal --size {size}`): the {size} size's costs, with "
+                   "no ratio between the sizes; `make rehearsal` measures both."]
     rows = [[name, f"{x['spec']['ids']} IDs x {x['spec']['train']} training clips, {x['spec']['test_normal']} + "
                    f"{x['spec']['test_anomaly']} test clips per ID, {x['spec']['seconds']:g} s; "
                    f"{_n(x['spec']['score_files'], 'file')} scored"] for name, x in res["sizes"].items()]
@@ -254,8 +258,10 @@ def gpu(res: dict[str, Any]) -> list[str]:
            "CPU, one whole epoch per `num_workers` value (the loader's workers start again every epoch: that "
            "start is included); and the augmentations the training loop applies to every batch in the training "
            "process (`mimimi.training._augment`: mask, noise, shift, mixup, the config's settings), timed alone. "
-           "With workers, loading overlaps the training process; the augmentations do not, so a GPU is fed at "
-           "most at the lower of the two rates (without workers: both in turn). The training process runs with "
+           "With workers, loading overlaps the training process. The augmentations run on the training device "
+           "(`mimimi.training._train_epoch`), so on a GPU they cost GPU time (elementwise, small beside the "
+           "network) and the GPU is fed at the loader's rate; their CPU rate below is what a CPU-only trial pays. "
+           "The training process runs with "
            "the torch threads a trial's Ray Train worker gets (its `resources.cpus_per_worker`, which Ray gives "
            "it as `OMP_NUM_THREADS`); on a machine busy with other work, compare the load average above.", "",
            f"One GPU's consumption is an estimate, not a measurement (no GPU figure in BENCHMARKS.md yet): "
@@ -273,7 +279,7 @@ def gpu(res: dict[str, Any]) -> list[str]:
         rows = []
         for x in r["loader"]:
             load = x["segments_per_s"] or 0.0
-            fed = (1 / (1 / load + 1 / aug) if x["num_workers"] == 0 else min(load, aug)) if load > 0 else 0.0
+            fed = load  # the augmentations run on the GPU, not in this CPU feed
             keeps = ", ".join(f"{p}: {'yes' if fed >= v else '**no**'}" for p, v in rates.items())
             rows.append([x["num_workers"], x["segments"], x["epoch_s"], x["first_batch_s"], load,
                          x.get("after_first_batch_segments_per_s"), fed, keeps or "—"])
@@ -281,26 +287,23 @@ def gpu(res: dict[str, Any]) -> list[str]:
         md += ["", f"### {size} ({r['train_clips']} training clips, {r['segments_per_clip']:.2f} segments per clip, "
                    f"batch {r['batch_size']}, {_n(r['torch_threads'], 'torch thread')})", "",
                md_table(["num_workers", "segments", "epoch s", "first batch s", "loader segments/s (epoch)",
-                         "after the first batch", "fed to the step, with the augmentations (segments/s)",
+                         "after the first batch", "fed to a GPU (segments/s)",
                          "keeps up with one GPU"], rows), "",
-               f"Augmentations alone: {aug:,.0f} segments/s ({r.get('augment_segments_per_cpu_s') or 0:,.0f} per "
-               f"CPU second of the training process: the rate on a free core). Forward FLOPs per segment "
+               f"Augmentations on this CPU (what a CPU-only trial pays; a GPU trial runs them on the GPU): {aug:,.0f} "
+               f"segments/s ({r.get('augment_segments_per_cpu_s') or 0:,.0f} per CPU second of the training process: "
+               f"the rate on a free core). Forward FLOPs per segment "
                f"({' x '.join(map(str, r['segment_shape']))}): "
                + (f"{flops / 1e9:.2f} GFLOP; one GPU trains at about {rates['fp32']:,.0f} segments/s in fp32 and "
                   f"{rates['bf16']:,.0f} in bf16 (estimate)." if flops else "— (not a classifier).")]
         if best and rates:
             need = max(rates.values())
             enough = [row[0] for row in rows if row[6] >= need]
-            loaders = [row[0] for row in rows if row[4] >= need]
             if enough:
                 verdict = (f"Delivery keeps up with the faster estimate ({need:,.0f} segments/s) with "
                            f"num_workers={min(enough)} here.")
             else:
                 verdict = (f"No setting measured here keeps up with {need:,.0f} segments/s: the best, num_workers="
                            f"{best[0]}, feeds {best[6]:,.0f}.")
-                if best[6] >= aug * 0.95:
-                    verdict += (" The augmentations in the training process are the limit"
-                                + (f": the loader alone keeps up with num_workers={min(loaders)}." if loaders else "."))
             md += ["", verdict]
     return md
 

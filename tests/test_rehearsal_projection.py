@@ -32,7 +32,7 @@ def test_projection_from_measured_costs():
     p = proj.project(_res())
     m = p["measured"]
     assert m["cpu_train_segments_per_s"] == pytest.approx(3200 / 230)  # epoch 300 s, 70 of it validation
-    assert m["fed_segments_per_s"] == 1600.0 and m["trial_fixed_s"] == 30.0
+    assert m["fed_segments_per_s"] == 1600.0 and m["trial_fixed_s"] == 19.0 and m["trial_other_s"] == 11.0
     assert p["expected_epochs"] == proj.expected_epochs(5, 2, 30) == 11.25  # configs/search/base.yaml's ASHA
     fp32 = p["precisions"]["fp32"]
     rate = min(1600.0, fp32["gpu_segments_per_s"])
@@ -40,8 +40,8 @@ def test_projection_from_measured_costs():
     assert fan["epoch_train_s"] == pytest.approx(3675 * 0.9 * 4 / rate)
     speedup = rate / (3200 / 230)
     assert fan["epoch_validation_s"] == pytest.approx(60 / speedup + 6)  # the back-ends stay at CPU speed
-    assert fan["gpu_hours"] == pytest.approx(20 * (11.25 * (fan["epoch_train_s"] + fan["epoch_validation_s"]) + 30)
-                                             / 3600)
+    trial = 11.25 * (fan["epoch_train_s"] + fan["epoch_validation_s"]) + 19 + 11 / speedup
+    assert fan["gpu_hours"] == pytest.approx(20 * trial / 3600)
     assert fp32["dollars"] > 0 and fp32["wall_hours"] > sum(r["gpu_hours"] for r in fp32["types"].values()) / 2
 
 
