@@ -7,8 +7,8 @@ phase-aware network exists for and ``stats-knn`` cannot see), and the default ge
 Per (set, seed, machine type): the mean per-ID test AUC under the chosen back-end, under each back-end, and
 ``stats-knn``'s; the margin is chosen − ``stats-knn``.
 
-Cost: one training per (set, seed, type) on 2 IDs x 100 clips of 4 s, 8 epochs: about 8.5 minutes at one torch
-thread (2026-12-07, 2 cores shared with another study), so 24 for the four types x 2 sets x 3 seeds ≈ 3.4 h;
+Cost: one training per (set, seed, type) on 2 IDs x 100 clips of 4 s, 8 epochs: 7 to 10 minutes at one torch
+thread (2026-12-07, 2 cores shared with another study): 111 minutes for 12 (fan, valve), about 4 h for all 24;
 ``--network-types`` narrows it.
 """
 from __future__ import annotations
