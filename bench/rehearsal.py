@@ -4,12 +4,13 @@ rehearsal``) -> REHEARSAL.md and rehearsal.json.
 It synthesises one machine type at DCASE 2020 size (4 IDs x 900 training clips of 10 s, 100 normal + 100
 anomalous test clips per ID) and runs the real path on it as a user would, each stage a command in its own
 process: the feature cache (``python -m mimimi.cache``), a search (``tuning/search.py``: 2 trials side by
-side, 2 epochs, ASHA's grace period = the epochs, the space ``train.classes: type | all`` and ``train.lr``),
-the evaluation of its model (``python -m mimimi.evaluate --run-id``), ``mimimi score`` on a folder of 1 000
-files, the registered pyfunc model's load (``Tracker.load_pyfunc``), and the training DataLoader's delivery
-against what one GPU trains at. Each stage's wall and CPU time, peak memory by process kind and disk are
-measured (``bench.rehearsal_measure``), at full size and at a quarter of it, so each stage's cost per clip
-sits beside the other size's, with the ratio and a flag where the full size costs more than 1.3x per clip.
+side, 1 epoch each (``--epochs``), ASHA's grace period = the epochs, the space ``train.classes: type | all``
+and ``train.lr``), the evaluation of its model (``python -m mimimi.evaluate --run-id``), ``mimimi score`` on a
+folder of 1 000 files, the registered pyfunc model's load (``Tracker.load_pyfunc``), and the training
+DataLoader's delivery against what one GPU trains at. Each stage's wall and CPU time, peak memory by process
+kind and disk are measured (``bench.rehearsal_measure``), at full size and at a quarter of it, so each stage's
+cost per clip sits beside the other size's, with the ratio and a flag where the full size costs more than 1.3x
+per clip.
 
     python -m bench.rehearsal                        # both sizes (hours on a small machine; see --size)
     python -m bench.rehearsal --size quarter --work /data/rehearsal
@@ -277,7 +278,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--score-files", type=int, default=None,
                     help=f"files given to mimimi score (default {FULL.score_files})")
     ap.add_argument("--trials", type=int, default=2, help="trials of the search (default 2)")
-    ap.add_argument("--epochs", type=int, default=None, help="epochs per trial, no early stop (default 2; --quick 1)")
+    ap.add_argument("--epochs", type=int, default=1,
+                    help="epochs per trial, no early stop (default 1: each epoch's cost is measured, and the full size "
+                         "then fits a few hours of a 2-core machine)")
     ap.add_argument("--workers", type=int, default=usable_cpus(),
                     help="processes that synthesise and fill the cache (default: every usable core)")
     ap.add_argument("--loader-workers", default=None,
@@ -296,7 +299,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     base = QUICK if args.quick else FULL
     given = {k: getattr(args, k) for k in ("ids", "train", "test_normal", "test_anomaly", "seconds", "score_files")}
     args.full = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
-    args.epochs = args.epochs or (1 if args.quick else 2)
     cores = usable_cpus()
     args.loader_workers = ([int(w) for w in args.loader_workers.split(",")] if args.loader_workers
                            else sorted({0, 2} if args.quick else {0, 2, cores}))
