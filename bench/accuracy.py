@@ -456,6 +456,13 @@ def objective_section(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: 
         f"<details><summary>the trials</summary>\n\n```\n{trials.round(4).to_string(index=False)}\n```\n</details>"])
 
 
+def trials_at_best(trials: pd.DataFrame, name: str) -> int:
+    """How many of set ``name``'s trials delivered its best test figure (most of them: the ranking of that
+    figure says little there)."""
+    g = trials[trials.set == name].test
+    return int((g >= g.max() - 1e-9).sum())
+
+
 def default_metric_verdict(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: pd.DataFrame) -> str:
     """In words, from the tables below: how the default ``search.metric`` ranked trials on each set, which
     numbers rank the trials' networks on every set (interval above 0), and the sets whose delivered figure
@@ -475,7 +482,7 @@ def default_metric_verdict(trials: pd.DataFrame, ranks: pd.DataFrame, network_ra
         lines.append("No number's interval lies above 0 on every set against the networks' figure.")
     for name in sets:
         g = trials[trials.set == name].test
-        at_best = int((g >= g.max() - 1e-9).sum())
+        at_best = trials_at_best(trials, name)
         if 2 * at_best > len(g):
             lines.append(f"On {name}, {at_best} of {len(g)} trials delivered the same, best figure "
                          f"({100 * g.max():.1f} %): its delivered column ranks the other {len(g) - at_best} against "
@@ -491,9 +498,8 @@ def evidence(trials: pd.DataFrame, metric: str) -> dict:
     ranks, network = objective_study.rank_table(trials), objective_study.rank_table(trials, "test_network")
     out = {}
     for r in ranks[ranks.candidate == metric].itertuples():
-        g = trials[trials.set == r.set].test
         out[r.set] = {"metric": metric, "rho": round(r.rho, 3), "interval": [round(r.lo, 3), round(r.hi, 3)],
-                      "trials": int(r.n), "at_best": int((g >= g.max() - 1e-9).sum())}
+                      "trials": int(r.n), "at_best": trials_at_best(trials, r.set)}
         for n in network[(network.candidate == metric) & (network.set == r.set)].itertuples():
             out[r.set]["network"] = {"rho": round(n.rho, 3), "interval": [round(n.lo, 3), round(n.hi, 3)]}
     return out

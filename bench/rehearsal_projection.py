@@ -71,29 +71,26 @@ def expected_epochs(grace: int, reduction: int, max_epochs: int) -> float:
 
 
 def _defaults() -> dict[str, Any]:
-    """The default search (configs/search/base.yaml) and the cluster (cluster/gpu.yaml) as shipped."""
+    """The default search (configs/search/base.yaml), the training config its trials run with (the config
+    defaults under its overrides), and the cluster (cluster/gpu.yaml), as shipped."""
+    from mimimi.config import Config, merge
     from tuning.space import load_search_config
 
     scfg = load_search_config("fan")
-    s, train = scfg.search, scfg.config.get("train", {})
+    s, train = scfg.search, merge(Config(), scfg.config).train
     cluster = yaml.safe_load((REPO / "cluster" / "gpu.yaml").read_text())
     nodes = cluster["available_node_types"]
     head = nodes[cluster["head_node_type"]]["node_config"]["InstanceType"]
     gpu = next(v for k, v in nodes.items() if k != cluster["head_node_type"])["node_config"]["InstanceType"]
     return {"trials": s.num_samples, "max_concurrent": s.max_concurrent, "grace": s.grace_period,
-            "reduction": s.reduction_factor, "epochs": int(train.get("epochs", 30)),
-            "max_workers": int(cluster["max_workers"]), "head": head, "gpu": gpu,
-            "val_fraction": float(train.get("val_fraction", 0.1))}
+            "reduction": s.reduction_factor, "epochs": train.epochs, "val_fraction": train.val_fraction,
+            "loader_workers": train.num_workers, "max_workers": int(cluster["max_workers"]), "head": head,
+            "gpu": gpu}
 
 
-def _default_loader_workers() -> int:
-    from mimimi.config import Config
-
-    return Config().train.num_workers
-
-
-def measured(res: dict[str, Any]) -> dict[str, Any] | None:
-    """The measured inputs from the rehearsal's largest size that has trials and a delivery result."""
+def measured(res: dict[str, Any], loader_workers: int) -> dict[str, Any] | None:
+    """The measured inputs from the rehearsal's largest size that has trials and a delivery result; the GPU is
+    fed at the loader's rate with ``loader_workers`` (the trials' ``train.num_workers``)."""
     for size in ("full", "quarter"):
         x = res.get("sizes", {}).get(size, {})
         trials = x.get("trials") or []
@@ -113,7 +110,7 @@ def measured(res: dict[str, Any]) -> dict[str, Any] | None:
             "forward_flops": delivery["forward_flops_per_segment"],
             # the loader at the default train.num_workers feeds the GPU (augmented there, not on this CPU)
             "fed_segments_per_s": next((r["segments_per_s"] for r in delivery["loader"]
-                                        if r["num_workers"] == _default_loader_workers()),
+                                        if r["num_workers"] == loader_workers),
                                        max(r["segments_per_s"] for r in delivery["loader"])),
             "loader": {r["num_workers"]: r["segments_per_s"] for r in delivery["loader"]},
             "cpu_train_segments_per_s": delivery["items"] / train_s,
@@ -129,10 +126,10 @@ def measured(res: dict[str, Any]) -> dict[str, Any] | None:
 def project(res: dict[str, Any]) -> dict[str, Any] | None:
     """Per type and in total: GPU-hours, wall hours and dollars of the default search, for fp32 and bf16
     (``None`` where the rehearsal measured too little)."""
-    m = measured(res)
+    d = _defaults()
+    m = measured(res, d["loader_workers"])
     if m is None:
         return None
-    d = _defaults()
     ep = expected_epochs(d["grace"], d["reduction"], d["epochs"])
     at_once = min(d["max_concurrent"], d["max_workers"])
     out = {"measured": m, "defaults": d, "expected_epochs": ep, "at_once": at_once, "assumed": ASSUMED,
@@ -184,7 +181,7 @@ def render(p: dict[str, Any] | None) -> list[str]:
            f"{m.get('trial_other_s', 0):.0f} s; `evaluate` "
            f"{1000 * m['evaluate_s_per_clip']:.0f} ms per test clip; the DataLoader fed "
            f"{m['fed_segments_per_s']:,.0f} segments/s at the default `train.num_workers` "
-           f"({_default_loader_workers()}; " + ", ".join(f"{v:,.0f} with {k}" for k, v in m.get("loader", {}).items())
+           f"({d['loader_workers']}; " + ", ".join(f"{v:,.0f} with {k}" for k, v in m.get("loader", {}).items())
            + ": on a GPU node, more loader workers feed it faster).", "", "Assumed:", ""]
     md += [f"- {a}" for a in p["assumed"]]
     rows, totals = [], []

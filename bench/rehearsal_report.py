@@ -278,16 +278,15 @@ def gpu(res: dict[str, Any]) -> list[str]:
         aug = r["augment_segments_per_s"]
         rows = []
         for x in r["loader"]:
-            load = x["segments_per_s"] or 0.0
-            fed = load  # the augmentations run on the GPU, not in this CPU feed
-            keeps = ", ".join(f"{p}: {'yes' if fed >= v else '**no**'}" for p, v in rates.items())
+            load = x["segments_per_s"] or 0.0  # what a GPU is fed: the augmentations run on the GPU
+            keeps = ", ".join(f"{p}: {'yes' if load >= v else '**no**'}" for p, v in rates.items())
             rows.append([x["num_workers"], x["segments"], x["epoch_s"], x["first_batch_s"], load,
-                         x.get("after_first_batch_segments_per_s"), fed, keeps or "—"])
-        best = max((row for row in rows), key=lambda row: row[6], default=None)
+                         x.get("after_first_batch_segments_per_s"), keeps or "—"])
+        best = max((row for row in rows), key=lambda row: row[4], default=None)
         md += ["", f"### {size} ({r['train_clips']} training clips, {r['segments_per_clip']:.2f} segments per clip, "
                    f"batch {r['batch_size']}, {_n(r['torch_threads'], 'torch thread')})", "",
-               md_table(["num_workers", "segments", "epoch s", "first batch s", "loader segments/s (epoch)",
-                         "after the first batch", "fed to a GPU (segments/s)",
+               md_table(["num_workers", "segments", "epoch s", "first batch s",
+                         "loader segments/s (epoch): what a GPU is fed", "after the first batch",
                          "keeps up with one GPU"], rows), "",
                f"Augmentations on this CPU (what a CPU-only trial pays; a GPU trial runs them on the GPU): {aug:,.0f} "
                f"segments/s ({r.get('augment_segments_per_cpu_s') or 0:,.0f} per CPU second of the training process: "
@@ -297,13 +296,13 @@ def gpu(res: dict[str, Any]) -> list[str]:
                   f"{rates['bf16']:,.0f} in bf16 (estimate)." if flops else "— (not a classifier).")]
         if best and rates:
             need = max(rates.values())
-            enough = [row[0] for row in rows if row[6] >= need]
+            enough = [row[0] for row in rows if row[4] >= need]
             if enough:
                 verdict = (f"Delivery keeps up with the faster estimate ({need:,.0f} segments/s) with "
                            f"num_workers={min(enough)} here.")
             else:
                 verdict = (f"No setting measured here keeps up with {need:,.0f} segments/s: the best, num_workers="
-                           f"{best[0]}, feeds {best[6]:,.0f}.")
+                           f"{best[0]}, feeds {best[4]:,.0f}.")
             md += ["", verdict]
     return md
 
