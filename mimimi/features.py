@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -152,6 +152,16 @@ def from_stored(stored: np.ndarray, kind: Kind) -> np.ndarray:
     return stored
 
 
+class Located(NamedTuple):
+    """One cache entry's array in its file (``FeatureCache.locate``): what ``FeatureCache.frames`` reads."""
+    entry: str
+    kind: str
+    offset: int  # bytes before the array (the .npy header)
+    shape: tuple[int, ...]
+    dtype: str
+    fortran: bool  # column-major: each frame's values lie together
+
+
 CACHE_SUFFIX = "-mimimi-cache"  # <root><CACHE_SUFFIX>: the default cache of a data root, beside it
 
 
@@ -207,6 +217,34 @@ class FeatureCache:
         if not entry.exists():
             self._store(entry, compute(decode(path, self.cfg), self.cfg, kind), kind)
         return from_stored(np.load(entry, mmap_mode="r" if mmap else None), kind)
+
+    def locate(self, path: str | Path, kind: Kind = "stft") -> Located:
+        """Where the features of ``path`` lie in their entry (filled on first use), for ``frames``: the file's
+        identity is hashed and the header parsed once here, not on every read."""
+        entry = self.entry(path, kind)
+        if not entry.exists():
+            self.get(path, kind)
+        stored = np.load(entry, mmap_mode="r")
+        return Located(str(entry), kind, int(stored.offset), tuple(stored.shape), stored.dtype.str,
+                       bool(stored.flags.f_contiguous and not stored.flags.c_contiguous))
+
+    @staticmethod
+    def frames(at: Located, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` (the last axis) of a ``locate``d entry, as ``get(path)[..., start:stop]``
+        would give them, as a new array. A column-major 2-D entry (the complex64 STFT ``complex_stft``
+        stores) holds those frames as one run of bytes: one read of exactly them, instead of opening and
+        mapping the entry (hashing its identity, parsing its header) for every training segment."""
+        if len(at.shape) == 2 and at.fortran and 0 <= start <= stop <= at.shape[1]:
+            dtype = np.dtype(at.dtype)
+            out = np.empty((stop - start, at.shape[0]), dtype)  # (frames, F): the bytes' order
+            with open(at.entry, "rb", buffering=0) as f:
+                f.seek(at.offset + start * at.shape[0] * dtype.itemsize)
+                got = f.readinto(out)
+            if got != out.nbytes:
+                raise OSError(f"{at.entry}: feature cache entry truncated (read {got} of {out.nbytes} bytes at "
+                              f"frame {start}); delete it and fill the cache again")
+            return from_stored(out.T, at.kind)
+        return np.array(from_stored(np.load(at.entry, mmap_mode="r")[..., start:stop], at.kind))
 
     def _store(self, entry: Path, features: np.ndarray, kind: Kind) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)

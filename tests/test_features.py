@@ -141,6 +141,28 @@ def test_float16_stft_cache_is_half_the_size_and_close(tmp_path):
     np.testing.assert_array_equal(half.get(wav, "logmel"), full.get(wav, "logmel"))  # log-mel unchanged
 
 
+def test_located_frames_are_the_slices_get_gives(tmp_path):
+    """``frames`` reads a segment's bytes straight from a column-major entry (the STFT: one run of bytes);
+    whatever the layout, it returns what slicing ``get`` returns, and a truncated entry is an error naming it."""
+    wav = write_wav(tmp_path / "a.wav", noise(3.0))
+    for cfg, kind in [(FeatureConfig(), "stft"), (FeatureConfig(), "logmel"),
+                      (FeatureConfig(stft_cache_dtype="float16"), "stft")]:
+        cache = FeatureCache(tmp_path / "cache", cfg)
+        at = cache.locate(wav, kind)  # fills the entry on first use
+        whole = np.array(cache.get(wav, kind))
+        assert at.shape[-1] == whole.shape[-1] == 94
+        assert at.fortran == (kind == "stft" and cfg.stft_cache_dtype == "complex64")  # the STFT: one run per segment
+        for start, stop in [(0, 64), (30, 94), (7, 7), (60, 124)]:  # the last runs past the end, as slicing does
+            got = cache.frames(at, start, stop)
+            assert got.dtype == whole.dtype and got.flags.writeable
+            np.testing.assert_array_equal(got, whole[..., start:stop])
+    at = FeatureCache(tmp_path / "cache", FeatureConfig()).locate(wav, "stft")
+    with open(at.entry, "r+b") as f:
+        f.truncate(at.offset + 50 * at.shape[0] * 8)
+    with pytest.raises(OSError, match=f"{at.entry}: feature cache entry truncated"):
+        FeatureCache.frames(at, 30, 94)
+
+
 def test_float16_stft_cache_refuses_values_it_cannot_hold():
     loud = np.full((3, 4), 1e5 + 0j, np.complex64)
     with pytest.raises(ValueError, match="overflow float16"):

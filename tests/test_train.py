@@ -30,6 +30,8 @@ def test_training_never_reads_test_clips(synth_root, tmp_path, monkeypatch):
     seen = []
     real_get = FeatureCache.get
     monkeypatch.setattr(FeatureCache, "get", lambda self, p, *a, **k: (seen.append(str(p)), real_get(self, p, *a, **k))[1])
+    real_locate = FeatureCache.locate  # the training segments' reads
+    monkeypatch.setattr(FeatureCache, "locate", lambda self, p, *a, **k: (seen.append(str(p)), real_locate(self, p, *a, **k))[1])
     real_warm = FeatureCache.warm
     monkeypatch.setattr(FeatureCache, "warm", lambda self, paths, *a, **k: real_warm(self, list(seen.extend(map(str, paths)) or paths), *a, **k))
     fit(small_config(synth_root, tmp_path / "cache", epochs=1), tmp_path / "run")

@@ -93,7 +93,8 @@ class TrainSegments(Dataset):
         self.seed = seed
         self.epoch = 0
         seg = cache.cfg.segment_frames
-        self.frames = np.array([cache.get(p, "stft").shape[1] for p in self.paths], dtype=np.int64)  # (clips,)
+        self.located = [cache.locate(p, "stft") for p in self.paths]  # each entry's place, found once
+        self.frames = np.array([at.shape[-1] for at in self.located], dtype=np.int64)  # (clips,)
         per_clip = self.frames // seg if segments_per_clip == 0 else np.full(len(self.paths), segments_per_clip)
         self.per_clip = np.maximum(per_clip, 1)  # a clip shorter than a segment is padded on load: one segment
         self.first = np.concatenate([[0], np.cumsum(self.per_clip)])  # (clips + 1,) item index of each clip's first
@@ -112,7 +113,6 @@ class TrainSegments(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         clip = int(np.searchsorted(self.first, i, side="right")) - 1
         j = i - int(self.first[clip])  # the j-th segment of this clip
-        spec = self.cache.get(self.paths[clip], "stft")  # (F, frames), memory-mapped
         seg, frames = self.cache.cfg.segment_frames, int(self.frames[clip])
         if self.segments_per_clip == 0:
             spare = max(frames - int(self.per_clip[clip]) * seg, 0)
@@ -121,7 +121,8 @@ class TrainSegments(Dataset):
         else:
             rng = np.random.default_rng((self.seed, self.epoch, i))  # same item, same epoch -> same segment
             start = int(rng.integers(0, max(frames - seg, 0) + 1))
-        return torch.from_numpy(np.array(spec[None, :, start:start + seg])), int(self.classes[clip])
+        spec = self.cache.frames(self.located[clip], start, start + seg)  # (F, <= seg): read from the cache
+        return torch.from_numpy(spec[None]), int(self.classes[clip])
 
 
 class ClipSegments(Dataset):
