@@ -16,6 +16,7 @@ per clip.
     python -m bench.rehearsal --size quarter --work /data/rehearsal
     python -m bench.rehearsal --quick                # tiny sizes: a test of the command, not a measurement
     python -m bench.rehearsal --render rehearsal.json  # only write REHEARSAL.md again
+    python -m bench.rehearsal --work /data/rehearsal --only delivery  # measure one stage again after a change
 
 ``rehearsal.json`` is the place to read the figures from: ``comparison.<stage>.<size>.per_clip`` (wall and
 CPU seconds per clip of the stage's unit) for every stage, ``sizes.<size>.stages.<stage>`` with the raw
@@ -142,18 +143,55 @@ class Rehearsal:
         log(f"{self.name}: {stage}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU")
         return r
 
+    def wanted(self, stage: str) -> bool:
+        """Whether this run measures ``stage``: every stage, or those of ``--only`` (the others' figures are
+        the earlier run's, from its rehearsal.json; their data from its work folder)."""
+        return not self.args.only or stage in self.args.only
+
     def run(self) -> None:
         a, s, types = self.args, self.size, self.types
         self.work.mkdir(parents=True, exist_ok=True)
+        if self.wanted("synthesise"):
+            self._synthesise()
+        py = sys.executable
+        if self.wanted("cache"):
+            self.stage("cache", [py, "-m", "mimimi.cache", "--data-root", str(self.root), "--kinds", ",".join(a.kinds),
+                                 "--workers", str(a.workers), *self._configs()],
+                       s.clips(len(types)), "clips featurised")
+        train_clips = s.ids * s.train  # of the searched type
+        found = self._search(train_clips) if self.wanted("search") else self.out["stages"]["search"]["result"]
+        run_id = found["parent_run_id"]
+        if self.wanted("evaluate"):
+            self.stage("evaluate", [py, "-m", "mimimi.evaluate", "--run-id", run_id, "--tracking-uri", self.uri],
+                       s.ids * (s.test_normal + s.test_anomaly), "test clips")
+        if self.wanted("score"):
+            self.stage("score", [py, "-m", "mimimi.score", "--run-id", run_id, "--tracking-uri", self.uri, "--format",
+                                 "csv", "--output", str(self.work / "scores.csv"), str(self.score_dir)],
+                       s.score_files, "files scored")
+        if self.wanted("pyfunc_load"):
+            r = self.stage("pyfunc_load", stage_command("load_pyfunc", dict(
+                tracking_uri=self.uri, model_uri=f"models:/mimimi-{types[0]}/{found['model_version']}")),
+                train_clips, "training clips in the model")
+            r["result"] = _last_json(r["log"])
+        if self.wanted("delivery"):
+            r = self.stage("delivery", stage_command("delivery", dict(
+                data_root=str(self.root), machine_type=types[0], num_workers=a.loader_workers, configs=self.configs,
+                torch_threads=self._worker_threads())), train_clips, "training clips (one epoch per num_workers)")
+            r["result"] = _last_json(r["log"])
+        self.out["disk"] = self.disk(run_id)
+        save(self.args, self.res)
+
+    def _synthesise(self) -> None:
+        a, s, types = self.args, self.size, self.types
         r = self.stage("synthesise", stage_command("synthesise", dict(
             root=str(self.root), score_root=str(self.score_dir), machine_types=types, ids=s.id_names(), train=s.train,
             test_normal=s.test_normal, test_anomaly=s.test_anomaly, seconds=s.seconds, score_files=s.score_files,
             workers=a.workers)), s.clips(len(types)) + s.score_files, "clips written")
         r["result"] = _last_json(r["log"])
-        py = sys.executable
-        self.stage("cache", [py, "-m", "mimimi.cache", "--data-root", str(self.root), "--kinds", ",".join(a.kinds),
-                             "--workers", str(a.workers), *self._configs()], s.clips(len(types)), "clips featurised")
-        train_clips = s.ids * s.train  # of the searched type
+
+    def _search(self, train_clips: int) -> dict[str, Any]:
+        """The search stage; what it printed of its parent run and registered model."""
+        types, py = self.types, sys.executable
         r = self.stage("search", [py, str(REPO / "tuning" / "search.py"), "--data-root", str(self.root),
                                   "--machine-types", types[0], "--storage-path", str(self.storage),
                                   "--tracking-uri", self.uri, "--experiment", "rehearsal", "--name", "rehearsal",
@@ -164,22 +202,7 @@ class Rehearsal:
         self.out["trials"] = trials(self.storage, "rehearsal", types[0])
         if not found["parent_run_id"]:
             raise RuntimeError(f"{self.name}: the search printed no parent run (log {r['log']})")
-        run_id = found["parent_run_id"]
-        self.stage("evaluate", [py, "-m", "mimimi.evaluate", "--run-id", run_id, "--tracking-uri", self.uri],
-                   s.ids * (s.test_normal + s.test_anomaly), "test clips")
-        self.stage("score", [py, "-m", "mimimi.score", "--run-id", run_id, "--tracking-uri", self.uri, "--format",
-                             "csv", "--output", str(self.work / "scores.csv"), str(self.score_dir)],
-                   s.score_files, "files scored")
-        r = self.stage("pyfunc_load", stage_command("load_pyfunc", dict(
-            tracking_uri=self.uri, model_uri=f"models:/mimimi-{types[0]}/{found['model_version']}")),
-            train_clips, "training clips in the model")
-        r["result"] = _last_json(r["log"])
-        r = self.stage("delivery", stage_command("delivery", dict(
-            data_root=str(self.root), machine_type=types[0], num_workers=a.loader_workers, configs=self.configs,
-            torch_threads=self._worker_threads())), train_clips, "training clips (one epoch per num_workers)")
-        r["result"] = _last_json(r["log"])
-        self.out["disk"] = self.disk(run_id)
-        save(self.args, self.res)
+        return found
 
     def _worker_threads(self) -> int:
         """The torch threads of a trial's Ray Train worker: Ray sets ``OMP_NUM_THREADS`` to its CPUs."""
@@ -293,6 +316,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=REPO / "REHEARSAL.md", help="markdown report; rehearsal.json beside it")
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between samples of the process tree")
     ap.add_argument("--stage-timeout", type=float, default=None, help="seconds a stage may run (default: no limit)")
+    ap.add_argument("--only", default=None, metavar="STAGES",
+                    help=f"measure only these stages (comma-separated, of {', '.join(STAGES)}) again, on the data "
+                         "an earlier run left in --work; the other stages' figures are kept from the rehearsal.json "
+                         "beside --out, and the report says which were measured again, when, and at which commit")
     ap.add_argument("--render", type=Path, default=None, metavar="JSON",
                     help="measure nothing: write --out from an earlier run's rehearsal.json")
     args = ap.parse_args(argv)
@@ -311,6 +338,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--seconds, --trials, --epochs and --workers must be positive")
     if any(w < 0 for w in args.loader_workers):
         ap.error("--loader-workers must be >= 0")
+    if args.only is not None:
+        args.only = args.only.split(",")
+        if unknown := [x for x in args.only if x not in STAGES]:
+            ap.error(f"--only: unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
+        if args.work is None:
+            ap.error("--only measures stages again on an earlier run's data: give that run's --work")
     return args
 
 
@@ -331,25 +364,19 @@ def main(argv: list[str] | None = None) -> int:
     temporary = args.work is None
     work = Path(tempfile.mkdtemp(prefix="mimimi-rehearsal-")) if temporary else args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    types = args.machine_type.split(",")
-    need = sum(sizes[n].disk_bytes(len(types)) for n in order)
-    free = shutil.disk_usage(work).free
-    if need * 1.2 > free:
-        sys.exit(f"error: {work}: the rehearsal needs about {need / 2**30:.1f} GiB (wav, feature cache, score files), "
-                 f"{free / 2**30:.1f} GiB are free: give --work on a larger disk, or --size quarter")
-    res: dict[str, Any] = {
-        "schema": SCHEMA, "quick": args.quick,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(usable_cpus()), "versions": versions(),
-        "settings": {"machine_types": types, "trials": args.trials, "epochs": args.epochs, "kinds": args.kinds,
-                     "resources": trial_resources(usable_cpus(), args.trials, args.quick),
-                     "loader_workers": args.loader_workers, "workers": args.workers, "configs": args.config,
-                     "interval_s": args.interval, "subreaper": become_subreaper(), "work": str(work),
-                     "max_references_per_id": base.validation.max_references_per_id,
-                     "load_start": list(os.getloadavg()), "disk_estimate_gib": need / 2**30},
-        "sizes": {},
-    }
-    log(f"work folder {work}; sizes {', '.join(order)}; about {need / 2**30:.1f} GiB of disk")
+    if args.only:
+        res = again(args, work, order)
+        sizes = {name: Size(**res["sizes"][name]["spec"]) for name in order}  # the earlier run's sizes
+        log(f"work folder {work}; measuring {', '.join(args.only)} again at {', '.join(order)} size")
+    else:
+        types = args.machine_type.split(",")
+        need = sum(sizes[n].disk_bytes(len(types)) for n in order)
+        free = shutil.disk_usage(work).free
+        if need * 1.2 > free:
+            sys.exit(f"error: {work}: the rehearsal needs about {need / 2**30:.1f} GiB (wav, feature cache, score "
+                     f"files), {free / 2**30:.1f} GiB are free: give --work on a larger disk, or --size quarter")
+        res = fresh(args, work, types, need, base)
+        log(f"work folder {work}; sizes {', '.join(order)}; about {need / 2**30:.1f} GiB of disk")
     status = 0
     try:
         for name in order:
@@ -369,6 +396,48 @@ def main(argv: list[str] | None = None) -> int:
                 + ("  FLAG" if row["flag"] else ""))
     log(f"wrote {args.out} and {args.out.with_name('rehearsal.json')} in {res['wall_s']:.0f} s")
     return status
+
+
+def again(args: argparse.Namespace, work: Path, order: list[str]) -> dict[str, Any]:
+    """The earlier run's results (the rehearsal.json beside --out), to measure ``--only``'s stages again on the
+    data it left in ``work``; the run's record of what was measured again, when and at which commit."""
+    earlier = args.out.with_name("rehearsal.json")
+    if not earlier.exists():
+        sys.exit(f"error: {earlier}: no earlier run's results to measure --only {','.join(args.only)} again into")
+    res = json.loads(earlier.read_text())
+    for name in order:
+        if name not in res["sizes"] or not (work / name / "data").is_dir():
+            sys.exit(f"error: {work / name}: the earlier run's {name} size is not there (its results or its data): "
+                     f"run the whole rehearsal at --size {name} first")
+    if "search" not in args.only and any(x in args.only for x in ("evaluate", "score", "pyfunc_load")):
+        for name in order:
+            if not res["sizes"][name]["stages"].get("search", {}).get("result", {}).get("parent_run_id"):
+                sys.exit(f"error: {earlier}: the {name} size has no search result for --only {','.join(args.only)}")
+    s = res["settings"]  # the earlier run's types, trials and epochs; this run's loader settings
+    args.machine_type, args.trials, args.epochs = ",".join(s["machine_types"]), s["trials"], s["epochs"]
+    s["load_start"], s["loader_workers"] = list(os.getloadavg()), args.loader_workers
+    res.pop("error", None)
+    res.setdefault("again", []).append({
+        "stages": args.only, "sizes": order, "git": versions()["git"],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    args.t_start -= res.get("wall_s", 0)  # the report's run time: the earlier run's plus this one's
+    return res
+
+
+def fresh(args: argparse.Namespace, work: Path, types: list[str], need: int, base: Any) -> dict[str, Any]:
+    """A new run's results, before any stage: when, where, with what."""
+    return {
+        "schema": SCHEMA, "quick": args.quick,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(usable_cpus()), "versions": versions(),
+        "settings": {"machine_types": types, "trials": args.trials, "epochs": args.epochs, "kinds": args.kinds,
+                     "resources": trial_resources(usable_cpus(), args.trials, args.quick),
+                     "loader_workers": args.loader_workers, "workers": args.workers, "configs": args.config,
+                     "interval_s": args.interval, "subreaper": become_subreaper(), "work": str(work),
+                     "max_references_per_id": base.validation.max_references_per_id,
+                     "load_start": list(os.getloadavg()), "disk_estimate_gib": need / 2**30},
+        "sizes": {},
+    }
 
 
 if __name__ == "__main__":

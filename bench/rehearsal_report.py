@@ -63,6 +63,11 @@ def head(res: dict[str, Any]) -> list[str]:
           f"full / quarter of those costs is flagged where it exceeds {FLAG_RATIO:g}: that stage costs more per "
           "clip at full size (it does not scale linearly). The raw figures are in `rehearsal.json` "
           "(`comparison.<stage>.<size>.per_clip` for every stage)."]
+    for a in res.get("again", []):
+        md += ["", f"**Measured again** on {a['date']} at commit {a.get('git') or 'unknown'} "
+                   f"(`python -m bench.rehearsal --only {','.join(a['stages'])}`, {' and '.join(a['sizes'])} size, on "
+                   f"the data of the run above): {', '.join(a['stages'])}. The other stages' figures are the first "
+                   "run's."]
     if res.get("quick"):
         md += ["", "**Quick mode: tiny sizes, a test of the command. These are not measurements.**"]
     if res.get("error"):

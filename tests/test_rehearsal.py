@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.rehearsal import STAGES, compare
+from bench.rehearsal import STAGES, compare, parse_args
 from bench.rehearsal_measure import become_subreaper, run_measured
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +65,14 @@ def test_compare_flags_a_stage_that_costs_more_per_clip_at_full_size():
     assert comp["score"] == {}  # not run: no ratio, no flag
 
 
+@pytest.mark.parametrize("argv, says", [(["--only", "delivery"], "give that run's --work"),
+                                         (["--only", "delivery,train", "--work", "w"], "unknown stage(s) train")])
+def test_only_refuses_what_it_cannot_measure_again(argv, says, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert says in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> tuple[str, dict]:
     tmp = tmp_path_factory.mktemp("rehearsal")
@@ -74,6 +82,26 @@ def quick(tmp_path_factory) -> tuple[str, dict]:
                           check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out.read_text(), json.loads(out.with_name("rehearsal.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(QUICK_TIMEOUT)
+def test_only_measures_one_stage_again_and_keeps_the_others(quick, tmp_path):
+    _, res = quick
+    out = tmp_path / "REHEARSAL.md"
+    out.with_name("rehearsal.json").write_text(json.dumps(res))
+    proc = subprocess.run([sys.executable, "-m", "bench.rehearsal", "--quick", "--work", res["settings"]["work"],
+                           "--out", str(out), "--only", "delivery", "--size", "full"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    new = json.loads(out.with_name("rehearsal.json").read_text())
+    assert [(a["stages"], a["sizes"]) for a in new["again"]] == [(["delivery"], ["full"])]
+    for size in ("quarter", "full"):
+        for stage in STAGES:
+            same = new["sizes"][size]["stages"][stage] == res["sizes"][size]["stages"][stage]
+            assert same == ((size, stage) != ("full", "delivery")), (size, stage)  # only that one measured again
+    assert new["sizes"]["full"]["stages"]["delivery"]["returncode"] == 0
+    assert "**Measured again**" in out.read_text() and "--only delivery" in out.read_text()
 
 
 @pytest.mark.slow
