@@ -178,6 +178,8 @@ class Rehearsal:
                 data_root=str(self.root), machine_type=types[0], num_workers=a.loader_workers, configs=self.configs,
                 torch_threads=self._worker_threads())), train_clips, "training clips (one epoch per num_workers)")
             r["result"] = _last_json(r["log"])
+        # what the run left on disk, read again after any stage measured again
+        self.out["trials"] = trials(self.storage, "rehearsal", types[0])
         self.out["disk"] = self.disk(run_id)
         save(self.args, self.res)
 
@@ -375,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         if need * 1.2 > free:
             sys.exit(f"error: {work}: the rehearsal needs about {need / 2**30:.1f} GiB (wav, feature cache, score "
                      f"files), {free / 2**30:.1f} GiB are free: give --work on a larger disk, or --size quarter")
+        if held := [str(work / n) for n in order if (work / n).exists() and any((work / n).iterdir())]:
+            # an earlier run's data, cache entries, trials and MLflow runs would be counted as this run's
+            sys.exit(f"error: {', '.join(held)}: holds an earlier rehearsal; remove it, give another --work, or "
+                     "measure stages again on it with --only")
         res = fresh(args, work, types, need, base)
         log(f"work folder {work}; sizes {', '.join(order)}; about {need / 2**30:.1f} GiB of disk")
     status = 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.rehearsal import STAGES, compare, parse_args
+from bench.rehearsal import STAGES, compare, main, parse_args
 from bench.rehearsal_measure import become_subreaper, run_measured
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +71,14 @@ def test_only_refuses_what_it_cannot_measure_again(argv, says, capsys):
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert says in capsys.readouterr().err
+
+
+def test_a_fresh_run_refuses_a_work_folder_an_earlier_run_left(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "search.yaml").write_text("{}")  # its data, cache and trials would count as this run's
+    with pytest.raises(SystemExit, match="full: holds an earlier rehearsal; remove it"):
+        main(["--quick", "--size", "full", "--work", str(tmp_path), "--out", str(tmp_path / "R.md")])
+    assert not (tmp_path / "R.md").exists()
 
 
 @pytest.fixture(scope="module")
