@@ -415,10 +415,10 @@ def again(args: argparse.Namespace, work: Path, order: list[str]) -> dict[str, A
         if name not in res["sizes"] or not (work / name / "data").is_dir():
             sys.exit(f"error: {work / name}: the earlier run's {name} size is not there (its results or its data): "
                      f"run the whole rehearsal at --size {name} first")
-    if "search" not in args.only and any(x in args.only for x in ("evaluate", "score", "pyfunc_load")):
-        for name in order:
-            if not res["sizes"][name]["stages"].get("search", {}).get("result", {}).get("parent_run_id"):
-                sys.exit(f"error: {earlier}: the {name} size has no search result for --only {','.join(args.only)}")
+    for name in order:  # the later stages and the disk read the search's runs
+        if "search" not in args.only and not res["sizes"][name]["stages"].get("search", {}).get("result", {}).get(
+                "parent_run_id"):
+            sys.exit(f"error: {earlier}: the {name} size has no finished search: run the whole rehearsal again")
     s = res["settings"]  # the earlier run's types, trials and epochs; this run's loader settings
     args.machine_type, args.trials, args.epochs = ",".join(s["machine_types"]), s["trials"], s["epochs"]
     s["load_start"], s["loader_workers"] = list(os.getloadavg()), args.loader_workers
