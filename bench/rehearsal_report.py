@@ -258,10 +258,13 @@ def disk(res: dict[str, Any]) -> list[str]:
 def gpu(res: dict[str, Any]) -> list[str]:
     md = ["", "## The data path for a GPU", ""]
     p32, p16 = GPU["precisions"]["fp32"], GPU["precisions"]["bf16"]
-    md += ["The training DataLoader (`mimimi.kinds`' training dataset over the memory-mapped cache, built as "
+    md += ["The training DataLoader (`mimimi.kinds`' training dataset over the feature cache, built as "
            "`mimimi.training._loader` builds it, the config's batch size, shuffled) delivering segments on this "
-           "CPU, one whole epoch per `num_workers` value (the loader's workers start again every epoch: that "
-           "start is included); and the augmentations the training loop applies to every batch in the training "
+           "CPU, whole epochs per `num_workers` value (the loader's workers start again every epoch: that "
+           "start is included): first with the cache's pages dropped from the OS page cache (read from disk: a "
+           "node's first epoch, or every epoch where the cache outgrows the node's memory), then again at once "
+           "(the pages in memory: the later epochs where it fits; what a GPU is fed, and what the projection "
+           "uses); and the augmentations the training loop applies to every batch in the training "
            "process (`mimimi.training._augment`: mask, noise, shift, mixup, the config's settings), timed alone. "
            "With workers, loading overlaps the training process. The augmentations run on the training device "
            "(`mimimi.training._train_epoch`), so on a GPU they cost GPU time (elementwise, small beside the "
@@ -285,14 +288,15 @@ def gpu(res: dict[str, Any]) -> list[str]:
         for x in r["loader"]:
             load = x["segments_per_s"] or 0.0  # what a GPU is fed: the augmentations run on the GPU
             keeps = ", ".join(f"{p}: {'yes' if load >= v else '**no**'}" for p, v in rates.items())
+            cold = x.get("cold_segments_per_s") if x.get("pages_dropped") else None  # runs before it: not measured
             rows.append([x["num_workers"], x["segments"], x["epoch_s"], x["first_batch_s"], load,
-                         x.get("after_first_batch_segments_per_s"), keeps or "—"])
+                         x.get("after_first_batch_segments_per_s"), cold, keeps or "—"])
         best = max((row for row in rows), key=lambda row: row[4], default=None)
         md += ["", f"### {size} ({r['train_clips']} training clips, {r['segments_per_clip']:.2f} segments per clip, "
                    f"batch {r['batch_size']}, {_n(r['torch_threads'], 'torch thread')})", "",
                md_table(["num_workers", "segments", "epoch s", "first batch s",
                          "loader segments/s (epoch): what a GPU is fed", "after the first batch",
-                         "keeps up with one GPU"], rows), "",
+                         "from disk (pages dropped) segments/s", "keeps up with one GPU"], rows), "",
                f"Augmentations on this CPU (what a CPU-only trial pays; a GPU trial runs them on the GPU): {aug:,.0f} "
                f"segments/s ({r.get('augment_segments_per_cpu_s') or 0:,.0f} per CPU second of the training process: "
                f"the rate on a free core). Forward FLOPs per segment "

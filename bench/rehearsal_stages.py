@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -111,16 +112,21 @@ def _train_dataset(data_root: str, machine_type: str, configs: list[str]):
 
 def delivery(data_root: str, machine_type: str, num_workers: list[int], configs: list[str] = (),
              torch_threads: int = 1) -> dict[str, Any]:
-    """Segments per second the training DataLoader delivers from the memory-mapped cache, one whole epoch per
+    """Segments per second the training DataLoader delivers from the feature cache, two whole epochs per
     ``num_workers`` value (worker start included, as every epoch pays it: the loader's workers are not
-    persistent); the augmentations the training loop then applies in the training process, timed alone; and
-    the network's forward FLOPs per segment with the GPU estimate they give. ``torch_threads``: the training
-    process's intra-op threads (a Ray Train worker gets its CPUs as ``OMP_NUM_THREADS``; more threads than
-    free cores make torch's parallel regions wait on descheduled threads, many times slower)."""
+    persistent): the first with the cache's pages dropped from the OS page cache (``drop_pages``: every entry
+    read from disk, as a node's first epoch, or every epoch where the cache is larger than the node's memory),
+    the second right after it (the pages it read still in memory: later epochs where the cache fits), so no
+    setting inherits pages an earlier one read; the augmentations the training loop then applies in the
+    training process, timed alone; and the network's forward FLOPs per segment with the GPU estimate they give.
+    ``torch_threads``: the training process's intra-op threads (a Ray Train worker gets its CPUs as
+    ``OMP_NUM_THREADS``; more threads than free cores make torch's parallel regions wait on descheduled threads,
+    many times slower). Cost: two epochs of reads per ``num_workers`` value, linear in the training clips."""
     import torch
     from torch.utils.data import DataLoader
 
     from mimimi import augment
+    from mimimi.features import cache_dir_for
     from mimimi.nn import forward_flops
 
     torch.set_num_threads(torch_threads)
@@ -128,20 +134,14 @@ def delivery(data_root: str, machine_type: str, num_workers: list[int], configs:
     cfg, kind, ds, sampler, classes, n_clips = _train_dataset(data_root, machine_type, list(configs))
     t, f = cfg.train, cfg.features
     dataset_s = time.perf_counter() - start
-    rows = []
+    rows, cache_dir = [], cache_dir_for(data_root, cfg.data.cache_dir)
     for w in num_workers:
         loader = DataLoader(ds, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=w,
                             generator=torch.Generator().manual_seed(t.seed), drop_last=len(ds) > t.batch_size)
-        t0 = time.perf_counter()
-        first, n, n_first = None, 0, 0
-        for x, _ in loader:
-            n += len(x)
-            if first is None:
-                first, n_first = time.perf_counter() - t0, len(x)
-        wall = time.perf_counter() - t0
-        rows.append({"num_workers": w, "segments": n, "epoch_s": wall, "first_batch_s": first,
-                     "segments_per_s": n / wall if wall > 0 else math.nan,
-                     "after_first_batch_segments_per_s": (n - n_first) / (wall - first) if n > n_first else math.nan})
+        dropped = drop_pages(cache_dir)
+        cold = _epoch(loader)
+        rows.append({"num_workers": w, **_epoch(loader), "pages_dropped": dropped,
+                     "cold_epoch_s": cold["epoch_s"], "cold_segments_per_s": cold["segments_per_s"]})
     # the training loop's augmentations (mimimi.training._augment), in the training process, on real batches
     g, n_ids, a = torch.Generator().manual_seed(t.seed), len(classes.names), cfg.augment
     batches = []
@@ -163,6 +163,34 @@ def delivery(data_root: str, machine_type: str, num_workers: list[int], configs:
             "augment_segments_per_s": augment_rate, "augment_segments_per_cpu_s": augment_cpu_rate,
             "torch_threads": torch.get_num_threads(),
             "forward_flops_per_segment": flops, "segment_shape": [1, f.n_freq, f.segment_frames]}
+
+
+def _epoch(loader) -> dict[str, Any]:
+    """One pass over ``loader``: its segments, wall time, first batch's wait, and rates."""
+    t0 = time.perf_counter()
+    first, n, n_first = None, 0, 0
+    for x, _ in loader:
+        n += len(x)
+        if first is None:
+            first, n_first = time.perf_counter() - t0, len(x)
+    wall = time.perf_counter() - t0
+    return {"segments": n, "epoch_s": wall, "first_batch_s": first,
+            "segments_per_s": n / wall if wall > 0 else math.nan,
+            "after_first_batch_segments_per_s": (n - n_first) / (wall - first) if n > n_first else math.nan}
+
+
+def drop_pages(folder: Path) -> bool:
+    """Ask the OS to drop every file's pages under ``folder`` from its page cache (``posix_fadvise``
+    DONTNEED: clean pages only, no privileges needed); False where the platform cannot."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    for path in folder.rglob("*.npy"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return True
 
 
 def load_pyfunc(tracking_uri: str, model_uri: str) -> dict[str, Any]:
