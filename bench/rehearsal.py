@@ -176,7 +176,7 @@ class Rehearsal:
         if self.wanted("delivery"):
             r = self.stage("delivery", stage_command("delivery", dict(
                 data_root=str(self.root), machine_type=types[0], num_workers=a.loader_workers, configs=self.configs,
-                torch_threads=self._worker_threads())), train_clips, "training clips (one epoch per num_workers)")
+                torch_threads=self._worker_threads())), train_clips, "training clips (two epochs per num_workers)")
             r["result"] = _last_json(r["log"])
         # what the run left on disk, read again after any stage measured again
         self.out["trials"] = trials(self.storage, "rehearsal", types[0])

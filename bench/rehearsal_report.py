@@ -18,7 +18,7 @@ STAGE_WORDS = {
     "evaluate": "evaluate the registered run (`python -m mimimi.evaluate --run-id`)",
     "score": "score a folder (`python -m mimimi.score --run-id`)",
     "pyfunc_load": "load the registered pyfunc model (`Tracker.load_pyfunc`)",
-    "delivery": "training DataLoader over the cache, one epoch per num_workers",
+    "delivery": "training DataLoader over the cache, two epochs per num_workers",
 }
 
 
