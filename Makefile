@@ -40,7 +40,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run
 
 # the whole path (cache, search, evaluate, score, pyfunc load, DataLoader) on one synthetic machine type at
-# DCASE 2020 size and at a quarter of it, measured per stage -> REHEARSAL.md (hours on 2 cores; about 11 GiB
+# DCASE 2020 size and at a quarter of it, measured per stage -> REHEARSAL.md (70 min on 2 idle cores; about 11 GiB
 # of work folder, a temporary one: python -m bench.rehearsal --work DIR puts it elsewhere)
 rehearsal: $(STAMP)
 	$(PY) -m bench.rehearsal

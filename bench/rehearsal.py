@@ -12,7 +12,7 @@ kind and disk are measured (``bench.rehearsal_measure``), at full size and at a 
 cost per clip sits beside the other size's, with the ratio and a flag where the full size costs more than 1.3x
 per clip.
 
-    python -m bench.rehearsal                        # both sizes (hours on a small machine; see --size)
+    python -m bench.rehearsal                        # both sizes (70 min on an idle 2-core machine)
     python -m bench.rehearsal --size quarter --work /data/rehearsal
     python -m bench.rehearsal --quick                # tiny sizes: a test of the command, not a measurement
     python -m bench.rehearsal --render rehearsal.json  # only write REHEARSAL.md again
@@ -304,8 +304,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"files given to mimimi score (default {FULL.score_files})")
     ap.add_argument("--trials", type=int, default=2, help="trials of the search (default 2)")
     ap.add_argument("--epochs", type=int, default=1,
-                    help="epochs per trial, no early stop (default 1: each epoch's cost is measured, and the full size "
-                         "then fits a few hours of a 2-core machine)")
+                    help="epochs per trial, no early stop (default 1: each epoch's cost is measured, and the rehearsal "
+                         "then takes about 70 minutes on an idle 2-core machine, both sizes)")
     ap.add_argument("--workers", type=int, default=usable_cpus(),
                     help="processes that synthesise and fill the cache (default: every usable core)")
     ap.add_argument("--loader-workers", default=None,
