@@ -421,7 +421,10 @@ def again(args: argparse.Namespace, work: Path, order: list[str]) -> dict[str, A
             sys.exit(f"error: {earlier}: the {name} size has no finished search: run the whole rehearsal again")
     s = res["settings"]  # the earlier run's types, trials and epochs; this run's loader settings
     args.machine_type, args.trials, args.epochs = ",".join(s["machine_types"]), s["trials"], s["epochs"]
-    s["load_start"], s["loader_workers"] = list(os.getloadavg()), args.loader_workers
+    s["load_start"] = list(os.getloadavg())
+    if "delivery" in args.only:
+        s["loader_workers"] = args.loader_workers
+    become_subreaper()  # as in the first run: a stage's orphaned processes are still measured
     res.pop("error", None)
     res.setdefault("again", []).append({
         "stages": args.only, "sizes": order, "git": versions()["git"],
