@@ -180,8 +180,8 @@ def _epoch(loader) -> dict[str, Any]:
 
 
 def drop_pages(folder: Path) -> bool:
-    """Ask the OS to drop every file's pages under ``folder`` from its page cache (``posix_fadvise``
-    DONTNEED: clean pages only, no privileges needed); False where the platform cannot."""
+    """Ask the OS to drop the pages of every ``.npy`` file (cache entry) under ``folder`` from its page cache
+    (``posix_fadvise`` DONTNEED: clean pages only, no privileges needed); False where the platform cannot."""
     if not hasattr(os, "posix_fadvise"):
         return False
     for path in folder.rglob("*.npy"):

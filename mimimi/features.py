@@ -243,7 +243,7 @@ class FeatureCache:
             if got != out.nbytes:
                 raise OSError(f"{at.entry}: feature cache entry truncated (read {got} of {out.nbytes} bytes at "
                               f"frame {start}); delete it and fill the cache again")
-            return from_stored(out.T, at.kind)
+            return out.T  # a 2-D entry is never float16 pairs (those are (2, F, T)): nothing to convert
         return np.array(from_stored(np.load(at.entry, mmap_mode="r")[..., start:stop], at.kind))
 
     def _store(self, entry: Path, features: np.ndarray, kind: Kind) -> None:

@@ -593,9 +593,9 @@ def make_sampler(cfg: Config, kind: kinds.ModelKind, dataset, n_ids: int) -> Wei
 
 
 def _best_keys(best: dict, monitor: str) -> dict[str, float]:
-    """``best_<figure>``: the best epoch's values of the figures a search may select on, reported with every
-    epoch."""
-    return {f"best_{k}": best[k] for k in dict.fromkeys((monitor, *FAMILIES, "val_loss")) if k in best}
+    """``best_<figure>``: the best epoch's values of the figures a search may select on (and the monitored
+    figure's noise, ``<monitor>_se``), reported with every epoch."""
+    return {f"best_{k}": best[k] for k in dict.fromkeys((monitor, f"{monitor}_se", *FAMILIES, "val_loss")) if k in best}
 
 
 def _plain_metrics(metrics: dict) -> dict:

@@ -55,6 +55,8 @@ def test_first_shot_search_registers_every_type_with_one_configuration(tree, tmp
 
     r = search(tmp_path, tree, "--name", "fs")
     assert "first-shot: one configuration for fan, valve" in r.stdout
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("first-shot: chose trial")]
+    assert "(noise ±" in line, line  # the mean's noise, from each type's, as a per-type pick states it
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     exp = c.get_experiment_by_name("mimimi")
     runs = c.search_runs([exp.experiment_id])

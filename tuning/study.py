@@ -70,7 +70,7 @@ def tune_type(machine_type: str, scfg: SearchConfig, base: Config, plan: Plan, s
                                   reduction_factor=s.reduction_factor)
     else:  # one report per trial, after every type trained: nothing for ASHA to stop early
         fn = tune.with_parameters(run_first_shot_trial, bases=first_shot, resources=res, use_gpu=use_gpu,
-                                  storage_path=exp_root, metric=s.metric, mode=s.mode)
+                                  storage_path=exp_root, metric=s.metric, mode=s.mode, tie_break=s.tie_break)
         scheduler = None
     trainable = tune.with_resources(fn, {"CPU": res.trial_cpus})
     if plan.resume and tune.Tuner.can_restore(exp_path):

@@ -7,6 +7,7 @@ sampled values once (``apply_params``) and goes on to the Train workers as that 
 """
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -45,12 +46,13 @@ def run_trial(params: dict, *, base: Config, resources: Resources, use_gpu: bool
 
 
 def run_first_shot_trial(params: dict, *, bases: dict[str, Config], resources: Resources, use_gpu: bool,
-                         storage_path: str, metric: str, mode: str) -> None:
+                         storage_path: str, metric: str, mode: str, tie_break: str = "val_loss") -> None:
     """Tune trial of a first-shot search: the sampled config trained on every machine type in turn, each in
-    Ray Train workers; one report at the end: ``metric`` = the mean over types of each type's best
-    validation figure, ``<type>/<metric>`` each, and every type's best checkpoint (``<type>/checkpoint.pt``)."""
+    Ray Train workers; one report at the end: ``first_shot_figures`` (``metric`` = the mean over types of each
+    type's best validation figure, its noise, the tie-break figure) and every type's best checkpoint
+    (``<type>/checkpoint.pt``)."""
     trial = tune.get_context().get_trial_name()
-    figures, epochs = {}, 0
+    finals, epochs = {}, 0
     with tempfile.TemporaryDirectory(prefix="mimimi-first-shot-") as out:
         for mtype, base in bases.items():
             result = TorchTrainer(
@@ -59,9 +61,29 @@ def run_first_shot_trial(params: dict, *, bases: dict[str, Config], resources: R
                 run_config=RunConfig(name=f"train-{trial}-{mtype}", storage_path=storage_path,
                                      checkpoint_config=CheckpointConfig(num_to_keep=1)),  # latest = best
             ).fit()
-            figures[mtype] = float(result.metrics[f"best_{metric}"])  # the final report's running best
+            finals[mtype] = result.metrics  # the final report: the running best's figures (best_<figure>)
             epochs = max(epochs, int(result.metrics["epoch"]))
             result.checkpoint.to_directory(str(Path(out) / mtype))
-        mean = float(np.mean(list(figures.values())))
-        tune.report({metric: mean, **{f"{t}/{metric}": v for t, v in figures.items()}, "epoch": epochs},
+        tune.report({**first_shot_figures(finals, metric, tie_break), "epoch": epochs},
                     checkpoint=tune.Checkpoint.from_directory(out))
+
+
+def first_shot_figures(finals: dict[str, dict], metric: str, tie_break: str) -> dict[str, float]:
+    """What a first-shot trial reports, from each type's final Train report (``finals``: {type: metrics, with
+    ``best_<figure>``}): ``metric``, the mean over types of each type's best figure, and ``<type>/<metric>``
+    each; ``<metric>_se``, the mean's noise (the types' bootstrap standard errors combined as independent:
+    √(Σ se²) / types); ``tie_break``, the mean of each type's value at its best epoch — so a first-shot pick
+    breaks ties and states its noise as a per-type pick does. A figure some type lacks is NaN.
+
+    >>> f = first_shot_figures({"fan": {"best_m": 0.8, "best_m_se": 0.03, "best_val_loss": 1.0},
+    ...                         "valve": {"best_m": 0.6, "best_m_se": 0.04, "best_val_loss": 2.0}}, "m", "val_loss")
+    >>> {k: round(v, 3) for k, v in f.items()}
+    {'m': 0.7, 'fan/m': 0.8, 'valve/m': 0.6, 'm_se': 0.025, 'val_loss': 1.5}
+    """
+    def each(key: str) -> list[float]:
+        return [float(m.get(key, math.nan)) for m in finals.values()]
+
+    figures = each(f"best_{metric}")
+    return {metric: float(np.mean(figures)), **{f"{t}/{metric}": v for t, v in zip(finals, figures)},
+            f"{metric}_se": math.sqrt(sum(se * se for se in each(f"best_{metric}_se"))) / len(finals),
+            tie_break: float(np.mean(each(f"best_{tie_break}")))}
