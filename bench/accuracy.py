@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -471,13 +472,16 @@ def default_metric_verdict(trials: pd.DataFrame, ranks: pd.DataFrame, network_ra
     cell = lambda r: f"{r.rho:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}]"  # noqa: E731
     mine = {(r.set, r.target): cell(r) for t in (ranks, network_ranks) for r in t[t.candidate == metric].itertuples()}
     every = network_ranks.groupby("candidate").agg(sets=("set", "nunique"), lo=("lo", "min"), rho=("rho", "mean"))
+    network, delivered = every.rho, ranks.groupby("candidate").rho.mean()  # mean ρ over the sets
+    mean = lambda c: (f"mean ρ {network.get(c, math.nan):+.2f} against the networks' figure, "  # noqa: E731
+                      f"{delivered.get(c, math.nan):+.2f} against the delivered one")
     every = every[(every.sets == len(sets)) & (every.lo > 0)].sort_values("rho", ascending=False)
     lines = [f"`search.metric` is `{metric}`. Against what the trials' networks are worth: "
              + "; ".join(f"{n} {mine.get((n, 'test_network'), '—')}" for n in sets) + ". Against the delivered "
-             "figure: " + "; ".join(f"{n} {mine.get((n, 'test'), '—')}" for n in sets) + "."]
+             "figure: " + "; ".join(f"{n} {mine.get((n, 'test'), '—')}" for n in sets) + f"; {mean(metric)}."]
     if len(every):
-        lines.append("Numbers whose interval lies above 0 on every set against the networks' figure, by mean ρ: "
-                     + ", ".join(f"`{c}` ({r.rho:+.2f})" for c, r in every.iterrows()) + ".")
+        lines.append("Numbers whose interval lies above 0 on every set against the networks' figure: "
+                     + ", ".join(f"`{c}` ({mean(c)})" for c in every.index) + ".")
     else:
         lines.append("No number's interval lies above 0 on every set against the networks' figure.")
     for name in sets:

@@ -439,7 +439,7 @@ def fit(cfg: Config, out_dir: str | Path, on_epoch: Callable[[dict, Path | None]
         ckpts.save(0, metrics, out, np.ones(len(out.clips), bool), scored_last=True,  # best = last: nothing trains
                    choice=_choice(cfg, found, cfg.train.monitor))
         finish(run, ckpts, device)
-        report({**metrics, **_best_keys(metrics, cfg.train.monitor), "final": True},
+        report({**metrics, **_best_keys(metrics), "final": True},
                ckpts.best if dist.is_main else None)
         return TrainResult(ckpts.best, ckpts.last, 0, metrics, [metrics])
     loader = _loader(run, dist)
@@ -491,7 +491,7 @@ def _epochs(run: Prepared, step_model, core, loader: DataLoader, opt, device, g:
         final = epoch == t.epochs - 1 or bad_epochs > t.patience
         if final:
             finish(run, ckpts, device)
-        report({**metrics, **_best_keys(history[best_epoch], t.monitor), "final": final},
+        report({**metrics, **_best_keys(history[best_epoch]), "final": final},
                ckpts.best if (improved or final) and ckpts.is_main else None)
         if final:
             break
@@ -592,10 +592,15 @@ def make_sampler(cfg: Config, kind: kinds.ModelKind, dataset, n_ids: int) -> Wei
                                  generator=torch.Generator().manual_seed(cfg.train.seed))
 
 
-def _best_keys(best: dict, monitor: str) -> dict[str, float]:
-    """``best_<figure>``: the best epoch's values of the figures a search may select on (and the monitored
-    figure's noise, ``<monitor>_se``), reported with every epoch."""
-    return {f"best_{k}": best[k] for k in dict.fromkeys((monitor, f"{monitor}_se", *FAMILIES, "val_loss")) if k in best}
+def _best_keys(best: dict) -> dict[str, float]:
+    """``best_<figure>``: every number of the best epoch (``best_epoch`` its number), reported with every
+    epoch, so that a search can rank on, and break ties by, any figure of the checkpoint it would deliver.
+
+    >>> _best_keys({"epoch": 3, "val_loss": 0.5, "backend": "knn", "cv_proxy_auc": 0.8})
+    {'best_epoch': 3, 'best_val_loss': 0.5, 'best_cv_proxy_auc': 0.8}
+    """
+    return {f"best_{k}": v for k, v in best.items()
+            if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
 
 
 def _plain_metrics(metrics: dict) -> dict:

@@ -68,8 +68,9 @@ class FakeTracking:
         return [c for c in self.calls if c[0] == name]
 
 
-def trial(trial_id="t1", last=None):
-    return SimpleNamespace(trial_id=trial_id, config={"train.lr": 1e-3}, last_result=last or {"training_iteration": 2},
+def trial(trial_id="t1", last=None, experiment_tag=""):
+    return SimpleNamespace(trial_id=trial_id, experiment_tag=experiment_tag, config={"train.lr": 1e-3},
+                           last_result=last or {"training_iteration": 2},
                            run_metadata=SimpleNamespace(num_failures=1), __str__=lambda self: trial_id)
 
 
@@ -254,7 +255,8 @@ def test_the_best_trial_does_not_depend_on_the_order_tune_lists_them():
 
     def result(number, value, loss=None):
         frame = {"m": [0.5, value], **({"val_loss": [1.0, loss]} if loss is not None else {})}
-        return SimpleNamespace(error=None, path=f"/s/valve/run_trial_zz{number}", metrics={"trial_id": f"e1_{number:05d}"},
+        return SimpleNamespace(error=None, path=f"/s/valve/run_trial_zz{number}", metrics={"trial_id": f"e1_{number:05d}",
+                               "experiment_tag": f"{number + 1}_m={value}"},
                                metrics_dataframe=pd.DataFrame(frame))
 
     by_loss = [result(1, 0.875, 0.6), result(0, 0.875, 0.7), result(2, 0.5, 0.1)]
@@ -271,12 +273,15 @@ def test_the_best_trial_does_not_depend_on_the_order_tune_lists_them():
 
 
 def test_the_console_the_mlflow_runs_and_the_pick_number_trials_alike():
-    """A trial started second but created first is "trial 01" in its MLflow run and in the pick."""
+    """A trial started second but created first is "trial 01" in its MLflow run and in the pick: the number is
+    the search generator's counter that starts the experiment tag, never read from the trial id (Optuna's
+    are random hex, at times all digits: CI once printed "trial 42619068")."""
     from tuning.callbacks import trial_number
     from tuning.finish import _number
 
-    assert trial_number("e1_00000", 2) == 1 and trial_number("e1_00001", 1) == 2
-    assert _number(SimpleNamespace(metrics={"trial_id": "e1_00000"}), 2) == 1
+    assert trial_number("1_lr=0.002", 2) == 1 and trial_number("2_lr=0.01", 1) == 2
+    assert _number(SimpleNamespace(metrics={"trial_id": "42619067", "experiment_tag": "1_lr=0.002"}), 2) == 1
+    assert _number(SimpleNamespace(metrics={"trial_id": "42619067"}), 2) == 2  # no tag: its place in the grid
 
 
 def test_the_summary_shows_the_chosen_back_end_every_other_and_its_gain_over_stats_knn():

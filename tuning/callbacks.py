@@ -93,7 +93,7 @@ class TrialRuns(tune.Callback):
     def _run(self, trial) -> str:
         self._sync_runs()
         if trial.trial_id not in self.runs:
-            number = trial_number(trial.trial_id, len(self.runs) + 1)  # the same on --resume and in the pick
+            number = trial_number(trial.experiment_tag, len(self.runs) + 1)  # the same on --resume and in the pick
             run_id = self.tracker.start_run(
                 self.experiment_id, f"{self.machine_type} · trial {number:02d}", self.parent_run_id,
                 tags={"mimimi.role": "trial", "mimimi.trial_id": trial.trial_id, "mimimi.trial_name": str(trial),
@@ -164,19 +164,22 @@ class TrialRuns(tune.Callback):
         self.progress.settled(self._number(trial), "FAILED", trial.last_result or {}, _settled(trials, trial))
 
     def _number(self, trial) -> int:
-        return trial_number(trial.trial_id, list(self.runs).index(trial.trial_id) + 1 if trial.trial_id in self.runs
-                            else len(self.runs))
+        known = list(self.runs)
+        return trial_number(trial.experiment_tag,
+                            known.index(trial.trial_id) + 1 if trial.trial_id in known else len(known))
 
 
-def trial_number(trial_id: str | None, fallback: int) -> int:
+def trial_number(experiment_tag: str | None, fallback: int) -> int:
     """A trial's number as the console, its MLflow run ("fan · trial 01") and the pick show it: the order in
-    which Tune created it (its id ends in Tune's counter, ``<experiment>_00000``), else ``fallback``.
+    which Tune's search generator created it, the counter its experiment tag starts with (``"3_lr=0.001,…"``,
+    1-based, restored with the searcher on --resume), else ``fallback``. Never read from the trial id: an
+    Optuna trial's id is 8 random hex digits, all decimal digits for about one trial in 43.
 
-    >>> trial_number("3f2a1_00002", 1), trial_number("custom", 7)
-    (3, 7)
+    >>> trial_number("3_lr=0.001,head=gap", 1), trial_number("", 7), trial_number(None, 7)
+    (3, 7, 7)
     """
-    tail = str(trial_id or "").rsplit("_", 1)[-1]
-    return int(tail) + 1 if tail.isdigit() else fallback
+    head = str(experiment_tag or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else fallback
 
 
 # as Tune sees them: fractions (and their standard errors, *_se); MLflow and the console show percent

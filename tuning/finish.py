@@ -46,7 +46,7 @@ class Ranked(NamedTuple):
 
 def _number(result, fallback: int) -> int:
     """A trial's number as the console and MLflow show it (``trial_number``), else its place in the grid."""
-    return trial_number(result.metrics.get("trial_id"), fallback)
+    return trial_number(result.metrics.get("experiment_tag"), fallback)
 
 
 def rank_trials(results, metric: str, mode: str, tie_break: str = "val_loss") -> list[Ranked]:

@@ -46,7 +46,7 @@ def run_trial(params: dict, *, base: Config, resources: Resources, use_gpu: bool
 
 
 def run_first_shot_trial(params: dict, *, bases: dict[str, Config], resources: Resources, use_gpu: bool,
-                         storage_path: str, metric: str, mode: str, tie_break: str = "val_loss") -> None:
+                         storage_path: str, metric: str, mode: str, tie_break: str) -> None:
     """Tune trial of a first-shot search: the sampled config trained on every machine type in turn, each in
     Ray Train workers; one report at the end: ``first_shot_figures`` (``metric`` = the mean over types of each
     type's best validation figure, its noise, the tie-break figure) and every type's best checkpoint
