@@ -425,10 +425,12 @@ def objective_section(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: 
     fixed ones."""
     if ranks.empty:
         return "\n\n".join([OBJECTIVE_TITLE, "Too few trials to rank (5 at least per set)."])
-    bcols = [c for c in backends.columns if c not in ("set", "trials", "chosen: share of trials")]
-    back_md = md_table.table(["set", "trials", *bcols, "chosen (how often)"],
+    gain = f"{objective_study.DEFAULT_SCORER} − chosen"
+    bcols = [c for c in backends.columns if c not in ("set", "trials", "chosen: share of trials", gain)]
+    back_md = md_table.table(["set", "trials", *bcols, f"{gain} (points, 95 % interval; trials better / worse)",
+                              "chosen (how often)"],
                              [[r["set"], r["trials"], *(f"{100 * r[c]:.1f}" if r[c] == r[c] else None for c in bcols),
-                               r["chosen: share of trials"]] for r in backends.to_dict("records")])
+                               r.get(gain), r["chosen: share of trials"]] for r in backends.to_dict("records")])
     n = trials.groupby("set").size()
     sizes = ", ".join(f"{k} ({v} trials)" for k, v in n.items())
     return "\n\n".join([
@@ -452,7 +454,9 @@ def objective_section(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: 
         rho_table(network_ranks),
         "### The back-end",
         "The mean test figure (%) of the network trials under the back-end validation chose, under each fixed "
-        "back-end, and under the best back-end of each trial picked with hindsight on test:",
+        "back-end, and under the best back-end of each trial picked with hindsight on test; then what the fixed "
+        f"default scorer (`{objective_study.DEFAULT_SCORER}`) delivers over the choice, paired by trial (the same "
+        "checkpoint scored both ways):",
         back_md,
         f"<details><summary>the trials</summary>\n\n```\n{trials.round(4).to_string(index=False)}\n```\n</details>"])
 
@@ -520,11 +524,14 @@ def network_section(rows: pd.DataFrame, epochs: int) -> str:
     m = network_study.margins(rows)
     table = md_table.table(
         ["set", "machine type", "default model (chosen back-end)", "best network back-end (hindsight)", "stats-knn",
-         "margin (chosen − stats-knn)", "back-ends chosen"],
+         "margin (chosen − stats-knn)", "back-ends chosen", f"{network_study.FIXED} (fixed)",
+         f"{network_study.FIXED} − chosen"],
         [[r.set, r.machine_type, f"{100 * r.chosen_mean:.1f} ± {100 * r.chosen_std:.1f}", f"{100 * r.best_network_mean:.1f}",
           f"{100 * r.stats_knn_mean:.1f} ± {100 * r.stats_knn_std:.1f}", f"{100 * r.margin_mean:+.1f} ± {100 * r.margin_std:.1f}",
-          r.backends] for r in m.itertuples()])
+          r.backends, f"{100 * r.fixed_mean:.1f}", f"{100 * r.fixed_gain_mean:+.1f} ± {100 * r.fixed_gain_std:.1f}"]
+         for r in m.itertuples()])
     by_set = m.groupby("set").margin_mean.mean()
+    fixed_gain = m.groupby("set").fixed_gain_mean.mean()
     seeds = sorted(set(rows.seed))
     spec = network_study.SIZE
     return "\n\n".join([
@@ -535,7 +542,9 @@ def network_section(rows: pd.DataFrame, epochs: int) -> str:
         f"{network_study.FEATURES}: the `temporal` preset (anomalies that change timing or phase, every clip's "
         "log-mel mean and std unchanged) and the default generator at the same size. Mean per-ID test AUC in % "
         "(± std over seeds). Mean margin over types: "
-        + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in by_set.items()) + ". "
+        + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in by_set.items()) + f". The same checkpoints under the "
+        f"fixed `{network_study.FIXED}` instead of the back-end validation chose: "
+        + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in fixed_gain.items()) + ". "
         f"`python -m bench.accuracy --only network --network-seeds {','.join(map(str, seeds))} --network-epochs "
         f"{epochs} --network-types {','.join(dict.fromkeys(rows.machine_type))} --threads {_threads()}` reruns this "
         "section alone.",

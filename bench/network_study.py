@@ -29,6 +29,7 @@ SETS = {"temporal": dict(SIZE, anomalies="temporal", snr_db=6.0), "default": dic
 FEATURES = {"n_fft": 512, "hop_length": 256, "segment_frames": 32, "eval_hop_frames": 32, "n_mels": 64}
 
 
+FIXED = "knn-stats"  # the default scorer: what a model delivers where nothing is chosen on validation
 QUICK = dict(n_train=8, n_test_normal=4, n_test_anomaly=4, seconds=2.0)  # a smoke test of the command only
 
 
@@ -52,7 +53,8 @@ def run(work: Path, seeds: list[int], epochs: int, types: tuple[str, ...] = synt
                                progress=False)
                 mean = rep.comparison[rep.comparison.machine_id == "mean"]
                 rows += [dict(set=name, seed=seed, machine_type=mtype, backend=r.key, chosen=bool(r.default),
-                              auc=r.auc, pauc=r.pauc, seconds=time.perf_counter() - t) for r in mean.itertuples()]
+                              auc=r.auc, pauc=r.pauc, seconds=time.perf_counter() - t,  # and validation's figure:
+                              cv=result.best.get(f"backend/{r.key}/cv_proxy_auc")) for r in mean.itertuples()]
                 shown = {r.key: round(100 * r.auc, 1) for r in mean.itertuples()}
                 print(f"network {name} seed {seed} {mtype}: {shown} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
     return pd.DataFrame(rows)
@@ -60,7 +62,8 @@ def run(work: Path, seeds: list[int], epochs: int, types: tuple[str, ...] = synt
 
 def margins(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (set, machine type): mean ± std over seeds of the chosen back-end's AUC, of the best network
-    back-end's (with hindsight), of ``stats-knn``'s, and the margin chosen − ``stats-knn``."""
+    back-end's (with hindsight), of ``stats-knn``'s, the margin chosen − ``stats-knn``, and ``fixed_gain``:
+    what the fixed default scorer (``knn-stats``) delivers over the choice."""
     out = []
     for (name, mtype), g in rows.groupby(["set", "machine_type"], sort=False):
         per_seed = []
@@ -68,11 +71,14 @@ def margins(rows: pd.DataFrame) -> pd.DataFrame:
             base = h[h.backend == "stats-knn"].auc.iloc[0]
             chosen = h[h.chosen].auc.iloc[0]
             network = h[~h.backend.isin(["stats-knn"])].auc.max()
+            fixed = h[h.backend == FIXED].auc
+            fixed = float(fixed.iloc[0]) if len(fixed) else float("nan")
             per_seed.append(dict(chosen=chosen, best_network=network, stats_knn=base, margin=chosen - base,
-                                 best_margin=network - base, backend=h[h.chosen].backend.iloc[0]))
+                                 best_margin=network - base, fixed=fixed, fixed_gain=fixed - chosen,
+                                 backend=h[h.chosen].backend.iloc[0]))
         s = pd.DataFrame(per_seed)
         out.append(dict(set=name, machine_type=mtype, seeds=len(s), **{f"{k}_mean": s[k].mean() for k in
-                        ("chosen", "best_network", "stats_knn", "margin", "best_margin")},
-                        **{f"{k}_std": s[k].std(ddof=0) for k in ("chosen", "stats_knn", "margin")},
+                        ("chosen", "best_network", "stats_knn", "margin", "best_margin", "fixed", "fixed_gain")},
+                        **{f"{k}_std": s[k].std(ddof=0) for k in ("chosen", "stats_knn", "margin", "fixed_gain")},
                         backends=", ".join(s.backend)))
     return pd.DataFrame(out)

@@ -81,8 +81,9 @@ def _best(history: list[dict], key: str, lower: bool) -> float:
 
 
 def run_set(name: str, work: Path, n_trials: int, seconds: float, seed: int = 0) -> pd.DataFrame:
-    """Every trial of one set: its settings, every candidate validation number (best over epochs), the test
-    figure under the chosen back-end and under each back-end."""
+    """Every trial of one set: its settings, every candidate validation number (best over epochs), each
+    back-end's validation figures at the delivered epoch (``at_best/backend/<name>/<figure>``), the test figure
+    under the chosen back-end and under each back-end."""
     spec, mtype, train = SETS[name]
     root = work / f"objective-{name.replace(' ', '-')}"
     synth.generate(root, seed=seed, seconds=seconds, workers=2, **spec)
@@ -98,6 +99,9 @@ def run_set(name: str, work: Path, n_trials: int, seconds: float, seed: int = 0)
                 and not k.endswith("_seconds")}
         row = {"set": name, "trial": i, **trial, "best_epoch": result.best_epoch, "backend": result.best.get("backend"),
                **{k: _best(result.history, k, lower=k.endswith("loss")) for k in sorted(keys)},
+               # each back-end's figures at the delivered epoch: what any rule of choosing the back-end would have
+               # seen there (evaluated offline against test/<back-end>, without training again)
+               **{f"{AT_BEST}{k}": v for k, v in sorted(result.best.items()) if k.startswith("backend/")},
                "test": (rep.official.score if rep.official is not None and spec.get("layout") == "dcase2022"
                         else float(rep.per_type.mean_auc.iloc[0])),
                **{f"test/{k}": float(v) for k, v in mean.items()}, "seconds": time.perf_counter() - t}
@@ -108,6 +112,8 @@ def run_set(name: str, work: Path, n_trials: int, seconds: float, seed: int = 0)
     return pd.DataFrame(rows)
 
 
+AT_BEST = "at_best/"  # a figure at the delivered epoch, not the best over epochs: never a ranking candidate
+DEFAULT_SCORER = "knn-stats"  # what mimimi.scoring delivers where validation chose nothing; the fixed rule compared
 NETWORK_ONLY = ("ce", "knn", "mahalanobis", "gmm", "knn-density", "knn-domain", "mahalanobis-domain")
 
 
@@ -123,8 +129,8 @@ def candidates(trials: pd.DataFrame) -> list[str]:
     """The validation numbers a search could rank on (no test figure, no setting, no time)."""
     skip = {"set", "trial", "model", "lr", "epochs", "head", "mixup", "sampler", "best_epoch", "backend", "test",
             "test_network", "seconds"}
-    return [c for c in trials.columns if c not in skip and not c.startswith("test/") and not c.endswith("_se")
-            and trials[c].notna().sum() >= 5]
+    return [c for c in trials.columns if c not in skip and not c.startswith(("test/", AT_BEST))
+            and not c.endswith("_se") and trials[c].notna().sum() >= 5]
 
 
 def rank_table(trials: pd.DataFrame, target: str = "test", seed: int = 0) -> pd.DataFrame:
@@ -152,9 +158,25 @@ def rank_table(trials: pd.DataFrame, target: str = "test", seed: int = 0) -> pd.
     return pd.DataFrame(rows)
 
 
+def paired_interval(diff: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """The mean of paired differences (NaN pairs dropped) and its 95 % bootstrap interval (pairs resampled).
+
+    >>> tuple(round(v, 2) for v in paired_interval(np.array([0.1, 0.1, 0.1])))
+    (0.1, 0.1, 0.1)
+    """
+    diff = diff[np.isfinite(diff)]
+    if not len(diff):
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    boot = diff[rng.integers(0, len(diff), (BOOTSTRAP, len(diff)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(diff.mean()), float(lo), float(hi)
+
+
 def backend_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Per set: the mean test figure over the network trials under the back-end validation chose, under each
-    fixed back-end, and under the best back-end of each trial picked with hindsight (on test)."""
+    fixed back-end, and under the best back-end of each trial picked with hindsight (on test); the fixed default
+    scorer's gain over the choice, paired by trial (mean, 95 % interval; trials where it is better / worse)."""
     rows = []
     for name, g in trials[trials.model != "stats-knn"].groupby("set", sort=False):
         cols = [c for c in g.columns if c.startswith("test/")]
@@ -162,6 +184,12 @@ def backend_table(trials: pd.DataFrame) -> pd.DataFrame:
         row = {"set": name, "trials": len(g), "chosen on validation": float(np.mean(chosen))}
         row.update({c.split("/", 1)[1]: float(g[c].mean()) for c in cols})
         row["best per trial, with hindsight"] = float(g[cols].max(axis=1).mean())
+        fixed = f"test/{DEFAULT_SCORER}"
+        if fixed in g and len(chosen) == len(g):
+            diff = g[fixed].to_numpy(dtype=float) - np.asarray(chosen)
+            mean, lo, hi = paired_interval(diff)
+            row[f"{DEFAULT_SCORER} − chosen"] = (f"{100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]; "
+                                                 f"{int((diff > 0).sum())} / {int((diff < 0).sum())}")
         row["chosen: share of trials"] = ", ".join(f"{k} {v}" for k, v in g.backend.value_counts().items())
         rows.append(row)
     return pd.DataFrame(rows)
