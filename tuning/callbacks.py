@@ -121,11 +121,12 @@ class TrialRuns(tune.Callback):
                 self.tracker.set_tags(run_id, {"mimimi.epochs_repeated": str(self.repeated[trial.trial_id])})
             return
         self.logged_step[trial.trial_id] = step
+        best = {f"best_{k}" for k in (self.metric, f"{self.metric}_se", "cv_proxy_auc", "val_proxy_auc", "val_loss")}
         numeric = {k: shown_value(k, v) for k, v in result.items() if isinstance(v, (int, float)) and (
-            k in ("train_loss", "val_loss", "val_acc", "best_val_loss", "epoch_seconds", "validation_seconds",
-                  "validation_network_seconds", "validation_backend_seconds")
-            or k.startswith(RATES) or k.startswith("backend/")
-            or k.endswith(f"/{self.metric}"))}  # first-shot: <type>/<metric>
+            k in ("train_loss", "val_loss", "val_acc", "epoch_seconds", "validation_seconds",
+                  "validation_network_seconds", "validation_backend_seconds") or k in best
+            or (k.startswith(RATES) and not k.startswith("best_")) or k.startswith("backend/")
+            or k.endswith(f"/{self.metric}"))}  # first-shot: <type>/<metric>; of the best_* figures, the chosen few
         self.tracker.log_metrics(run_id, mlflow_names(numeric, self.metric), step=step)
         if result.get("backend") and self.backends.get(trial.trial_id) != result["backend"]:
             self.backends[trial.trial_id] = result["backend"]  # validation's choice this epoch
