@@ -39,6 +39,7 @@ from mimimi.data.index import index_dataset
 from mimimi.evaluation import evaluate
 from mimimi.features import FeatureCache
 from mimimi.scoring.backends import make_scorer
+from mimimi.scoring.fitted import FUSED
 from mimimi.scoring.outputs import clip_outputs
 from mimimi.training import fit
 from tuning.evidence import EVIDENCE  # what the search tells its user about data like its own
@@ -425,7 +426,7 @@ def objective_section(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: 
     fixed ones."""
     if ranks.empty:
         return "\n\n".join([OBJECTIVE_TITLE, "Too few trials to rank (5 at least per set)."])
-    gain = f"{objective_study.DEFAULT_SCORER} − chosen"
+    gain = f"{FUSED} − chosen"
     bcols = [c for c in backends.columns if c not in ("set", "trials", "chosen: share of trials", gain)]
     back_md = md_table.table(["set", "trials", *bcols, f"{gain} (points, 95 % interval; trials better / worse)",
                               "chosen (how often)"],
@@ -455,7 +456,7 @@ def objective_section(trials: pd.DataFrame, ranks: pd.DataFrame, network_ranks: 
         "### The back-end",
         "The mean test figure (%) of the network trials under the back-end validation chose, under each fixed "
         "back-end, and under the best back-end of each trial picked with hindsight on test; then what the fixed "
-        f"default scorer (`{objective_study.DEFAULT_SCORER}`) delivers over the choice, paired by trial (the same "
+        f"default scorer (`{FUSED}`) delivers over the choice, paired by trial (the same "
         "checkpoint scored both ways):",
         back_md,
         f"<details><summary>the trials</summary>\n\n```\n{trials.round(4).to_string(index=False)}\n```\n</details>"])
@@ -524,8 +525,8 @@ def network_section(rows: pd.DataFrame, epochs: int) -> str:
     m = network_study.margins(rows)
     table = md_table.table(
         ["set", "machine type", "default model (chosen back-end)", "best network back-end (hindsight)", "stats-knn",
-         "margin (chosen − stats-knn)", "back-ends chosen", f"{network_study.FIXED} (fixed)",
-         f"{network_study.FIXED} − chosen"],
+         "margin (chosen − stats-knn)", "back-ends chosen", f"{FUSED} (fixed)",
+         f"{FUSED} − chosen"],
         [[r.set, r.machine_type, f"{100 * r.chosen_mean:.1f} ± {100 * r.chosen_std:.1f}", f"{100 * r.best_network_mean:.1f}",
           f"{100 * r.stats_knn_mean:.1f} ± {100 * r.stats_knn_std:.1f}", f"{100 * r.margin_mean:+.1f} ± {100 * r.margin_std:.1f}",
           r.backends, f"{100 * r.fixed_mean:.1f}", f"{100 * r.fixed_gain_mean:+.1f} ± {100 * r.fixed_gain_std:.1f}"]
@@ -543,7 +544,7 @@ def network_section(rows: pd.DataFrame, epochs: int) -> str:
         "log-mel mean and std unchanged) and the default generator at the same size. Mean per-ID test AUC in % "
         "(± std over seeds). Mean margin over types: "
         + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in by_set.items()) + f". The same checkpoints under the "
-        f"fixed `{network_study.FIXED}` instead of the back-end validation chose: "
+        f"fixed `{FUSED}` instead of the back-end validation chose: "
         + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in fixed_gain.items()) + ". "
         f"`python -m bench.accuracy --only network --network-seeds {','.join(map(str, seeds))} --network-epochs "
         f"{epochs} --network-types {','.join(dict.fromkeys(rows.machine_type))} --threads {_threads()}` reruns this "

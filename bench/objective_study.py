@@ -29,6 +29,7 @@ from mimimi.config import load_config
 from mimimi.data import synth
 from mimimi.evaluation import evaluate
 from mimimi.nn import HEADS
+from mimimi.scoring.fitted import FUSED  # a trained kind's default scorer: the fixed rule compared
 from mimimi.training import fit
 
 FIRST_SHOT = dict(layout="dcase2022", machine_types=("fan", "valve"), ids=("00",), n_train=8, n_target_train=2,
@@ -113,7 +114,6 @@ def run_set(name: str, work: Path, n_trials: int, seconds: float, seed: int = 0)
 
 
 AT_BEST = "at_best/"  # a figure at the delivered epoch, not the best over epochs: never a ranking candidate
-DEFAULT_SCORER = "knn-stats"  # what mimimi.scoring delivers where validation chose nothing; the fixed rule compared
 NETWORK_ONLY = ("ce", "knn", "mahalanobis", "gmm", "knn-density", "knn-domain", "mahalanobis-domain")
 
 
@@ -184,11 +184,11 @@ def backend_table(trials: pd.DataFrame) -> pd.DataFrame:
         row = {"set": name, "trials": len(g), "chosen on validation": float(np.mean(chosen))}
         row.update({c.split("/", 1)[1]: float(g[c].mean()) for c in cols})
         row["best per trial, with hindsight"] = float(g[cols].max(axis=1).mean())
-        fixed = f"test/{DEFAULT_SCORER}"
+        fixed = f"test/{FUSED}"
         if fixed in g and len(chosen) == len(g):
             diff = g[fixed].to_numpy(dtype=float) - np.asarray(chosen)
             mean, lo, hi = paired_interval(diff)
-            row[f"{DEFAULT_SCORER} − chosen"] = (f"{100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]; "
+            row[f"{FUSED} − chosen"] = (f"{100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]; "
                                                  f"{int((diff > 0).sum())} / {int((diff < 0).sum())}")
         row["chosen: share of trials"] = ", ".join(f"{k} {v}" for k, v in g.backend.value_counts().items())
         rows.append(row)
